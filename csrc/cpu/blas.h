@@ -1,0 +1,86 @@
+// The one place that talks to BLAS (scipy-openblas32, prefixed symbols scipy_cblas_*), plus the small-batch
+// microkernel used instead of a BLAS call per time step. Not a general linear-algebra layer: row-major only,
+// and only the shapes the RNN kernels need. Sizes are 64-bit here and split into int32 BLAS calls.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cblas.h"
+
+namespace rnnfast {
+namespace blas {
+
+// Largest row/reduction count handed to one BLAS call (blasint is 32-bit). Tests lower it to exercise the
+// splitting path without allocating 2^31 elements.
+inline int64_t& max_block() {
+  static int64_t v = (int64_t(1) << 30);
+  return v;
+}
+
+inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+                    (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                     int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+                    (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+// C (M, N) = alpha * op(A) op(B) + beta * C, row-major; op(A) is (M, K), op(B) is (K, N).
+// A is (M, K) with lda, or (K, M) when ta; B is (K, N) with ldb, or (N, K) when tb.
+// M and K may exceed 2^31: they are split into blocks; degenerate sizes are handled here, not by BLAS.
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i) {
+      T* c = C + i * ldc;
+      if (beta == T(0)) std::fill(c, c + N, T(0));
+      else for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+    return;
+  }
+  const int64_t blk = max_block();
+  for (int64_t m0 = 0; m0 < M; m0 += blk) {
+    const int64_t mb = std::min(blk, M - m0);
+    const T* Am = ta ? A + m0 : A + m0 * lda;
+    T* Cm = C + m0 * ldc;
+    for (int64_t k0 = 0; k0 < K; k0 += blk) {
+      const int64_t kb = std::min(blk, K - k0);
+      const T* Ak = ta ? Am + k0 * lda : Am + k0;
+      const T* Bk = tb ? B + k0 : B + k0 * ldb;
+      gemm_raw(ta, tb, mb, N, kb, alpha, Ak, lda, Bk, ldb, k0 == 0 ? beta : T(1), Cm, ldc);
+    }
+  }
+}
+
+// ---- small-batch microkernel ----
+// out[0:Hp] += sum_k v[k] * M[k, 0:Hp], M row-major with row stride ldm >= Hp, Hp a multiple of block<T>().
+// Written in the axpy form so it vectorises without reassociating sums: each 256-byte block of `out` lives
+// in 8 vector registers while all K rows stream past (8 independent FMA chains hide the FMA latency).
+template <typename T>
+constexpr int64_t block() { return 256 / int64_t(sizeof(T)); }
+
+template <typename T>
+inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M, int64_t ldm, T* __restrict out,
+                        int64_t Hp) {
+  constexpr int64_t B = block<T>();
+  for (int64_t j0 = 0; j0 < Hp; j0 += B) {
+    T acc[B];
+    for (int64_t j = 0; j < B; ++j) acc[j] = out[j0 + j];
+    const T* m = M + j0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T vk = v[k];
+      const T* mk = m + k * ldm;
+      for (int64_t j = 0; j < B; ++j) acc[j] += vk * mk[j];
+    }
+    for (int64_t j = 0; j < B; ++j) out[j0 + j] = acc[j];
+  }
+}
+
+}  // namespace blas
+}  // namespace rnnfast

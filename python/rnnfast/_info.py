@@ -1,0 +1,63 @@
+"""What `rnnfast info` prints: version, backends with reasons, BLAS, CPU features and thread counts.
+Not an API for anything else; the values are informational.
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect() -> dict:
+    import numpy as np
+
+    from . import __version__
+    from .backends import _load, backends
+
+    d = {"version": __version__, "python": platform.python_version(), "numpy": np.__version__,
+         "backends": backends(), "cpu": _cpu_model(), "cpu_features": _cpu_flags(), "cores": os.cpu_count()}
+    cpu, _ = _load("cpu")
+    if cpu is not None:
+        from . import _C
+        d["kernel_isa"] = _C.isa()
+        d["blas"] = _C.blas_config()
+        d["blas_threads"] = _C.blas_num_threads()
+        d["small_batch_limit"] = _C.small_batch_limit()
+    d["RNNFAST_BACKEND"] = os.environ.get("RNNFAST_BACKEND")
+    d["RNNFAST_NUM_THREADS"] = os.environ.get("RNNFAST_NUM_THREADS")
+    return d
+
+
+def format_info(d: dict) -> str:
+    lines = [f"rnnfast {d['version']} (Python {d['python']}, NumPy {d['numpy']})", "backends:"]
+    for name, b in d["backends"].items():
+        lines.append(f"  {name:6s} {'available' if b['available'] else 'missing: ' + str(b['reason'])}")
+    lines.append(f"cpu: {d['cpu']} ({d['cores']} logical cores; features {' '.join(d['cpu_features'])})")
+    if "kernel_isa" in d:
+        lines.append(f"kernels: {d['kernel_isa']} build; small-batch microkernel for N <= {d['small_batch_limit']}")
+        lines.append(f"blas: {d['blas']} ({d['blas_threads']} threads)")
+    for k in ("RNNFAST_BACKEND", "RNNFAST_NUM_THREADS"):
+        lines.append(f"{k}={d[k] if d[k] is not None else '(unset)'}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The backend registry: "numpy" (the reference), "cpu" (the C++ extension _C), "cuda" (_C_cuda).
+
+What it is: the one place that knows which backends can load, why any cannot, and which one a call gets
+(explicit `backend=` > the RNNFAST_BACKEND environment variable > the best available). It is not where
+arguments are validated (that is rnnfast.functional and the bindings).
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+
+_ORDER = ("cuda", "cpu", "numpy")   # best first; "cuda" is chosen automatically only for GPU arrays
+_cache: dict = {}
+
+
+def _preload_openblas():
+    """Load the scipy-openblas32 wheel's library globally so _C resolves it wherever it was built."""
+    import scipy_openblas32 as sob
+
+    path = os.path.join(sob.get_lib_dir(), sob.get_library(fullname=True))
+    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
+def _load(name):
+    if name in _cache:
+        return _cache[name]
+    mod, reason = None, None
+    try:
+        if name == "numpy":
+            from . import reference as mod
+        elif name == "cpu":
+            try:
+                _preload_openblas()
+            except Exception as e:  # the rpath may still find it
+                reason = f"scipy-openblas32 could not be loaded ({e})"
+            mod = importlib.import_module("rnnfast._cpu_backend")
+            reason = None
+        elif name == "cuda":
+            from . import _cuda_backend as mod   # noqa: F811  (raises ImportError with the reason)
+            ok, why = mod.is_available()
+            if not ok:
+                mod, reason = None, why
+        else:
+            raise KeyError(name)
+    except KeyError:
+        raise
+    except Exception as e:  # ImportError, OSError from a missing runtime, ...
+        mod, reason = None, reason or f"{type(e).__name__}: {e}"
+    _cache[name] = (mod, reason)
+    return mod, reason
+
+
+def backends() -> dict:
+    """{name: {"available": bool, "reason": str or None}} for "numpy", "cpu" and "cuda"."""
+    out = {}
+    for name in ("numpy", "cpu", "cuda"):
+        mod, reason = _load(name)
+        out[name] = {"available": mod is not None, "reason": None if mod is not None else reason}
+    return out
+
+
+def available() -> list:
+    return [n for n in ("numpy", "cpu", "cuda") if _load(n)[0] is not None]
+
+
+def resolve(backend=None) -> str:
+    """The backend name a call gets: explicit > RNNFAST_BACKEND > best available CPU-side backend."""
+    name = backend if backend is not None else os.environ.get("RNNFAST_BACKEND") or None
+    if name is None:
+        return "cpu" if _load("cpu")[0] is not None else "numpy"
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string ('numpy', 'cpu' or 'cuda'), got {type(name).__name__}")
+    name = name.lower()
+    if name not in ("numpy", "cpu", "cuda"):
+        src = "backend" if backend is not None else "RNNFAST_BACKEND"
+        raise ValueError(f"{src} must be one of 'numpy', 'cpu', 'cuda', got {name!r}")
+    mod, reason = _load(name)
+    if mod is None:
+        raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    return name
+
+
+def get(name: str):
+    """The module implementing backend `name` (resolved already)."""
+    mod, reason = _load(name)
+    if mod is None:
+        raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    return mod
