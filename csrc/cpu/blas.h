@@ -58,18 +58,23 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
-// ---- small-batch microkernel ----
-// out[0:Hp] += sum_k v[k] * M[k, 0:Hp], M row-major with row stride ldm >= Hp, Hp a multiple of block<T>().
-// Written in the axpy form so it vectorises without reassociating sums: each 256-byte block of `out` lives
-// in 8 vector registers while all K rows stream past (8 independent FMA chains hide the FMA latency).
+// ---- small-batch microkernels ----
+// These replace a BLAS call per time step when the batch is tiny: at N = 1..4 the step is a few thousand
+// FMAs and a BLAS call's fixed cost (argument checks, packing, thread hand-off) would dominate.
+
+// Vector block of the axpy kernel: 256 bytes = 8 AVX registers of accumulators.
 template <typename T>
 constexpr int64_t block() { return 256 / int64_t(sizeof(T)); }
 
+// out[0:n] += sum_k v[k] * M[k, 0:n], M row-major with row stride ldm >= n.
+// The axpy form vectorises without reassociating sums: each block of `out` stays in registers while all K
+// rows stream past (8 independent FMA chains hide the FMA latency). The last block may be partial.
 template <typename T>
 inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M, int64_t ldm, T* __restrict out,
-                        int64_t Hp) {
+                        int64_t n) {
   constexpr int64_t B = block<T>();
-  for (int64_t j0 = 0; j0 < Hp; j0 += B) {
+  int64_t j0 = 0;
+  for (; j0 + B <= n; j0 += B) {
     T acc[B];
     for (int64_t j = 0; j < B; ++j) acc[j] = out[j0 + j];
     const T* m = M + j0;
@@ -79,6 +84,18 @@ inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M,
       for (int64_t j = 0; j < B; ++j) acc[j] += vk * mk[j];
     }
     for (int64_t j = 0; j < B; ++j) out[j0 + j] = acc[j];
+  }
+  if (j0 < n) {
+    const int64_t r = n - j0;
+    T acc[B];
+    for (int64_t j = 0; j < r; ++j) acc[j] = out[j0 + j];
+    const T* m = M + j0;
+    for (int64_t k = 0; k < K; ++k) {
+      const T vk = v[k];
+      const T* mk = m + k * ldm;
+      for (int64_t j = 0; j < r; ++j) acc[j] += vk * mk[j];
+    }
+    for (int64_t j = 0; j < r; ++j) out[j0 + j] = acc[j];
   }
 }
 

@@ -4,7 +4,15 @@
 // input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define RNNFAST_DOT_KERNEL 1
+#else
+#define RNNFAST_DOT_KERNEL 0
+#endif
 
 #include "cpu/blas.h"
 #include "cpu/rnn_cpu.h"
@@ -20,22 +28,96 @@ namespace RNNFAST_ISA {
 
 namespace {
 
-template <typename T>
-inline T act(Act a, T z) { return a == Act::Tanh ? act_tanh(z) : act_relu(z); }
-
-// Round H up to a whole number of microkernel blocks.
-template <typename T>
-inline int64_t padded(int64_t H) {
-  const int64_t B = blas::block<T>();
-  return (H + B - 1) / B * B;
+#if RNNFAST_DOT_KERNEL
+// y[0:H] += W h for W (H, H) row-major, float32, AVX2+FMA: eight rows at a time, each with its own vector
+// accumulator over k, then one transposing horizontal reduction gives the eight sums. It reads W as stored,
+// so the forward step needs no transposed copy of W_hh. The k tail uses masked loads (never past the row).
+inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+  __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+  t0 = _mm256_hadd_ps(t0, t1);
+  t2 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
 }
 
-// dst (H, Hp) = src (H, H), transposed when `transpose`, zero-padded on the right.
+inline float hsum1(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+inline void matvec_dot(const float* __restrict W, int64_t H, const float* __restrict h, float* __restrict y) {
+  const int64_t K8 = H & ~int64_t(7);
+  const int rem = int(H - K8);
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  int64_t r = 0;
+  for (; r + 8 <= H; r += 8) {
+    const float* w = W + r * H;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 hv = _mm256_loadu_ps(h + k);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), hv, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + H + k), hv, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * H + k), hv, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 3 * H + k), hv, a3);
+      a4 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * H + k), hv, a4);
+      a5 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 5 * H + k), hv, a5);
+      a6 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 6 * H + k), hv, a6);
+      a7 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 7 * H + k), hv, a7);
+    }
+    if (rem) {
+      const __m256 hv = _mm256_maskload_ps(h + K8, mask);
+      a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w + K8, mask), hv, a0);
+      a1 = _mm256_fmadd_ps(_mm256_maskload_ps(w + H + K8, mask), hv, a1);
+      a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 2 * H + K8, mask), hv, a2);
+      a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 3 * H + K8, mask), hv, a3);
+      a4 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 4 * H + K8, mask), hv, a4);
+      a5 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 5 * H + K8, mask), hv, a5);
+      a6 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 6 * H + K8, mask), hv, a6);
+      a7 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 7 * H + K8, mask), hv, a7);
+    }
+    _mm256_storeu_ps(y + r, _mm256_add_ps(_mm256_loadu_ps(y + r), hsum8(a0, a1, a2, a3, a4, a5, a6, a7)));
+  }
+  for (; r < H; ++r) {  // the last H % 8 rows
+    const float* w = W + r * H;
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(h + k), a);
+    if (rem) a = _mm256_fmadd_ps(_mm256_maskload_ps(w + K8, mask), _mm256_maskload_ps(h + K8, mask), a);
+    y[r] += hsum1(a);
+  }
+}
+#endif
+
+// y[i] = act(z[i]) for i < n, one loop per activation so each vectorises.
 template <typename T>
-std::vector<T> padded_copy(const T* src, int64_t H, int64_t Hp, bool transpose) {
-  std::vector<T> dst(size_t(H * Hp), T(0));
+inline void activate(Act a, const T* __restrict z, T* __restrict y, int64_t n) {
+  if (a == Act::Tanh) {
+    for (int64_t i = 0; i < n; ++i) y[i] = fast_tanh(z[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = act_relu(z[i]);
+  }
+}
+
+// dz[i] = (dy[i] + dh[i]) * act'(y[i]) for i < n; dy may be nullptr (zeros).
+template <typename T>
+inline void backprop_act(Act a, const T* __restrict dy, const T* __restrict dh, const T* __restrict y,
+                         T* __restrict dz, int64_t n) {
+  if (a == Act::Tanh) {
+    if (dy) for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_tanh(y[i]);
+    else for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_tanh(y[i]);
+  } else {
+    if (dy) for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_relu(y[i]);
+    else for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_relu(y[i]);
+  }
+}
+
+// dst (H, H) = src^T
+template <typename T>
+std::vector<T> transposed(const T* src, int64_t H) {
+  std::vector<T> dst(size_t(H * H));
   for (int64_t r = 0; r < H; ++r)
-    for (int64_t c = 0; c < H; ++c) dst[size_t(r * Hp + c)] = transpose ? src[c * H + r] : src[r * H + c];
+    for (int64_t c = 0; c < H; ++c) dst[size_t(c * H + r)] = src[r * H + c];
   return dst;
 }
 
@@ -54,28 +136,34 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
       bc[size_t(n * H + j)] = c ? v + c[n * H + j] : v;
     }
   // 2. The recurrence: Y_t = act(P_t + bc + h_{t-1} W_hh^T).
+  std::vector<T> acc(static_cast<size_t>(NH));
   if (N <= small_n) {
-    const int64_t Hp = padded<T>(H);
-    const std::vector<T> WT = padded_copy(w.W_hh, H, Hp, /*transpose=*/true);  // WT[k, j] = W_hh[j, k]
-    std::vector<T> acc(size_t(Hp), T(0));
+    // Small batch: one matrix-vector product per sequence, no BLAS call per step.
+    constexpr bool dot = RNNFAST_DOT_KERNEL && std::is_same<T, float>::value;
+    std::vector<T> WT;  // W_hh^T for the portable axpy kernel
+    if (!dot) WT = transposed(w.W_hh, H);
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      for (int64_t n = 0; n < N; ++n) {
-        T* y = Yt + n * H;
-        const T* b = bc.data() + n * H;
-        for (int64_t j = 0; j < H; ++j) acc[size_t(j)] = y[j] + b[j];
-        for (int64_t j = H; j < Hp; ++j) acc[size_t(j)] = T(0);
-        if (Hprev) blas::matvec_rows(Hprev + n * H, H, WT.data(), Hp, acc.data(), Hp);
-        for (int64_t j = 0; j < H; ++j) y[j] = act(a, acc[size_t(j)]);
+      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
+      if (Hprev) {
+        for (int64_t n = 0; n < N; ++n) {
+#if RNNFAST_DOT_KERNEL
+          if constexpr (dot) matvec_dot(w.W_hh, H, Hprev + n * H, acc.data() + n * H);
+          else
+#endif
+            blas::matvec_rows(Hprev + n * H, H, WT.data(), H, acc.data() + n * H, H);
+        }
       }
+      activate(a, acc.data(), Yt, NH);
     }
   } else {
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
       if (Hprev) blas::gemm<T>(false, true, N, H, H, T(1), Hprev, H, w.W_hh, H, T(1), Yt, H);
-      for (int64_t i = 0; i < NH; ++i) Yt[i] = act(a, Yt[i] + bc[size_t(i)]);
+      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
+      activate(a, acc.data(), Yt, NH);
     }
   }
   if (Tn > 0) std::memcpy(h_n, Y + (Tn - 1) * NH, sizeof(T) * size_t(NH));
@@ -91,38 +179,22 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
                     LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dY, const T* dh_n_k, T* DZ,
                     T* dX, T* dh0_k, T* dc, int64_t small_n) {
   const int64_t NH = N * H;
-  const int64_t Hp = padded<T>(H);
-  // dh_next (N, Hp): gradient flowing into h_{t-1} from step t
-  std::vector<T> dh_next(size_t(N * Hp), T(0));
-  if (dh_n_k)
-    for (int64_t n = 0; n < N; ++n) std::memcpy(&dh_next[size_t(n * Hp)], dh_n_k + n * H, sizeof(T) * size_t(H));
+  // dh_next (N, H): gradient flowing into h_{t-1} from step t
+  std::vector<T> dh_next(size_t(NH), T(0));
+  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   const bool small = N <= small_n;
-  std::vector<T> Wp;
-  if (small) Wp = padded_copy(w.W_hh, H, Hp, /*transpose=*/false);
   // 1. The serial part, in reverse: dz_t = (dy_t + dh_next) * act'(h_t); dh_next = dz_t W_hh.
   for (int64_t t = Tn - 1; t >= 0; --t) {
-    const T* Ht = Hs + t * NH;
     T* dz = DZ + t * NH;
-    for (int64_t n = 0; n < N; ++n) {
-      const T* dyn = dY ? dY + t * NH + n * H : nullptr;
-      const T* dhn = &dh_next[size_t(n * Hp)];
-      for (int64_t j = 0; j < H; ++j) {
-        const T y = Ht[n * H + j];
-        const T d = a == Act::Tanh ? dact_tanh(y) : dact_relu(y);      // backprop through the activation
-        dz[n * H + j] = ((dyn ? dyn[j] : T(0)) + dhn[j]) * d;
-      }
-    }
-    if (small) {
-      for (int64_t n = 0; n < N; ++n) {                                 // into h_{t-1}
-        T* dhn = &dh_next[size_t(n * Hp)];
-        std::fill(dhn, dhn + Hp, T(0));
-        blas::matvec_rows(dz + n * H, H, Wp.data(), Hp, dhn, Hp);
-      }
+    backprop_act(a, dY ? dY + t * NH : nullptr, dh_next.data(), Hs + t * NH, dz, NH);  // through the activation
+    if (small) {                                                        // into h_{t-1}
+      std::fill(dh_next.begin(), dh_next.end(), T(0));
+      for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dz + n * H, H, w.W_hh, H, dh_next.data() + n * H, H);
     } else {
-      blas::gemm<T>(false, false, N, H, H, T(1), dz, H, w.W_hh, H, T(0), dh_next.data(), Hp);
+      blas::gemm<T>(false, false, N, H, H, T(1), dz, H, w.W_hh, H, T(0), dh_next.data(), H);
     }
   }
-  for (int64_t n = 0; n < N; ++n) std::memcpy(dh0_k + n * H, &dh_next[size_t(n * Hp)], sizeof(T) * size_t(H));
+  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   // 2. Everything else as whole-sequence GEMMs and reductions.
   if (Tn > 1)                                                           // into W_hh, steps 1..T-1
     blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);

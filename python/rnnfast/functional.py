@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backends as _backends
+from .backends import get as _get_backend
+from .backends import resolve as _resolve_backend
 from ._cache import RNNCache
 
 _NONLIN = ("tanh", "relu")
@@ -104,8 +105,8 @@ def rnn_forward(x, h0, weights, c=None, nonlinearity="tanh", need_cache=True, ba
     x (T, N, D); h0 (L, N, H) or None for zeros; c (N, H) or None, added at every step of layer 0.
     Returns (out (T, N, H), h_n (L, N, H), cache); cache is None when need_cache is False.
     """
-    name = _backends.resolve(backend)
-    mod = _backends.get(name)
+    name = _resolve_backend(backend)
+    mod = _get_backend(name)
     if name == "cpu":  # the bindings validate (same messages) and avoid Python overhead at small sizes
         return mod.rnn_forward(x, h0, weights, c, nonlinearity, need_cache)
     validate_forward(x, h0, weights, c, nonlinearity)
@@ -120,8 +121,8 @@ def rnn_backward(dout, dh_n, cache, grads, backend=None):
     dout (T, N, H) or None; dh_n (L, N, H) or None. Returns (dx (T, N, D), dh0 (L, N, H), dc (N, H) or
     None when the forward had no c). The cache may be used more than once; it is not modified.
     """
-    name = _backends.resolve(backend)
-    mod = _backends.get(name)
+    name = _resolve_backend(backend)
+    mod = _get_backend(name)
     if name == "cpu":
         return mod.rnn_backward(dout, dh_n, cache, grads)
     validate_backward(dout, dh_n, cache, grads)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backends as _backends
+from .backends import resolve as _resolve_backend
 from . import functional as F
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -44,7 +44,7 @@ class RNN:
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         if backend is not None:
-            _backends.resolve(backend)   # fail now, with the reason, if it is unavailable
+            _resolve_backend(backend)   # fail now, with the reason, if it is unavailable
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.nonlinearity, self.bias, self.batch_first = nonlinearity, bool(bias), bool(batch_first)
         self.dtype, self.backend = dtype, backend
@@ -154,3 +154,437 @@ class RNN:
         return (f"RNN({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"nonlinearity={self.nonlinearity!r}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Composite modules, embeddings, linear heads and losses (issue 4). Everything below works on NumPy arrays,
+# float32 or float64; parameter gradients accumulate (+=) until zero_grad(), input gradients are fresh.
+
+
+def _is_layer(v):
+    return hasattr(v, "params") and hasattr(v, "grads") and hasattr(v, "zero_grad")
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _check_size(name, v, minimum=1):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def _check_ids(name, ids, V, shape_desc):
+    """Token ids as an int64 array; raise naming `name` if not integers or outside [0, V)."""
+    ids = _to_numpy(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array of token ids with shape {shape_desc}, got dtype "
+                        f"{ids.dtype}")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= V:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, V) = [0, {V})")
+    return ids.astype(np.int64, copy=False)
+
+
+def _scatter_add_rows(table, ids, rows):
+    """table[ids[i]] += rows[i] for every i, repeated ids summed (a sort + segmented sum, no Python loop)."""
+    ids = ids.ravel()
+    if ids.size == 0:
+        return
+    rows = rows.reshape(ids.size, -1)
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    table[s[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+
+
+class _Layer:
+    """The parameter bookkeeping shared by the leaf layers below (the same protocol as RNN)."""
+
+    def _init_params(self, params):
+        self.params = params
+        self.grads = {k: np.zeros_like(v) for k, v in params.items()}
+        self.training = True
+        self._cache = None
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        missing = [k for k in self.params if k not in state]
+        unexpected = [k for k in state if k not in self.params]
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        new = {}
+        for k, ref in self.params.items():
+            v = _to_numpy(state[k])
+            if v.shape != ref.shape:
+                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
+            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
+        self.params.update(new)
+        self._cache = None
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _take_cache(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a preceding forward() in training mode "
+                               f"(or with need_cache=True); backward may run only once per forward")
+        cache, self._cache = self._cache, None
+        return cache
+
+
+class Module:
+    """A composite of layers. Layers (anything with .params/.grads/.zero_grad, RNN included) assigned as
+    attributes are registered in assignment order; `params` and `grads` are flat dicts "child.name" -> the
+    live arrays, rebuilt on each access (so load_state_dict, which replaces arrays, is always seen)."""
+
+    def __init__(self):
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        children = self.__dict__.setdefault("_children", {})
+        if _is_layer(value):
+            children[name] = value
+        else:
+            children.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def children(self):
+        return dict(self._children)
+
+    @property
+    def params(self):
+        return {f"{c}.{k}": v for c, m in self._children.items() for k, v in m.params.items()}
+
+    @property
+    def grads(self):
+        return {f"{c}.{k}": v for c, m in self._children.items() for k, v in m.grads.items()}
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def zero_grad(self):
+        for m in self._children.values():
+            m.zero_grad()
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        own = self.params
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        for c, m in self._children.items():
+            m.load_state_dict({k[len(c) + 1:]: v for k, v in state.items() if k.startswith(c + ".")})
+
+    def train(self, mode=True):
+        object.__setattr__(self, "training", bool(mode))
+        for m in self._children.values():
+            m.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def num_parameters(self):
+        return int(sum(v.size for v in self.params.values()))
+
+
+class Embedding(_Layer):
+    """Token id -> row of a (V, D) table. forward(ids of any shape S) -> (*S, D); backward(dout) scatter-adds
+    dout rows into grads["weight"] (repeated ids sum) and returns None (ids have no gradient)."""
+
+    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, seed=None):
+        self.num_embeddings = _check_size("num_embeddings", num_embeddings)
+        self.embedding_dim = _check_size("embedding_dim", embedding_dim)
+        self.dtype = _check_dtype(dtype)
+        rng = np.random.default_rng(seed)   # torch's init: N(0, 1)
+        self._init_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))
+                           .astype(self.dtype)})
+
+    def forward(self, ids, need_cache=None):
+        ids = _check_ids("ids", ids, self.num_embeddings, "(...)")
+        out = self.params["weight"][ids]
+        if self.training if need_cache is None else need_cache:
+            self._cache = ids
+        return out
+
+    __call__ = forward
+
+    def backward(self, dout):
+        ids = self._take_cache()
+        D = self.embedding_dim
+        if getattr(dout, "shape", None) != ids.shape + (D,) or dout.dtype != self.dtype:
+            self._cache = ids
+            raise ValueError(f"dout must have shape {ids.shape + (D,)} (ids' shape + (D,)) and dtype "
+                             f"{self.dtype}, got {getattr(dout, 'shape', None)} {getattr(dout, 'dtype', None)}")
+        _scatter_add_rows(self.grads["weight"], ids, dout)   # into the rows that were read
+        return None
+
+    def __repr__(self):
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim}, dtype={self.dtype.name})"
+
+
+class OneHotRNN(RNN):
+    """RNN(V, H) fed one-hot vectors of token ids, without a (T*N, V) GEMM.
+
+    Parameters are exactly RNN(V, H)'s (weight_ih_l0 is (H, V)), so state dicts move to and from RNN and
+    torch.nn.RNN unchanged. forward(ids (T, N) [or (N, T) with batch_first], h0, c) -> (out, h_n);
+    backward(dout, dh_n) -> (None, dh0) or (None, dh0, dc).
+
+    How: onehot(x) @ W_ih^T is row x of W_ih^T. Path "gather" takes those rows (T*N x H values) and runs the
+    kernels with layer 0's input weight set to the identity I_H; x @ I is exact, so the result equals the
+    one-hot RNN bit for bit, and the kernels' dX (= dZ @ I) is scattered back into the columns of
+    dW_ih. Path "dense" builds the (T, N, V) one-hot and uses the ordinary GEMM: when V <= H that GEMM is
+    the cheaper of the two, so "auto" picks "dense" for V <= H and "gather" otherwise.
+    """
+
+    def __init__(self, vocab_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dtype=np.float32, backend=None, seed=None, path="auto"):
+        super().__init__(vocab_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dtype, backend,
+                         seed)
+        if path not in ("auto", "gather", "dense"):
+            raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
+        self.vocab_size = self.input_size
+        self.path = ("dense" if self.vocab_size <= hidden_size else "gather") if path == "auto" else path
+        self._eye = None
+        self._ids = None
+
+    def forward(self, ids, h0=None, c=None, need_cache=None):
+        lay = "(N, T)" if self.batch_first else "(T, N)"
+        ids = _check_ids("ids", ids, self.vocab_size, lay)
+        if ids.ndim != 2:
+            raise ValueError(f"ids must have shape {lay}, got {ids.shape}")
+        if self.batch_first:
+            ids = ids.T
+        if self.path == "dense":
+            x = np.zeros(ids.shape + (self.vocab_size,), dtype=self.dtype)
+            np.put_along_axis(x, ids[..., None], 1, axis=2)
+            bf, self.batch_first = self.batch_first, False
+            try:
+                out, h_n = super().forward(x, h0, c, need_cache)
+            finally:
+                self.batch_first = bf
+        else:
+            if self._eye is None:
+                self._eye = np.eye(self.hidden_size, dtype=self.dtype)
+            x = np.ascontiguousarray(self.params["weight_ih_l0"].T)[ids]   # rows of W_ih^T: (T, N, H)
+            w = self._weights()
+            w[0] = (self._eye,) + w[0][1:]
+            if need_cache is None:
+                need_cache = self.training
+            out, h_n, cache = F.rnn_forward(x, h0, w, c, self.nonlinearity, need_cache, self.backend)
+            self._cache, self._had_c = cache, c is not None
+        self._ids = ids
+        if self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, h_n
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None):
+        if self.path == "dense":
+            bf, self.batch_first = self.batch_first, False
+            if dout is not None and bf:
+                dout = dout.transpose(1, 0, 2)
+            try:
+                res = super().backward(dout, dh_n)
+            finally:
+                self.batch_first = bf
+            return (None,) + tuple(res[1:])
+        if self._cache is None:
+            raise RuntimeError("backward() needs a preceding forward() with need_cache=True (training mode); "
+                               "backward may run only once per forward")
+        cache, self._cache = self._cache, None
+        if dout is not None and self.batch_first:
+            dout = dout.transpose(1, 0, 2)
+        g = self._grad_list()
+        scratch = np.zeros_like(self._eye)      # the identity's gradient is not a parameter
+        g[0] = (scratch,) + g[0][1:]
+        try:
+            dx, dh0, dc = F.rnn_backward(dout, dh_n, cache, g, self.backend)
+        except (ValueError, TypeError):
+            self._cache = cache
+            raise
+        gT = np.zeros((self.vocab_size, self.hidden_size), dtype=self.dtype)
+        _scatter_add_rows(gT, self._ids, dx)    # into the columns of W_ih that were read
+        self.grads["weight_ih_l0"] += gT.T
+        return (None, dh0, dc) if self._had_c else (None, dh0)
+
+    def __repr__(self):
+        return (f"OneHotRNN({self.vocab_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"nonlinearity={self.nonlinearity!r}, path={self.path!r}, dtype={self.dtype.name}, "
+                f"backend={self.backend!r})")
+
+
+class Linear(_Layer):
+    """y = x W^T + b over all leading dimensions at once: (N, in) -> (N, out) and (T, N, in) -> (T, N, out)
+    are one GEMM over every row (the over-time affine layer). Parameters named as torch.nn.Linear."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+        self.in_features = _check_size("in_features", in_features)
+        self.out_features = _check_size("out_features", out_features)
+        self.dtype = _check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)   # torch's default: U(-1/sqrt(in), 1/sqrt(in))
+        p = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype)}
+        if bias:
+            p["bias"] = rng.uniform(-bound, bound, (self.out_features,)).astype(self.dtype)
+        self._init_params(p)
+
+    def forward(self, x, need_cache=None):
+        x = _to_numpy(x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., D) with D = in_features = {self.in_features}, got "
+                             f"{x.shape}")
+        x2 = x.reshape(-1, self.in_features)
+        y = x2 @ self.params["weight"].T
+        if "bias" in self.params:
+            y += self.params["bias"]
+        if self.training if need_cache is None else need_cache:
+            self._cache = (x2, x.shape)
+        return y.reshape(x.shape[:-1] + (self.out_features,))
+
+    __call__ = forward
+
+    def backward(self, dout):
+        x2, xshape = self._take_cache()
+        want = xshape[:-1] + (self.out_features,)
+        if getattr(dout, "shape", None) != want or dout.dtype != self.dtype:
+            self._cache = (x2, xshape)
+            raise ValueError(f"dout must have shape {want} and dtype {self.dtype}, got "
+                             f"{getattr(dout, 'shape', None)} {getattr(dout, 'dtype', None)}")
+        d2 = dout.reshape(-1, self.out_features)
+        self.grads["weight"] += d2.T @ x2           # into W
+        if "bias" in self.grads:
+            self.grads["bias"] += d2.sum(axis=0)    # into b
+        return (d2 @ self.params["weight"]).reshape(xshape)   # into the input
+
+    def __repr__(self):
+        return (f"Linear({self.in_features}, {self.out_features}, bias={'bias' in self.params}, "
+                f"dtype={self.dtype.name})")
+
+
+TemporalAffine = Linear
+
+
+# ---- losses: functions returning (loss, gradient with respect to the prediction) ----
+
+
+def _float_array(name, a):
+    a = _to_numpy(a)
+    if a.dtype not in _DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    return a
+
+
+def _mask_weights(mask, shape, dtype):
+    if mask is None:
+        return np.ones(shape, dtype=dtype)
+    m = _to_numpy(mask)
+    if m.shape != shape:
+        raise ValueError(f"mask must have the targets' shape {shape}, got {m.shape}")
+    m = m.astype(dtype)
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError("mask must hold finite, non-negative weights (True/1 = counts, False/0 = ignored)")
+    return m
+
+
+def softmax_cross_entropy(logits, targets, mask=None, reduction="sum", ignore_index=None, batch_first=False):
+    """Softmax cross-entropy over time. Returns (loss: float, dlogits) with dlogits like logits.
+
+    logits (T, N, V) with targets (T, N) (or (N, T, V) / (N, T) with batch_first), or (N, V) with (N,).
+    mask: the targets' shape, True/1 = counts (0/1 weights, or any non-negative weights); targets equal to
+    ignore_index count as masked; masked targets may hold any value. reduction "sum" (default): per
+    sequence, the sum over steps of the per-step losses, averaged over the N sequences. "mean": the mean
+    over the counted positions (0 when none count). Stable for large logits (log-sum-exp).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    logits = _float_array("logits", logits)
+    if logits.ndim not in (2, 3):
+        raise ValueError(f"logits must have shape (T, N, V) or (N, V), got {logits.shape}")
+    V = logits.shape[-1]
+    if V < 1:
+        raise ValueError(f"logits must have V >= 1 classes, got shape {logits.shape}")
+    N = logits.shape[0] if logits.ndim == 2 or batch_first else logits.shape[1]
+    if N == 0:
+        raise ValueError(f"empty batch: logits has N = 0 sequences (shape {logits.shape})")
+    targets = _to_numpy(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array of class ids, got dtype {targets.dtype}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets must have shape {logits.shape[:-1]} (logits' shape without V), got "
+                         f"{targets.shape}")
+    m = _mask_weights(mask, targets.shape, logits.dtype)
+    if ignore_index is not None:
+        m = m * (targets != ignore_index)
+    counted = m != 0
+    bad = counted & ((targets < 0) | (targets >= V))
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"targets{list(pos)} = {int(targets[pos])} is outside the classes [0, V) = [0, {V})")
+    t = np.where(counted, targets, 0).astype(np.int64)
+    z = logits - logits.max(axis=-1, keepdims=True)            # shift: exp never overflows
+    ez = np.exp(z)
+    sez = ez.sum(axis=-1, keepdims=True)
+    logp_t = np.take_along_axis(z, t[..., None], axis=-1)[..., 0] - np.log(sez[..., 0])
+    denom = float(N) if reduction == "sum" else max(float(m.sum()), 1.0)
+    loss = float(-(logp_t * m).sum() / denom)
+    dlogits = ez / sez                                          # softmax
+    np.put_along_axis(dlogits, t[..., None], np.take_along_axis(dlogits, t[..., None], axis=-1) - 1, axis=-1)
+    dlogits *= (m / denom)[..., None].astype(logits.dtype)
+    return loss, dlogits.astype(logits.dtype, copy=False)
+
+
+def mse(pred, target, mask=None, reduction="mean"):
+    """Squared error. Returns (loss: float, dpred). mask: pred's shape or its leading dimensions (then
+    broadcast over the rest); "mean" over the counted elements (torch MSELoss), "sum" their plain sum."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    pred = _float_array("pred", pred)
+    target = _to_numpy(target)
+    if target.shape != pred.shape:
+        raise ValueError(f"target must have pred's shape {pred.shape}, got {target.shape}")
+    if pred.size == 0:
+        raise ValueError(f"empty batch: pred has shape {pred.shape}")
+    diff = pred - target.astype(pred.dtype)
+    if mask is None:
+        m = np.ones((), dtype=pred.dtype)
+        count = float(pred.size)
+    else:
+        mm = _to_numpy(mask)
+        if mm.shape != pred.shape[:mm.ndim]:
+            raise ValueError(f"mask must have pred's shape {pred.shape} or its leading dimensions, got {mm.shape}")
+        mm = _mask_weights(mm, mm.shape, pred.dtype)
+        m = mm.reshape(mm.shape + (1,) * (pred.ndim - mm.ndim))
+        count = float(np.broadcast_to(m, pred.shape).sum())
+    denom = max(count, 1.0) if reduction == "mean" else 1.0
+    loss = float((m * diff * diff).sum() / denom)
+    return loss, (2.0 / denom) * m * diff

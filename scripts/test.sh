@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command (README): make a virtual environment, install rnnfast exactly as the README says with the
+# test extra, add torch==2.13.0 as the external oracle when it can be installed, and run the whole suite.
+# Not a developer shortcut: it always rebuilds from source. Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RNNFAST_VENV:-.venv}"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
+PY="${PYTHON:-python3}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install ".[test,bench]"
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" || echo "note: torch==2.13.0 not installable here; its oracle tests will skip"
+fi
+cd tests   # run against the installed package, never the source tree
+if [ $# -eq 0 ]; then set -- .; fi
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
