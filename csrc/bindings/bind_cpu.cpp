@@ -321,11 +321,16 @@ PYBIND11_MODULE(_C, m) {
         "-> (dx (T,N,D), dh0 (L,N,H), dc (N,H) or None); parameter gradients accumulate into grads");
   m.def("isa", &cpu::isa, "the kernel variant chosen for this CPU: 'avx2' or 'generic'");
   m.def("blas_config", []() { return std::string(scipy_openblas_get_config()); });
-  m.def("blas_num_threads", []() { return scipy_openblas_get_num_threads(); });
+  m.def("blas_num_threads", []() {
+    const int n = blas::max_threads().load();
+    return n > 0 ? n : scipy_openblas_get_num_threads();
+  }, "threads rnnfast uses for large GEMMs (small ones run on one thread)");
   m.def("set_blas_num_threads", [](int n) {
     if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
-    scipy_openblas_set_num_threads(n);
+    blas::max_threads() = n;
   });
+  m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
+        "GEMMs with fewer multiply-adds than this run on one thread");
   m.def("small_batch_limit", []() { return cpu::small_batch_limit(); });
   m.def("set_small_batch_limit", [](int64_t n) { cpu::small_batch_limit() = n; },
         "batches N <= n use the register-blocked microkernel for the recurrent product (for tests/benchmarks)");

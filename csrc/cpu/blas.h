@@ -3,6 +3,7 @@
 // and only the shapes the RNN kernels need. Sizes are 64-bit here and split into int32 BLAS calls.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 
@@ -16,6 +17,33 @@ namespace blas {
 inline int64_t& max_block() {
   static int64_t v = (int64_t(1) << 30);
   return v;
+}
+
+// GEMMs smaller than this many multiply-adds run on one thread: waking BLAS threads costs tens of
+// microseconds on an idle machine and milliseconds on a busy one, more than such a GEMM takes alone.
+inline int64_t& thread_threshold() {
+  static int64_t v = int64_t(4) << 20;
+  return v;
+}
+
+// The thread count rnnfast wants for large GEMMs (RNNFAST_NUM_THREADS / set_blas_num_threads); 0 = unset,
+// meaning whatever OpenBLAS chose at load time (one per core).
+inline std::atomic<int>& max_threads() {
+  static std::atomic<int> v{0};
+  return v;
+}
+
+// Sets OpenBLAS's (global) thread count to 1 for small calls and back to max_threads() for large ones,
+// calling into OpenBLAS only when the wanted count changes. The count only changes how OpenBLAS splits a
+// call, never its result, so concurrent callers stay correct. (This wheel exports no per-thread setter.)
+inline void threads_for(int64_t M, int64_t N, int64_t K) {
+  static std::atomic<int> current{-1};
+  if (max_threads().load(std::memory_order_relaxed) == 0) max_threads() = scipy_openblas_get_num_threads();
+  const int want = double(M) * double(N) * double(K) < double(thread_threshold()) ? 1 : max_threads().load();
+  if (current.load(std::memory_order_relaxed) != want) {
+    scipy_openblas_set_num_threads(want);
+    current = want;
+  }
 }
 
 inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -53,6 +81,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       const int64_t kb = std::min(blk, K - k0);
       const T* Ak = ta ? Am + k0 * lda : Am + k0;
       const T* Bk = tb ? B + k0 : B + k0 * ldb;
+      threads_for(mb, N, kb);
       gemm_raw(ta, tb, mb, N, kb, alpha, Ak, lda, Bk, ldb, k0 == 0 ? beta : T(1), Cm, ldc);
     }
   }

@@ -22,6 +22,27 @@ def _preload_openblas():
     ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
 
 
+def _apply_num_threads(mod):
+    """RNNFAST_NUM_THREADS sets the threads of rnnfast's own BLAS (NumPy's BLAS is not touched)."""
+    n = os.environ.get("RNNFAST_NUM_THREADS")
+    if n:
+        try:
+            n = int(n)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, got {os.environ['RNNFAST_NUM_THREADS']!r}")
+        mod._C.set_blas_num_threads(n)
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by rnnfast's CPU kernels (their BLAS calls); the default is one per core."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    mod = get("cpu")
+    mod._C.set_blas_num_threads(n)
+
+
 def _load(name):
     if name in _cache:
         return _cache[name]
@@ -36,6 +57,7 @@ def _load(name):
                 reason = f"scipy-openblas32 could not be loaded ({e})"
             mod = importlib.import_module("rnnfast._cpu_backend")
             reason = None
+            _apply_num_threads(mod)
         elif name == "cuda":
             from . import _cuda_backend as mod   # noqa: F811  (raises ImportError with the reason)
             ok, why = mod.is_available()

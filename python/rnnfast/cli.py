@@ -22,10 +22,16 @@ def build_parser():
     q = sub.add_parser("info", help="version, backends, BLAS, CPU features, threads")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=_cmd_info)
+    q = sub.add_parser("bench", add_help=False,
+                       help="CPU benchmark vs the NumPy reference and torch (rnnfast bench --help)")
     return p
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:   # its own parser takes every option after the subcommand
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
