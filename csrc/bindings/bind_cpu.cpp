@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <sstream>
@@ -328,16 +329,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_blas_num_threads", [](int n) {
     if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
     blas::max_threads() = n;
+    cpu::tuning().threads = n;
   });
   m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
         "GEMMs with fewer multiply-adds than this run on one thread");
-  m.def("small_batch_limit", []() { return cpu::small_batch_limit(); });
-  m.def("set_small_batch_limit", [](int64_t n) { cpu::small_batch_limit() = n; },
-        "batches N <= n use the register-blocked microkernel for the recurrent product (for tests/benchmarks)");
+  m.def("recurrence", []() {
+    static const char* names[] = {"auto", "matvec", "blas", "packed"};
+    return std::string(names[int(cpu::tuning().path)]);
+  }, "how the per-step recurrent product is computed: 'auto', 'matvec', 'blas' or 'packed'");
+  m.def("set_recurrence", [](const std::string& s) {
+    cpu::Path p;
+    if (s == "auto") p = cpu::Path::Auto;
+    else if (s == "matvec") p = cpu::Path::Matvec;
+    else if (s == "blas") p = cpu::Path::Blas;
+    else if (s == "packed") p = cpu::Path::Packed;
+    else throw py::value_error("recurrence must be 'auto', 'matvec', 'blas' or 'packed', got '" + s + "'");
+    cpu::tuning().path = p;
+  }, "force a recurrence path (tests, benchmarks); 'packed' falls back to 'blas' where unavailable");
+  m.def("packed_available", &cpu::packed_available, "whether the packed float32 AVX2 recurrence exists here");
+  m.def("small_batch_limit", []() { return cpu::tuning().small_batch; });
+  m.def("set_small_batch_limit", [](int64_t n) { cpu::tuning().small_batch = n; },
+        "auto path: batches N <= n use the matrix-vector kernel (unless the step is shared by threads)");
+  m.def("step_threads", []() { return cpu::tuning().threads; });
+  m.def("step_threads_min", []() { return cpu::tuning().step_threads_min; });
+  m.def("set_step_threads_min", [](int64_t v) { cpu::tuning().step_threads_min = v; },
+        "steps with at least this many multiply-adds (N*H*H) are shared between threads");
   m.def("gemm_block", []() { return blas::max_block(); });
   m.def("set_gemm_block", [](int64_t n) {
     if (n < 1) throw py::value_error("gemm block must be >= 1");
     blas::max_block() = n;
   }, "largest row/reduction count per BLAS call; lowered by tests to exercise the 64-bit split path");
   m.attr("__version__") = RNNFAST_VERSION;
+  // Default: one thread per core for large GEMMs and for steps big enough to share.
+  cpu::tuning().threads = std::max(1, scipy_openblas_get_num_threads());
 }

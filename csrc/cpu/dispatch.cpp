@@ -5,13 +5,13 @@
 namespace rnnfast {
 namespace cpu {
 namespace generic {
-template <typename T> void rnn_forward_impl(const RnnForwardParams<T>&, int64_t);
-template <typename T> void rnn_backward_impl(const RnnBackwardParams<T>&, int64_t);
+template <typename T> void rnn_forward_impl(const RnnForwardParams<T>&, const Tuning&);
+template <typename T> void rnn_backward_impl(const RnnBackwardParams<T>&, const Tuning&);
 }  // namespace generic
 #ifdef RNNFAST_HAVE_AVX2
 namespace avx2 {
-template <typename T> void rnn_forward_impl(const RnnForwardParams<T>&, int64_t);
-template <typename T> void rnn_backward_impl(const RnnBackwardParams<T>&, int64_t);
+template <typename T> void rnn_forward_impl(const RnnForwardParams<T>&, const Tuning&);
+template <typename T> void rnn_backward_impl(const RnnBackwardParams<T>&, const Tuning&);
 }  // namespace avx2
 #endif
 
@@ -26,27 +26,29 @@ bool use_avx2() {
 }
 }  // namespace
 
-int64_t& small_batch_limit() {
-  static int64_t v = 4;
-  return v;
+Tuning& tuning() {
+  static Tuning t;
+  return t;
 }
+
+bool packed_available() { return use_avx2(); }
 
 const char* isa() { return use_avx2() ? "avx2" : "generic"; }
 
 template <typename T>
 void rnn_forward(const RnnForwardParams<T>& p) {
 #ifdef RNNFAST_HAVE_AVX2
-  if (use_avx2()) return avx2::rnn_forward_impl<T>(p, small_batch_limit());
+  if (use_avx2()) return avx2::rnn_forward_impl<T>(p, tuning());
 #endif
-  generic::rnn_forward_impl<T>(p, small_batch_limit());
+  generic::rnn_forward_impl<T>(p, tuning());
 }
 
 template <typename T>
 void rnn_backward(const RnnBackwardParams<T>& p) {
 #ifdef RNNFAST_HAVE_AVX2
-  if (use_avx2()) return avx2::rnn_backward_impl<T>(p, small_batch_limit());
+  if (use_avx2()) return avx2::rnn_backward_impl<T>(p, tuning());
 #endif
-  generic::rnn_backward_impl<T>(p, small_batch_limit());
+  generic::rnn_backward_impl<T>(p, tuning());
 }
 
 template void rnn_forward<float>(const RnnForwardParams<float>&);

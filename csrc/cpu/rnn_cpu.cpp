@@ -9,6 +9,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+
+#include "cpu/recurrent_avx2.h"
 #define RNNFAST_DOT_KERNEL 1
 #else
 #define RNNFAST_DOT_KERNEL 0
@@ -121,10 +123,28 @@ std::vector<T> transposed(const T* src, int64_t H) {
   return dst;
 }
 
+// The path this layer's recurrence takes (see Path in rnn_cpu.h); Packed exists for float32 on AVX2 only.
+template <typename T>
+Path choose(const Tuning& tu, int64_t N, int64_t H) {
+  constexpr bool packed_ok = RNNFAST_DOT_KERNEL && std::is_same<T, float>::value;
+  Path p = tu.path;
+  if (p == Path::Auto) {
+    const bool share = tu.threads > 1 && double(N) * double(H) * double(H) >= double(tu.step_threads_min);
+    p = (N <= tu.small_batch && !share) ? Path::Matvec : (packed_ok ? Path::Packed : Path::Blas);
+  }
+  if (p == Path::Packed && !packed_ok) p = Path::Blas;
+  return p;
+}
+
+// Threads for the Packed recurrence: only when a step has enough work to pay for a barrier.
+inline int step_threads(const Tuning& tu, int64_t N, int64_t H) {
+  return double(N) * double(H) * double(H) >= double(tu.step_threads_min) ? tu.threads : 1;
+}
+
 // One layer forward. X (T, N, Dk) is the layer's input; Y (T, N, H) receives its hidden states.
 template <typename T>
 void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const LayerWeights<T>& w, const T* X,
-                   const T* h0, const T* c, T* Y, T* h_n, int64_t small_n) {
+                   const T* h0, const T* c, T* Y, T* h_n, const Tuning& tu) {
   const int64_t NH = N * H;
   // 1. P = X W_ih^T for all T*N rows at once; the biases and c are added inside the loop.
   blas::gemm<T>(false, true, Tn * N, H, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), Y, H);
@@ -136,8 +156,20 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
       bc[size_t(n * H + j)] = c ? v + c[n * H + j] : v;
     }
   // 2. The recurrence: Y_t = act(P_t + bc + h_{t-1} W_hh^T).
+  const Path path = choose<T>(tu, N, H);
+#if RNNFAST_DOT_KERNEL
+  if constexpr (std::is_same<T, float>::value) {
+    if (path == Path::Packed) {
+      avx2_rec::forward(Tn, N, H, a, w.W_hh, h0, bc.data(), Y, step_threads(tu, N, H));
+      if (Tn > 0) std::memcpy(h_n, Y + (Tn - 1) * NH, sizeof(T) * size_t(NH));
+      else if (h0) std::memcpy(h_n, h0, sizeof(T) * size_t(NH));
+      else std::fill(h_n, h_n + NH, T(0));
+      return;
+    }
+  }
+#endif
   std::vector<T> acc(static_cast<size_t>(NH));
-  if (N <= small_n) {
+  if (path == Path::Matvec) {
     // Small batch: one matrix-vector product per sequence, no BLAS call per step.
     constexpr bool dot = RNNFAST_DOT_KERNEL && std::is_same<T, float>::value;
     std::vector<T> WT;  // W_hh^T for the portable axpy kernel
@@ -177,14 +209,24 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
 template <typename T>
 void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const LayerWeights<T>& w,
                     LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dY, const T* dh_n_k, T* DZ,
-                    T* dX, T* dh0_k, T* dc, int64_t small_n) {
+                    T* dX, T* dh0_k, T* dc, const Tuning& tu) {
   const int64_t NH = N * H;
-  // dh_next (N, H): gradient flowing into h_{t-1} from step t
-  std::vector<T> dh_next(size_t(NH), T(0));
-  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  const bool small = N <= small_n;
   // 1. The serial part, in reverse: dz_t = (dy_t + dh_next) * act'(h_t); dh_next = dz_t W_hh.
-  for (int64_t t = Tn - 1; t >= 0; --t) {
+  const Path path = choose<T>(tu, N, H);
+  bool done = false;
+#if RNNFAST_DOT_KERNEL
+  if constexpr (std::is_same<T, float>::value) {
+    if (path == Path::Packed) {
+      avx2_rec::backward(Tn, N, H, a, w.W_hh, Hs, dY, dh_n_k, DZ, dh0_k, step_threads(tu, N, H));
+      done = true;
+    }
+  }
+#endif
+  // dh_next (N, H): gradient flowing into h_{t-1} from step t
+  std::vector<T> dh_next(size_t(done ? 0 : NH), T(0));
+  if (dh_n_k && !done) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  const bool small = path == Path::Matvec;
+  for (int64_t t = done ? -1 : Tn - 1; t >= 0; --t) {
     T* dz = DZ + t * NH;
     backprop_act(a, dY ? dY + t * NH : nullptr, dh_next.data(), Hs + t * NH, dz, NH);  // through the activation
     if (small) {                                                        // into h_{t-1}
@@ -194,7 +236,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
       blas::gemm<T>(false, false, N, H, H, T(1), dz, H, w.W_hh, H, T(0), dh_next.data(), H);
     }
   }
-  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
+  if (!done) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   // 2. Everything else as whole-sequence GEMMs and reductions.
   if (Tn > 1)                                                           // into W_hh, steps 1..T-1
     blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
@@ -223,7 +265,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
 }  // namespace
 
 template <typename T>
-void rnn_forward_impl(const RnnForwardParams<T>& p, int64_t small_n) {
+void rnn_forward_impl(const RnnForwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, D = p.D, H = p.H, L = p.L;
   const int64_t NH = N * H, TNH = Tn * NH;
   for (int64_t k = 0; k < L; ++k) {
@@ -239,13 +281,13 @@ void rnn_forward_impl(const RnnForwardParams<T>& p, int64_t small_n) {
       Y = to_out ? p.out : p.scratch;
     }
     layer_forward<T>(Tn, N, Dk, H, p.act, p.layers[k], X, p.h0 ? p.h0 + k * NH : nullptr,
-                     k == 0 ? p.c : nullptr, Y, p.h_n + k * NH, small_n);
+                     k == 0 ? p.c : nullptr, Y, p.h_n + k * NH, tu);
   }
   if (p.hs && TNH > 0) std::memcpy(p.out, p.hs + (L - 1) * TNH, sizeof(T) * size_t(TNH));
 }
 
 template <typename T>
-void rnn_backward_impl(const RnnBackwardParams<T>& p, int64_t small_n) {
+void rnn_backward_impl(const RnnBackwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, D = p.D, H = p.H, L = p.L;
   const int64_t NH = N * H, TNH = Tn * NH;
   const T* dY = p.dout;  // gradient reaching layer k's outputs; for k < L-1 it lives in p.dy
@@ -255,15 +297,15 @@ void rnn_backward_impl(const RnnBackwardParams<T>& p, int64_t small_n) {
     T* dX = k == 0 ? p.dx : p.dy;  // dy may be overwritten: this layer's dY was consumed into DZ already
     layer_backward<T>(Tn, N, Dk, H, p.act, p.layers[k], p.grads[k], X, p.h0 ? p.h0 + k * NH : nullptr,
                       p.hs + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr, p.dz, dX, p.dh0 + k * NH,
-                      k == 0 ? p.dc : nullptr, small_n);
+                      k == 0 ? p.dc : nullptr, tu);
     dY = p.dy;
   }
 }
 
-template void rnn_forward_impl<float>(const RnnForwardParams<float>&, int64_t);
-template void rnn_forward_impl<double>(const RnnForwardParams<double>&, int64_t);
-template void rnn_backward_impl<float>(const RnnBackwardParams<float>&, int64_t);
-template void rnn_backward_impl<double>(const RnnBackwardParams<double>&, int64_t);
+template void rnn_forward_impl<float>(const RnnForwardParams<float>&, const Tuning&);
+template void rnn_forward_impl<double>(const RnnForwardParams<double>&, const Tuning&);
+template void rnn_backward_impl<float>(const RnnBackwardParams<float>&, const Tuning&);
+template void rnn_backward_impl<double>(const RnnBackwardParams<double>&, const Tuning&);
 
 }  // namespace RNNFAST_ISA
 }  // namespace cpu

@@ -11,10 +11,25 @@ void rnn_forward(const RnnForwardParams<T>& p);
 template <typename T>
 void rnn_backward(const RnnBackwardParams<T>& p);
 
-// Batches at or below this size use the register-blocked microkernel for the recurrent product; larger
-// batches use one BLAS GEMM per step. Tunable for tests and benchmarks.
-int64_t& small_batch_limit();
+// How the recurrent product of each step is computed.
+//   Matvec: one matrix-vector kernel per sequence (small batches; no packing, no BLAS call per step);
+//   Blas:   one BLAS GEMM per step;
+//   Packed: (float32 on AVX2) W_hh packed once, a fused 6x16 microkernel + epilogue, threads kept alive
+//           over all steps with a barrier per step;
+//   Auto:   Matvec when N <= small_batch and the step is too small to share between threads, else Packed
+//           where available, else Blas.
+enum class Path : int { Auto = 0, Matvec = 1, Blas = 2, Packed = 3 };
+
+struct Tuning {
+  Path path = Path::Auto;
+  int64_t small_batch = 4;        // Auto: batches up to this use Matvec ...
+  int64_t step_threads_min = 1 << 18;  // ... unless N*H*H reaches this: then steps are shared by threads
+  int threads = 1;                // threads for the Packed recurrence
+};
+
+Tuning& tuning();
 // "avx2" or "generic": the kernel variant chosen for this CPU.
+bool packed_available();
 const char* isa();
 
 }  // namespace cpu

@@ -30,6 +30,7 @@ struct Options {
   Recurrence recurrence = Recurrence::Auto;
   GemmImpl gemm = GemmImpl::Auto;
   unsigned int* barrier = nullptr;        // device scratch of >= 1 uint32 for the persistent kernel's grid barrier
+  bool allow_cluster = true;              // the persistent kernel may use thread-block clusters (sm_90+)
 };
 
 // How the recurrence of one layer runs (see plan_recurrence in rnn_cuda.cu).
@@ -39,6 +40,7 @@ struct Plan {
   int Nb = 0, Hb = 0;         // the batch rows and hidden units one block owns
   int RN = 0, KS = 0;         // micro-tile rows per thread, lanes splitting the K loop
   int threads = 0, blocks = 0, Kp = 0;
+  int cluster = 0;            // > 1: blocks per thread-block cluster (state shared on chip), 0: none
   int64_t smem = 0;           // dynamic shared memory per block, bytes
   double est_persistent_us = 0, est_stepwise_us = 0;   // modelled time per step (informational)
   std::string why;            // why this path was chosen
@@ -58,7 +60,8 @@ DeviceInfo device_info(int device);
 std::string load_cublas(const std::string& path);
 std::string cublas_path();  // "" when not loaded
 
-Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backward, Recurrence mode);
+Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backward, Recurrence mode,
+                     bool allow_cluster);
 
 template <typename T>
 void rnn_forward(const RnnForwardParams<T>& p, const Options& opt);

@@ -15,9 +15,11 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _to_numpy(v):
-    """A NumPy array from an array, a torch tensor (any device) or a nested list."""
+    """A NumPy array from an array, a torch tensor (any device), a CuPy array or a nested list."""
     if hasattr(v, "detach"):
         v = v.detach().cpu().numpy()
+    elif hasattr(v, "get") and hasattr(v, "__cuda_array_interface__"):   # CuPy
+        v = v.get()
     return np.asarray(v)
 
 
@@ -60,19 +62,32 @@ class RNN:
             for name, shape in shapes:   # torch's order and distribution: U(-1/sqrt(H), 1/sqrt(H))
                 self.params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._gpu = backend is not None and str(backend).lower() == "cuda"
+        if self._gpu:   # parameters and gradients live on the GPU (CuPy arrays)
+            self.params, self.grads = self._to_gpu(self.params), self._to_gpu(self.grads)
         self._cache = None
         self._had_c = False
 
+    @staticmethod
+    def _to_gpu(d):
+        from ._cuda_backend import to_device
+        return {k: to_device(v) for k, v in d.items()}
+
     # ---- parameters ----
+    def _layer_keys(self):
+        keys = self.__dict__.get("_keys")
+        if keys is None:   # computed once: this runs on every call, so no string formatting per call
+            keys = self._keys = [(f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
+                                 for k in range(self.num_layers)]
+        return keys
+
     def _weights(self):
         p = self.params
-        return [(p[f"weight_ih_l{k}"], p[f"weight_hh_l{k}"], p.get(f"bias_ih_l{k}"), p.get(f"bias_hh_l{k}"))
-                for k in range(self.num_layers)]
+        return [(p[a], p[b], p.get(c), p.get(d)) for a, b, c, d in self._layer_keys()]
 
     def _grad_list(self):
         g = self.grads
-        return [(g[f"weight_ih_l{k}"], g[f"weight_hh_l{k}"], g.get(f"bias_ih_l{k}"), g.get(f"bias_hh_l{k}"))
-                for k in range(self.num_layers)]
+        return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._layer_keys()]
 
     def zero_grad(self):
         for g in self.grads.values():
@@ -93,7 +108,7 @@ class RNN:
             if v.shape != ref.shape:
                 raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
             new[k] = np.ascontiguousarray(v, dtype=self.dtype)
-        self.params.update(new)
+        self.params.update(self._to_gpu(new) if self._gpu else new)
         self._cache = None
 
     def parameters(self):
@@ -109,6 +124,9 @@ class RNN:
     # ---- computation ----
     def forward(self, x, h0=None, c=None, need_cache=None):
         """Run the layer. need_cache defaults to self.training; without a cache backward is unavailable."""
+        if self._gpu:   # torch CUDA tensors and other GPU arrays become CuPy views (NumPy stays NumPy)
+            from ._cuda_backend import as_array
+            x, h0, c = as_array(x), as_array(h0), as_array(c)
         x = np.asarray(x) if not hasattr(x, "dtype") else x
         if x.dtype != self.dtype:
             raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
@@ -137,6 +155,9 @@ class RNN:
             raise RuntimeError("backward() needs a preceding forward() with need_cache=True (training mode); "
                                "backward may run only once per forward")
         cache, self._cache = self._cache, None
+        if self._gpu:
+            from ._cuda_backend import as_array
+            dout, dh_n = as_array(dout), as_array(dh_n)
         if dout is not None and self.batch_first:
             if getattr(dout, "ndim", 0) != 3:
                 raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
@@ -329,8 +350,7 @@ class Embedding(_Layer):
     def forward(self, ids, need_cache=None):
         ids = _check_ids("ids", ids, self.num_embeddings, "(...)")
         out = self.params["weight"][ids]
-        if self.training if need_cache is None else need_cache:
-            self._cache = ids
+        self._cache = ids if (self.training if need_cache is None else need_cache) else None
         return out
 
     __call__ = forward
@@ -360,7 +380,8 @@ class OneHotRNN(RNN):
     kernels with layer 0's input weight set to the identity I_H; x @ I is exact, so the result equals the
     one-hot RNN bit for bit, and the kernels' dX (= dZ @ I) is scattered back into the columns of
     dW_ih. Path "dense" builds the (T, N, V) one-hot and uses the ordinary GEMM: when V <= H that GEMM is
-    the cheaper of the two, so "auto" picks "dense" for V <= H and "gather" otherwise.
+    the cheaper of the two, so "auto" picks "dense" for V <= H and "gather" otherwise. With backend="cuda"
+    (weights on the GPU) the path is always "dense".
     """
 
     def __init__(self, vocab_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
@@ -371,6 +392,8 @@ class OneHotRNN(RNN):
             raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
         self.vocab_size = self.input_size
         self.path = ("dense" if self.vocab_size <= hidden_size else "gather") if path == "auto" else path
+        if getattr(self, "_gpu", False):
+            self.path = "dense"    # GPU-resident weights: the RNN layer moves the one-hot input itself
         self._eye = None
         self._ids = None
 
@@ -467,8 +490,7 @@ class Linear(_Layer):
         y = x2 @ self.params["weight"].T
         if "bias" in self.params:
             y += self.params["bias"]
-        if self.training if need_cache is None else need_cache:
-            self._cache = (x2, x.shape)
+        self._cache = (x2, x.shape) if (self.training if need_cache is None else need_cache) else None
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     __call__ = forward
