@@ -160,3 +160,41 @@ def test_packed_recurrence_shared_between_threads(threads, N):
         _C.set_step_threads_min(old[2])
     for j, (g, r64, r32) in enumerate(zip(got, ref64, ref32)):
         assert_f32_close(g, r64, r32, name=f"output {j}")
+
+
+@requires_cpu
+def test_cache_holds_exactly_the_hidden_states():
+    x, h0, ws, c, _, _ = _problem(6, 11, 4, 3, 10, 3, True, False, False, "tanh")
+    for backend in ("numpy", "cpu"):
+        _, _, cache = rnnfast.rnn_forward(x, h0, ws, None, "tanh", True, backend=backend)
+        L, T, N, H = 3, 11, 4, 10
+        assert cache.hs.shape == (L, T, N, H)
+        assert cache.nbytes == (L * T * N * H + L * N * H) * 8
+
+
+@requires_cpu
+def test_gil_is_released_while_the_kernel_runs():
+    import threading
+    import time
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((150, 32, 256)).astype(np.float32)
+    ws = make_weights(rng, 256, 256, 2, np.float32)
+    t0 = time.perf_counter()
+    rnnfast.rnn_forward(x, None, ws, backend="cpu", need_cache=False)
+    one = time.perf_counter() - t0
+    done = threading.Event()
+
+    def work():
+        for _ in range(3):
+            rnnfast.rnn_forward(x, None, ws, backend="cpu", need_cache=False)
+        done.set()
+
+    th = threading.Thread(target=work)
+    ticks = 0
+    th.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    th.join()
+    # With the GIL held for each whole call, this loop could only tick between the 3 calls.
+    assert ticks > 10, (ticks, one)
