@@ -101,6 +101,23 @@ inline void activate(Act a, const T* __restrict z, T* __restrict y, int64_t n) {
   }
 }
 
+#if RNNFAST_DOT_KERNEL
+// float32 on AVX2: eight lanes at a time with the vector tanh (the scalar loop does not vectorise).
+template <>
+inline void activate<float>(Act a, const float* __restrict z, float* __restrict y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(z + i);
+    _mm256_storeu_ps(y + i, a == Act::Tanh ? avx2_rec::tanh8(v) : avx2_rec::relu8(v));
+  }
+  if (i < n) {
+    const __m256i m = avx2_rec::tail_mask(n - i);
+    const __m256 v = _mm256_maskload_ps(z + i, m);
+    _mm256_maskstore_ps(y + i, m, a == Act::Tanh ? avx2_rec::tanh8(v) : avx2_rec::relu8(v));
+  }
+}
+#endif
+
 // dz[i] = (dy[i] + dh[i]) * act'(y[i]) for i < n; dy may be nullptr (zeros).
 template <typename T>
 inline void backprop_act(Act a, const T* __restrict dy, const T* __restrict dh, const T* __restrict y,
@@ -237,29 +254,54 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
   }
   if (!done) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  // 2. Everything else as whole-sequence GEMMs and reductions.
-  if (Tn > 1)                                                           // into W_hh, steps 1..T-1
-    blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
-  if (Tn > 0 && h0k)                                                    // into W_hh, step 0 reads h0
-    blas::gemm<T>(true, false, H, H, N, T(1), DZ, H, h0k, H, T(1), g.dW_hh, H);
-  blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
-  if (g.db_ih || dc) {                                                  // into the biases and c
-    std::vector<T> colsum(size_t(H), T(0));
-    if (dc) std::fill(dc, dc + NH, T(0));
-    for (int64_t t = 0; t < Tn; ++t)
-      for (int64_t n = 0; n < N; ++n) {
-        const T* dz = DZ + t * NH + n * H;
-        for (int64_t j = 0; j < H; ++j) colsum[size_t(j)] += dz[j];
-        if (dc)
-          for (int64_t j = 0; j < H; ++j) dc[n * H + j] += dz[j];
-      }
-    if (g.db_ih)
-      for (int64_t j = 0; j < H; ++j) {
-        g.db_ih[j] += colsum[size_t(j)];
-        g.db_hh[j] += colsum[size_t(j)];
-      }
+  // 2. Everything else as whole-sequence GEMMs and reductions, in two independent groups.
+  auto into_hh_bias = [&]() {
+    if (Tn > 1)                                                         // into W_hh, steps 1..T-1
+      blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
+    if (Tn > 0 && h0k)                                                  // into W_hh, step 0 reads h0
+      blas::gemm<T>(true, false, H, H, N, T(1), DZ, H, h0k, H, T(1), g.dW_hh, H);
+    if (g.db_ih || dc) {                                                // into the biases and c
+      std::vector<T> colsum(size_t(H), T(0));
+      if (dc) std::fill(dc, dc + NH, T(0));
+      for (int64_t t = 0; t < Tn; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+          const T* dz = DZ + t * NH + n * H;
+          for (int64_t j = 0; j < H; ++j) colsum[size_t(j)] += dz[j];
+          if (dc)
+            for (int64_t j = 0; j < H; ++j) dc[n * H + j] += dz[j];
+        }
+      if (g.db_ih)
+        for (int64_t j = 0; j < H; ++j) {
+          g.db_ih[j] += colsum[size_t(j)];
+          g.db_hh[j] += colsum[size_t(j)];
+        }
+    }
+  };
+  auto into_ih_input = [&]() {
+    blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
+    blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);  // into the input
+  };
+  // Small GEMMs run single-threaded inside BLAS; then the two groups run side by side on two cores.
+  const double biggest = double(Tn * N) * double(H) * double(std::max(Dk, H));
+  const bool side_by_side = tu.threads > 1 && biggest < double(blas::thread_threshold());
+  if (side_by_side) {
+    blas::threads_for(1, 1, 1);   // settle BLAS on one thread before the two callers start
+#ifdef _OPENMP
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+      into_hh_bias();
+#pragma omp section
+      into_ih_input();
+    }
+#else
+    into_hh_bias();
+    into_ih_input();
+#endif
+  } else {
+    into_hh_bias();
+    into_ih_input();
   }
-  blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);    // into the input
 }
 
 }  // namespace

@@ -263,9 +263,8 @@ __global__ void __launch_bounds__(512, 1) rec_persistent_kernel(const RecArgs<T>
         for (int q = 0; q < RH; ++q) acc[r][q] += __shfl_xor_sync(0xffffffffu, acc[r][q], off);
     // 5. epilogue: add, activate (forward) or gate by act' (backward); keep the state on chip if single,
     // or hand it to every block of the cluster
+    T hval[RN][RH] = {};
     if (writer) {
-      T* Snext = (s & 1) ? Ss0 : Ss1;
-      T hval[RN][RH] = {};
 #pragma unroll
       for (int r = 0; r < RN; ++r)
 #pragma unroll
@@ -281,9 +280,19 @@ __global__ void __launch_bounds__(512, 1) rec_persistent_kernel(const RecArgs<T>
             hval[r][q] = h;
           }
         }
-      if (local_state && !final_phase) {
+    }
+    if (local_state && !final_phase) {
+      // the new state into shared memory: ours (single block) or every peer's (cluster); the KS lanes of a
+      // micro-tile share the peers, taking the values from their writer lane
+      T* Snext = (s & 1) ? Ss0 : Ss1;
+      const int leader = (tid & 31) & ~(a.KS - 1);
+#pragma unroll
+      for (int r = 0; r < RN; ++r)
+#pragma unroll
+        for (int q = 0; q < RH; ++q) hval[r][q] = __shfl_sync(0xffffffffu, hval[r][q], leader);
+      if (active) {
         const int npeers = clus ? a.cluster : 1;
-        for (int pr = 0; pr < npeers; ++pr) {
+        for (int pr = ks; pr < npeers; pr += a.KS) {
           T* dst = Snext;
 #ifdef RNNFAST_CLUSTERS
           if (clus) dst = cooperative_groups::this_cluster().map_shared_rank(Snext, pr);
