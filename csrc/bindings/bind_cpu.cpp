@@ -312,6 +312,8 @@ py::tuple rnn_backward(const py::object& dout, const py::object& dh_n, const py:
 
 }  // namespace
 
+void register_gated(py::module_& m);  // LSTM and GRU, csrc/bindings/bind_gated.cpp
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "rnnfast CPU kernels (fused vanilla RNN forward/backward). Use rnnfast.functional, not this.";
   m.def("rnn_forward", &rnn_forward, py::arg("x"), py::arg("h0"), py::arg("weights"), py::arg("c"),
@@ -359,6 +361,7 @@ PYBIND11_MODULE(_C, m) {
     if (n < 1) throw py::value_error("gemm block must be >= 1");
     blas::max_block() = n;
   }, "largest row/reduction count per BLAS call; lowered by tests to exercise the 64-bit split path");
+  register_gated(m);
   m.attr("__version__") = RNNFAST_VERSION;
   // Default: one thread per core for large GEMMs and for steps big enough to share.
   cpu::tuning().threads = std::max(1, scipy_openblas_get_num_threads());

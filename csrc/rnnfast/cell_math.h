@@ -49,4 +49,16 @@ RNNFAST_HD T dact_tanh(T y) { return T(1) - y * y; }
 template <typename T>
 RNNFAST_HD T dact_relu(T y) { return y > T(0) ? T(1) : T(0); }
 
+// Logistic sigmoid for the gated cells (LSTM, GRU), derivative from the output: sigma' = y (1 - y).
+RNNFAST_HD float act_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+RNNFAST_HD double act_sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+// float32 sigmoid through the branch-free tanh above, sigma(z) = (1 + tanh(z/2)) / 2, so loops over it
+// vectorise (absolute error a few 1e-8); NaN propagates. float64 keeps the exp form.
+RNNFAST_HD float fast_sigmoid(float z) { return 0.5f * fast_tanh(0.5f * z) + 0.5f; }
+RNNFAST_HD double fast_sigmoid(double z) { return act_sigmoid(z); }
+
+template <typename T>
+RNNFAST_HD T dact_sigmoid(T y) { return y * (T(1) - y); }
+
 }  // namespace rnnfast

@@ -1,0 +1,379 @@
+// pybind11 bindings of the gated-cell CPU kernels (LSTM and GRU), registered into rnnfast._C by
+// register_gated(): argument validation (messages name the argument and the gate-stacked shape, e.g.
+// "weight_hh_l0 must have shape (4H, H) = (400, 100), got ..."), dtype dispatch, allocation, GIL release.
+// Not a public API: rnnfast.functional calls it through rnnfast._cpu_backend.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cpu/gated_cpu.h"
+
+namespace py = pybind11;
+using namespace rnnfast;
+
+namespace {
+
+struct Dim {
+  std::string name;
+  int64_t value;
+};
+
+std::string shape_str(const std::vector<Dim>& dims) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].name;
+  s << ") = (";
+  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].value;
+  s << ")";
+  return s.str();
+}
+
+std::string got_shape(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i) << (a.ndim() == 1 ? "," : "");
+  s << ")";
+  return s.str();
+}
+
+std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
+
+// The argument as a C-contiguous array of dtype `dt` and shape `dims`; copies non-contiguous input.
+py::array take(const std::string& name, const py::handle& obj, const py::dtype& dt, const std::vector<Dim>& dims) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + " must be a numpy array of shape " + shape_str(dims) + ", got " + type_name(obj));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(dt) && !a.dtype().equal(dt))
+    throw py::type_error(name + " must have dtype " + py::str(dt).cast<std::string>() + " (the dtype of x), got " +
+                         py::str(a.dtype()).cast<std::string>());
+  bool ok = a.ndim() == py::ssize_t(dims.size());
+  for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(py::ssize_t(i)) == dims[i].value;
+  if (!ok) throw py::value_error(name + " must have shape " + shape_str(dims) + ", got " + got_shape(a));
+  if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+  return a;
+}
+
+// Like take, for an output that is accumulated into: it must already be contiguous and writeable.
+py::array take_grad(const std::string& name, const py::handle& obj, const py::dtype& dt,
+                    const std::vector<Dim>& dims) {
+  py::array a = take(name, obj, dt, dims);
+  if (!a.is(obj)) throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
+  if (!a.writeable()) throw py::value_error(name + " must be writeable (gradients accumulate into it in place)");
+  return a;
+}
+
+py::array take_x(const py::handle& x_obj, const char* name) {
+  if (!py::isinstance<py::array>(x_obj))
+    throw py::type_error(std::string(name) + " must be a numpy array of shape (T, N, D), got " + type_name(x_obj));
+  py::array x = py::reinterpret_borrow<py::array>(x_obj);
+  if (x.dtype().kind() != 'f' || (x.itemsize() != 4 && x.itemsize() != 8))
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, got " +
+                         py::str(x.dtype()).cast<std::string>());
+  if (x.ndim() != 3)
+    throw py::value_error(std::string(name) + " must have shape (T, N, D), got " + got_shape(x) + " (rank " +
+                          std::to_string(x.ndim()) + ")");
+  return x;
+}
+
+void check_fits_blas(const char* what, int64_t v) {
+  if (v > int64_t(INT_MAX))
+    throw py::value_error(std::string(what) + " = " + std::to_string(v) + " exceeds the supported maximum " +
+                          std::to_string(INT_MAX) + " (BLAS leading dimensions are 32-bit)");
+}
+
+template <typename T>
+const T* ptr(const py::object& a) {
+  return a.is_none() ? nullptr : static_cast<const T*>(a.cast<py::array>().data());
+}
+
+// "4H" or "3H": the name of the gate-stacked dimension.
+std::string gh_name(int G) { return std::to_string(G) + "H"; }
+
+// H from weights[0][1] = weight_hh_l0, which must be (G*H, H).
+int64_t hidden_size(const py::sequence& weights, int G) {
+  if (py::len(weights) == 0)
+    throw py::value_error("weights must be a non-empty list of L tuples (W_ih, W_hh, b_ih, b_hh)");
+  py::object w0 = weights[0];
+  if (!py::isinstance<py::sequence>(w0) || py::len(w0) != 4)
+    throw py::value_error("weights[0] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
+  py::object whh = w0.cast<py::sequence>()[1];
+  const std::string want = "(" + gh_name(G) + ", H)";
+  if (!py::isinstance<py::array>(whh)) throw py::type_error("weight_hh_l0 must be a numpy array of shape " + want);
+  py::array a = py::reinterpret_borrow<py::array>(whh);
+  if (a.ndim() != 2 || a.shape(1) < 1 || a.shape(0) != G * a.shape(1))
+    throw py::value_error("weight_hh_l0 must have shape " + want + " with H >= 1, got " + got_shape(a));
+  return a.shape(1);
+}
+
+template <typename T>
+struct Weights {
+  std::vector<py::array> keep;
+  std::vector<LayerWeights<T>> layers;
+  bool bias = true;
+};
+
+template <typename T>
+Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H, int G, const py::dtype& dt) {
+  Weights<T> w;
+  const int64_t L = int64_t(py::len(weights));
+  const std::string gn = gh_name(G);
+  w.layers.resize(size_t(L));
+  for (int64_t k = 0; k < L; ++k) {
+    py::object item = weights[size_t(k)];
+    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
+      throw py::value_error("weights[" + std::to_string(k) + "] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
+    py::sequence t = item.cast<py::sequence>();
+    const std::string ks = std::to_string(k);
+    py::array W_ih = take("weight_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    py::array W_hh = take("weight_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
+    w.layers[size_t(k)].W_ih = static_cast<const T*>(W_ih.data());
+    w.layers[size_t(k)].W_hh = static_cast<const T*>(W_hh.data());
+    w.keep.push_back(W_ih);
+    w.keep.push_back(W_hh);
+    const bool has_bi = !t[2].is_none(), has_bh = !t[3].is_none();
+    if (has_bi != has_bh)
+      throw py::value_error("bias_ih_l" + ks + " and bias_hh_l" + ks + " must both be given or both be None");
+    if (k == 0) w.bias = has_bi;
+    else if (has_bi != w.bias) throw py::value_error("all layers must have biases, or none (layer " + ks + ")");
+    if (has_bi) {
+      py::array b_ih = take("bias_ih_l" + ks, t[2], dt, {{gn, G * H}});
+      py::array b_hh = take("bias_hh_l" + ks, t[3], dt, {{gn, G * H}});
+      w.layers[size_t(k)].b_ih = static_cast<const T*>(b_ih.data());
+      w.layers[size_t(k)].b_hh = static_cast<const T*>(b_hh.data());
+      w.keep.push_back(b_ih);
+      w.keep.push_back(b_hh);
+    }
+  }
+  return w;
+}
+
+template <typename T>
+std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const Weights<T>& w, int64_t D, int64_t H, int G,
+                                      const py::dtype& dt, std::vector<py::array>& keep) {
+  const int64_t L = int64_t(w.layers.size());
+  const std::string gn = gh_name(G);
+  if (int64_t(py::len(grads)) != L)
+    throw py::value_error("grads must be a list of L = " + std::to_string(L) + " tuples (dW_ih, dW_hh, db_ih, db_hh)");
+  std::vector<LayerGrads<T>> g(static_cast<size_t>(L));
+  for (int64_t k = 0; k < L; ++k) {
+    py::object item = grads[size_t(k)];
+    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
+      throw py::value_error("grads[" + std::to_string(k) + "] must be a tuple (dW_ih, dW_hh, db_ih, db_hh)");
+    py::sequence t = item.cast<py::sequence>();
+    const std::string ks = std::to_string(k);
+    py::array a = take_grad("dW_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    py::array b = take_grad("dW_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
+    g[size_t(k)].dW_ih = static_cast<T*>(a.mutable_data());
+    g[size_t(k)].dW_hh = static_cast<T*>(b.mutable_data());
+    keep.push_back(a);
+    keep.push_back(b);
+    if (w.bias) {
+      if (t[2].is_none() || t[3].is_none())
+        throw py::value_error("db_ih_l" + ks + " and db_hh_l" + ks + " must be given (the layer has biases)");
+      py::array bi = take_grad("db_ih_l" + ks, t[2], dt, {{gn, G * H}});
+      py::array bh = take_grad("db_hh_l" + ks, t[3], dt, {{gn, G * H}});
+      g[size_t(k)].db_ih = static_cast<T*>(bi.mutable_data());
+      g[size_t(k)].db_hh = static_cast<T*>(bh.mutable_data());
+      keep.push_back(bi);
+      keep.push_back(bh);
+    }
+  }
+  return g;
+}
+
+template <typename T>
+py::array_t<T> zeros(std::vector<py::ssize_t> shape) {
+  py::array_t<T> a(shape);
+  std::fill(a.mutable_data(), a.mutable_data() + a.size(), T(0));
+  return a;
+}
+
+// ---- forward: LSTM (G = 4) and GRU (G = 3) ----
+
+template <typename T>
+py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::object& c0_obj,
+                       const py::sequence& weights, bool need_cache) {
+  const bool lstm = G == 4;
+  const py::dtype dt = x.dtype();
+  const int64_t Tn = x.shape(0), N = x.shape(1), D = x.shape(2);
+  const int64_t H = hidden_size(weights, G), L = int64_t(py::len(weights));
+  check_fits_blas("D", D);
+  check_fits_blas("4H", 4 * H);
+  check_fits_blas("N", N);
+  check_fits_blas("T*N", Tn * N);
+  Weights<T> w = take_weights<T>(weights, D, H, G, dt);
+  if (!(x.flags() & py::array::c_style)) x = py::array::ensure(x, py::array::c_style);
+  py::object h0 = py::none(), c0 = py::none();
+  if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
+  if (lstm && !c0_obj.is_none()) c0 = take("c0", c0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
+
+  py::array_t<T> out({Tn, N, H}), h_n({L, N, H});
+  py::object c_n = py::none(), hs = py::none(), cs = py::none(), gates = py::none(), ghn = py::none();
+  if (lstm) c_n = py::array_t<T>({L, N, H});
+  if (need_cache) {
+    hs = py::array_t<T>({L, Tn, N, H});
+    gates = py::array_t<T>({L, Tn, N, G * H});
+    if (lstm) cs = py::array_t<T>({L, Tn, N, H});
+    else ghn = py::array_t<T>({L, Tn, N, H});
+  }
+  GatedForwardParams<T> p;
+  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.layers = w.layers.data();
+  p.x = static_cast<const T*>(x.data());
+  p.h0 = ptr<T>(h0);
+  p.c0 = ptr<T>(c0);
+  p.out = out.mutable_data();
+  p.h_n = h_n.mutable_data();
+  p.c_n = const_cast<T*>(ptr<T>(c_n));
+  p.hs = const_cast<T*>(ptr<T>(hs));
+  p.cs = const_cast<T*>(ptr<T>(cs));
+  p.gates = const_cast<T*>(ptr<T>(gates));
+  p.ghn = const_cast<T*>(ptr<T>(ghn));
+  {
+    py::gil_scoped_release nogil;
+    if (lstm) cpu::lstm_forward<T>(p);
+    else cpu::gru_forward<T>(p);
+  }
+  py::object kept = py::none();
+  if (need_cache) {
+    if (h0.is_none()) h0 = zeros<T>({L, N, H});
+    if (lstm) {
+      if (c0.is_none()) c0 = zeros<T>({L, N, H});
+      kept = py::make_tuple(x, h0, c0, hs, cs, gates);
+    } else {
+      kept = py::make_tuple(x, h0, hs, gates, ghn);
+    }
+  }
+  if (lstm) return py::make_tuple(out, h_n, c_n, kept);
+  return py::make_tuple(out, h_n, kept);
+}
+
+py::tuple lstm_forward(const py::object& x_obj, const py::object& h0, const py::object& c0,
+                       const py::sequence& weights, bool need_cache) {
+  py::array x = take_x(x_obj, "x");
+  if (x.itemsize() == 4) return forward_impl<float>(4, x, h0, c0, weights, need_cache);
+  return forward_impl<double>(4, x, h0, c0, weights, need_cache);
+}
+
+py::tuple gru_forward(const py::object& x_obj, const py::object& h0, const py::sequence& weights, bool need_cache) {
+  py::array x = take_x(x_obj, "x");
+  if (x.itemsize() == 4) return forward_impl<float>(3, x, h0, py::none(), weights, need_cache);
+  return forward_impl<double>(3, x, h0, py::none(), weights, need_cache);
+}
+
+// ---- backward ----
+
+// The cache record, validated against hs (L, T, N, H).
+struct Cache {
+  py::object x, h0, c0, hs, cs, gates, ghn;
+};
+
+template <typename T>
+py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_n_obj, const py::object& dc_n_obj,
+                        const py::object& dcs_obj, Cache c, const py::sequence& weights, const py::sequence& grads) {
+  const bool lstm = G == 4;
+  py::array hs = c.hs.cast<py::array>();
+  const py::dtype dt = hs.dtype();
+  const int64_t L = hs.shape(0), Tn = hs.shape(1), N = hs.shape(2), H = hs.shape(3);
+  if (int64_t(py::len(weights)) != L)
+    throw py::value_error("cache.weights must hold L = " + std::to_string(L) + " layers");
+  py::array x = take_x(c.x, "cache.x");
+  if (x.shape(0) != Tn || x.shape(1) != N)
+    throw py::value_error("cache.x must have shape (T, N, D) with (T, N) = (" + std::to_string(Tn) + ", " +
+                          std::to_string(N) + "), got " + got_shape(x));
+  const int64_t D = x.shape(2);
+  const std::vector<Dim> LNH = {{"L", L}, {"N", N}, {"H", H}}, LTNH = {{"L", L}, {"T", Tn}, {"N", N}, {"H", H}};
+  c.x = take("cache.x", x, dt, {{"T", Tn}, {"N", N}, {"D", D}});
+  c.h0 = take("cache.h0", c.h0, dt, LNH);
+  c.gates = take("cache.gates", c.gates, dt, {{"L", L}, {"T", Tn}, {"N", N}, {gh_name(G), G * H}});
+  if (lstm) {
+    c.c0 = take("cache.c0", c.c0, dt, LNH);
+    c.cs = take("cache.cs", c.cs, dt, LTNH);
+  } else {
+    c.ghn = take("cache.ghn", c.ghn, dt, LTNH);
+  }
+  Weights<T> w = take_weights<T>(weights, D, H, G, dt);
+  py::object dout = py::none(), dh_n = py::none(), dc_n = py::none(), dcs = py::none();
+  if (!dout_obj.is_none()) dout = take("dout", dout_obj, dt, {{"T", Tn}, {"N", N}, {"H", H}});
+  if (!dh_n_obj.is_none()) dh_n = take("dh_n", dh_n_obj, dt, LNH);
+  if (lstm && !dc_n_obj.is_none()) dc_n = take("dc_n", dc_n_obj, dt, LNH);
+  if (lstm && !dcs_obj.is_none()) dcs = take("dcs", dcs_obj, dt, LTNH);
+  std::vector<py::array> keep;
+  std::vector<LayerGrads<T>> g = take_grads<T>(grads, w, D, H, G, dt, keep);
+  py::array_t<T> dx({Tn, N, D}), dh0({L, N, H});
+  py::object dc0 = py::none();
+  if (lstm) dc0 = py::array_t<T>({L, N, H});
+
+  GatedBackwardParams<T> p;
+  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.layers = w.layers.data();
+  p.grads = g.data();
+  p.x = ptr<T>(c.x);
+  p.h0 = ptr<T>(c.h0);
+  p.c0 = ptr<T>(c.c0);
+  p.hs = static_cast<const T*>(hs.data());
+  p.cs = ptr<T>(c.cs);
+  p.gates = ptr<T>(c.gates);
+  p.ghn = ptr<T>(c.ghn);
+  p.dout = ptr<T>(dout);
+  p.dh_n = ptr<T>(dh_n);
+  p.dc_n = ptr<T>(dc_n);
+  p.dcs = ptr<T>(dcs);
+  p.dx = dx.mutable_data();
+  p.dh0 = dh0.mutable_data();
+  p.dc0 = const_cast<T*>(ptr<T>(dc0));
+  {
+    py::gil_scoped_release nogil;
+    if (lstm) cpu::lstm_backward<T>(p);
+    else cpu::gru_backward<T>(p);
+  }
+  if (lstm) return py::make_tuple(dx, dh0, dc0);
+  return py::make_tuple(dx, dh0);
+}
+
+py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const py::object& dc_n,
+                   const py::object& dcs, Cache c, const py::sequence& weights, const py::sequence& grads) {
+  if (!py::isinstance<py::array>(c.hs)) throw py::type_error("cache.hs must be a numpy array (L, T, N, H)");
+  py::array hs = py::reinterpret_borrow<py::array>(c.hs);
+  if (hs.ndim() != 4 || hs.dtype().kind() != 'f' || (hs.itemsize() != 4 && hs.itemsize() != 8))
+    throw py::value_error("cache.hs must be a float32/float64 array of shape (L, T, N, H), got " + got_shape(hs));
+  if (!(hs.flags() & py::array::c_style)) hs = py::array::ensure(hs, py::array::c_style);
+  c.hs = hs;
+  if (hs.itemsize() == 4) return backward_impl<float>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
+  return backward_impl<double>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
+}
+
+}  // namespace
+
+void register_gated(py::module_& m) {
+  m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weights"),
+        py::arg("need_cache"),
+        "-> (out (T,N,H), h_n (L,N,H), c_n (L,N,H), (x, h0, c0, hs, cs, gates (L,T,N,4H)) or None)");
+  m.def("lstm_backward",
+        [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
+           const py::object& x, const py::object& h0, const py::object& c0, const py::object& hs,
+           const py::object& cs, const py::object& gates, const py::sequence& weights, const py::sequence& grads) {
+          return backward(4, dout, dh_n, dc_n, dcs, Cache{x, h0, c0, hs, cs, gates, py::none()}, weights, grads);
+        },
+        py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dcs"), py::arg("x"), py::arg("h0"),
+        py::arg("c0"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("weights"), py::arg("grads"),
+        "-> (dx (T,N,D), dh0 (L,N,H), dc0 (L,N,H)); parameter gradients accumulate into grads");
+  m.def("gru_forward", &gru_forward, py::arg("x"), py::arg("h0"), py::arg("weights"), py::arg("need_cache"),
+        "-> (out (T,N,H), h_n (L,N,H), (x, h0, hs, gates (L,T,N,3H), ghn (L,T,N,H)) or None)");
+  m.def("gru_backward",
+        [](const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
+           const py::object& hs, const py::object& gates, const py::object& ghn, const py::sequence& weights,
+           const py::sequence& grads) {
+          return backward(3, dout, dh_n, py::none(), py::none(), Cache{x, h0, py::none(), hs, py::none(), gates, ghn},
+                          weights, grads);
+        },
+        py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"), py::arg("hs"), py::arg("gates"),
+        py::arg("ghn"), py::arg("weights"), py::arg("grads"),
+        "-> (dx (T,N,D), dh0 (L,N,H)); parameter gradients accumulate into grads");
+}

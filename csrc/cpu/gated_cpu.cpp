@@ -1,0 +1,461 @@
+// Fused LSTM and GRU forward and backward on the CPU, side by side, with the structure of rnn_cpu.cpp:
+// per layer, one GEMM projects all T*N input rows onto the G*H gate pre-activations; a serial loop does
+// only the recurrent product and one fused pointwise step; backward mirrors it and batches the weight and
+// input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/blas.h"
+#include "cpu/gated_cpu.h"
+#include "cpu/rnn_cpu.h"
+#include "rnnfast/cell_math.h"
+
+#ifndef RNNFAST_ISA
+#define RNNFAST_ISA generic
+#endif
+
+namespace rnnfast {
+namespace cpu {
+namespace RNNFAST_ISA {
+
+namespace {
+
+// ---- helpers ----
+
+// 32-byte vectors (GCC vector extensions): AVX registers in the x86-64-v3 build, SSE pairs in the generic one.
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef float type __attribute__((vector_size(32))); static constexpr int n = 8; };
+template <> struct Vec<double> { typedef double type __attribute__((vector_size(32))); static constexpr int n = 4; };
+
+template <typename T>
+inline T hsum(const typename Vec<T>::type& a) {
+  T s = T(0);
+  for (int i = 0; i < Vec<T>::n; ++i) s += a[i];
+  return s;
+}
+
+// y[0:R] += W h for W (R, K) row-major: eight rows at a time, each with its own vector accumulator over k.
+// Reads W as stored, so the forward step needs no transposed copy of W_hh. Used for small batches.
+template <typename T>
+inline void matvec_dot(const T* __restrict W, int64_t R, int64_t K, const T* __restrict h, T* __restrict y) {
+  using V = typename Vec<T>::type;
+  constexpr int B = Vec<T>::n;
+  const int64_t K0 = K - K % B;
+  int64_t r = 0;
+  for (; r + 8 <= R; r += 8) {
+    const T* w = W + r * K;
+    V a[8] = {};
+    for (int64_t k = 0; k < K0; k += B) {
+      V hv;
+      std::memcpy(&hv, h + k, sizeof(V));
+      for (int i = 0; i < 8; ++i) {
+        V wv;
+        std::memcpy(&wv, w + i * K + k, sizeof(V));
+        a[i] += wv * hv;
+      }
+    }
+    for (int i = 0; i < 8; ++i) {
+      T s = hsum<T>(a[i]);
+      for (int64_t k = K0; k < K; ++k) s += w[i * K + k] * h[k];
+      y[r + i] += s;
+    }
+  }
+  for (; r < R; ++r) {
+    const T* w = W + r * K;
+    V a = {};
+    for (int64_t k = 0; k < K0; k += B) {
+      V hv, wv;
+      std::memcpy(&hv, h + k, sizeof(V));
+      std::memcpy(&wv, w + k, sizeof(V));
+      a += wv * hv;
+    }
+    T s = hsum<T>(a);
+    for (int64_t k = K0; k < K; ++k) s += w[k] * h[k];
+    y[r] += s;
+  }
+}
+
+// Y (N, R) += Hprev (N, K) W^T for W (R, K): the recurrent product of one step, by the small-batch
+// kernel or one BLAS GEMM.
+template <typename T>
+inline void rec_forward(bool small, int64_t N, int64_t R, int64_t K, const T* Hprev, const T* W, T* Y) {
+  if (small) {
+    for (int64_t n = 0; n < N; ++n) matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
+  } else {
+    blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
+  }
+}
+
+// dH (N, K) += dG (N, R) W for W (R, K): the gradient into h_{t-1} of one step.
+template <typename T>
+inline void rec_backward(bool small, int64_t N, int64_t R, int64_t K, const T* dG, const T* W, T* dH) {
+  if (small) {
+    for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dG + n * R, R, W, K, dH + n * K, K);
+  } else {
+    blas::gemm<T>(false, false, N, K, R, T(1), dG, R, W, K, T(1), dH, K);
+  }
+}
+
+// Whether the recurrence of this layer uses the small-batch kernel (the vanilla kernels' path choice;
+// there is no packed gated kernel, so Packed means BLAS here).
+inline bool small_path(const Tuning& tu, int64_t N) {
+  if (tu.path == Path::Matvec) return true;
+  if (tu.path == Path::Auto) return N <= tu.small_batch;
+  return false;
+}
+
+// col[j] += sum over the M rows of A (M, C) of A[m, j]
+template <typename T>
+inline void colsum_add(const T* A, int64_t M, int64_t C, T* col) {
+  for (int64_t m = 0; m < M; ++m) {
+    const T* a = A + m * C;
+    for (int64_t j = 0; j < C; ++j) col[j] += a[j];
+  }
+}
+
+// After the serial loop, the whole-sequence GEMMs shared by both cells:
+//   dW_hh += dGh^T [h0; Hs[0:T-1]], dW_ih += dGi^T X, db_hh += sum dGh, db_ih += sum dGi, dX = dGi W_ih.
+// dGi/dGh (T, N, R) are the gate pre-activation gradients of the input and hidden sides (equal for LSTM).
+template <typename T>
+void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w,
+                  LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh, T* dX) {
+  const int64_t NR = N * R;
+  if (Tn > 1)                                                           // into W_hh, steps 1..T-1
+    blas::gemm<T>(true, false, R, H, (Tn - 1) * N, T(1), dGh + NR, R, Hs, H, T(1), g.dW_hh, H);
+  if (Tn > 0)                                                           // into W_hh, step 0 reads h0
+    blas::gemm<T>(true, false, R, H, N, T(1), dGh, R, h0k, H, T(1), g.dW_hh, H);
+  blas::gemm<T>(true, false, R, Dk, Tn * N, T(1), dGi, R, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
+  if (g.db_ih) {                                                        // into the biases
+    colsum_add(dGi, Tn * N, R, g.db_ih);
+    colsum_add(dGh, Tn * N, R, g.db_hh);
+  }
+  blas::gemm<T>(false, false, Tn * N, Dk, R, T(1), dGi, R, w.W_ih, Dk, T(0), dX, Dk);  // into the input
+}
+
+// The final state of a layer: its last step, else the initial state, else zeros.
+template <typename T>
+inline void final_state(int64_t Tn, int64_t NH, const T* Y, const T* init, T* dst) {
+  if (Tn > 0) std::memcpy(dst, Y + (Tn - 1) * NH, sizeof(T) * size_t(NH));
+  else if (init) std::memcpy(dst, init, sizeof(T) * size_t(NH));
+  else std::fill(dst, dst + NH, T(0));
+}
+
+// ---- LSTM ----
+
+// One layer forward. X (T, N, Dk) in; Y (T, N, H), C (T, N, H), G (T, N, 4H) out (G holds the activated
+// gates i, f, g, o); h0k, c0k (N, H) or nullptr for zeros.
+template <typename T>
+void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
+                        const T* h0k, const T* c0k, T* Y, T* C, T* G, bool small) {
+  const int64_t NH = N * H, R = 4 * H, NR = N * R;
+  // 1. P = X W_ih^T for all T*N rows at once, written where the gates will be.
+  blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
+  std::vector<T> b(size_t(R), T(0));  // b_ih + b_hh, added inside the fused step
+  if (w.b_ih)
+    for (int64_t j = 0; j < R; ++j) b[size_t(j)] = w.b_ih[j] + w.b_hh[j];
+  const T* bi = b.data();
+  const T* bf = bi + H;
+  const T* bg = bi + 2 * H;
+  const T* bo = bi + 3 * H;
+  // 2. The recurrence: G_t += h_{t-1} W_hh^T, then the gates, c_t and h_t in one pass.
+  for (int64_t t = 0; t < Tn; ++t) {
+    T* Gt = G + t * NR;
+    const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
+    const T* Cprev = t > 0 ? C + (t - 1) * NH : c0k;
+    if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, Gt);
+    for (int64_t n = 0; n < N; ++n) {
+      T* gi = Gt + n * R;
+      T* gf = gi + H;
+      T* gg = gi + 2 * H;
+      T* go = gi + 3 * H;
+      const T* cp = Cprev ? Cprev + n * H : nullptr;
+      T* c = C + t * NH + n * H;
+      T* h = Y + t * NH + n * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T i_ = fast_sigmoid(gi[j] + bi[j]);
+        const T f_ = fast_sigmoid(gf[j] + bf[j]);
+        const T g_ = fast_tanh(gg[j] + bg[j]);
+        const T o_ = fast_sigmoid(go[j] + bo[j]);
+        const T cv = (cp ? f_ * cp[j] : T(0)) + i_ * g_;
+        gi[j] = i_;
+        gf[j] = f_;
+        gg[j] = g_;
+        go[j] = o_;
+        c[j] = cv;
+        h[j] = o_ * fast_tanh(cv);
+      }
+    }
+  }
+}
+
+// One layer backward. dY (T, N, H) reaching the outputs (nullptr = zeros); dh_n_k, dc_n_k (N, H) or
+// nullptr; dcs_k (T, N, H) extra cell-state gradient or nullptr. dG (T, N, 4H) scratch; dX (T, N, Dk) =,
+// dh0_k, dc0_k (N, H) =; the layer's parameter gradients accumulate.
+template <typename T>
+void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w,
+                         LayerGrads<T>& g, const T* X, const T* h0k, const T* c0k, const T* Hs, const T* Cs,
+                         const T* Gs, const T* dY, const T* dh_n_k, const T* dc_n_k, const T* dcs_k, T* dG,
+                         T* dX, T* dh0_k, T* dc0_k, bool small) {
+  const int64_t NH = N * H, R = 4 * H, NR = N * R;
+  std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
+  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  if (dc_n_k) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
+  // 1. The serial part, in reverse.
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* Ct = Cs + t * NH;
+    const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* gi = Gs + t * NR + n * R;
+      const T* gf = gi + H;
+      const T* gg = gi + 2 * H;
+      const T* go = gi + 3 * H;
+      T* di = dG + t * NR + n * R;
+      T* df = di + H;
+      T* dg = di + 2 * H;
+      T* dO = di + 3 * H;
+      const T* dy = dY ? dY + t * NH + n * H : nullptr;
+      const T* dcx = dcs_k ? dcs_k + t * NH + n * H : nullptr;
+      const T* c = Ct + n * H;
+      const T* cp = Cprev + n * H;
+      T* dh = dh_next.data() + n * H;
+      T* dc = dc_next.data() + n * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T dhj = dy ? dy[j] + dh[j] : dh[j];                // output gradient + recurrent gradient
+        const T tc = fast_tanh(c[j]);
+        const T o_ = go[j], i_ = gi[j], f_ = gf[j], g_ = gg[j];
+        T dcj = dc[j] + dhj * o_ * dact_tanh(tc);                // through h = o * tanh(c)
+        if (dcx) dcj += dcx[j];
+        dO[j] = dhj * tc * dact_sigmoid(o_);                     // backprop through the gate activations
+        di[j] = dcj * g_ * dact_sigmoid(i_);
+        dg[j] = dcj * i_ * dact_tanh(g_);
+        df[j] = dcj * cp[j] * dact_sigmoid(f_);
+        dc[j] = dcj * f_;                                        // into c_{t-1}
+      }
+    }
+    std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
+    rec_backward(small, N, R, H, dG + t * NR, w.W_hh, dh_next.data());
+  }
+  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
+  std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
+  // 2. Everything else as whole-sequence GEMMs (input and hidden sides share dG in an LSTM).
+  weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dG, dG, dX);
+}
+
+// ---- GRU ----
+
+// One layer forward. X (T, N, Dk) in; Y (T, N, H), G (T, N, 3H) (activated r, z, n), Ghn (T, N, H)
+// (W_hn h_{t-1} + b_hn) out; h0k (N, H) or nullptr for zeros.
+template <typename T>
+void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
+                       const T* h0k, T* Y, T* G, T* Ghn, bool small) {
+  const int64_t NH = N * H, R = 3 * H, NR = N * R;
+  // 1. P = X W_ih^T for all T*N rows at once.
+  blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
+  // Input-side constants: b_ir + b_hr, b_iz + b_hz, b_in; b_hn stays inside the reset product.
+  std::vector<T> b(size_t(R + H), T(0));
+  if (w.b_ih) {
+    for (int64_t j = 0; j < 2 * H; ++j) b[size_t(j)] = w.b_ih[j] + w.b_hh[j];
+    for (int64_t j = 0; j < H; ++j) {
+      b[size_t(2 * H + j)] = w.b_ih[2 * H + j];
+      b[size_t(3 * H + j)] = w.b_hh[2 * H + j];
+    }
+  }
+  const T* br = b.data();
+  const T* bz = br + H;
+  const T* bn = br + 2 * H;
+  const T* bhn = br + 3 * H;
+  std::vector<T> gh(static_cast<size_t>(NR));  // h_{t-1} W_hh^T of this step (N, 3H)
+  // 2. The recurrence.
+  for (int64_t t = 0; t < Tn; ++t) {
+    T* Gt = G + t * NR;
+    const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
+    std::fill(gh.begin(), gh.end(), T(0));
+    if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, gh.data());
+    for (int64_t n = 0; n < N; ++n) {
+      T* gr = Gt + n * R;
+      T* gz = gr + H;
+      T* gn = gr + 2 * H;
+      const T* hr = gh.data() + n * R;
+      const T* hz = hr + H;
+      const T* hn = hr + 2 * H;
+      const T* hp = Hprev ? Hprev + n * H : nullptr;
+      T* ghn = Ghn + t * NH + n * H;
+      T* h = Y + t * NH + n * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T r_ = fast_sigmoid(gr[j] + br[j] + hr[j]);
+        const T z_ = fast_sigmoid(gz[j] + bz[j] + hz[j]);
+        const T a = hn[j] + bhn[j];
+        const T n_ = fast_tanh(gn[j] + bn[j] + r_ * a);
+        gr[j] = r_;
+        gz[j] = z_;
+        gn[j] = n_;
+        ghn[j] = a;
+        h[j] = hp ? n_ + z_ * (hp[j] - n_) : (T(1) - z_) * n_;
+      }
+    }
+  }
+}
+
+// One layer backward. dGi, dGh (T, N, 3H) scratch (input- and hidden-side gate gradients; they differ in
+// the n block, where the hidden side is scaled by r). Otherwise as lstm_layer_backward.
+template <typename T>
+void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, LayerGrads<T>& g,
+                        const T* X, const T* h0k, const T* Hs, const T* Gs, const T* Ghn, const T* dY,
+                        const T* dh_n_k, T* dGi, T* dGh, T* dX, T* dh0_k, bool small) {
+  const int64_t NH = N * H, R = 3 * H, NR = N * R;
+  std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
+  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  // 1. The serial part, in reverse.
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* gr = Gs + t * NR + n * R;
+      const T* gz = gr + H;
+      const T* gn = gr + 2 * H;
+      const T* a = Ghn + t * NH + n * H;
+      const T* hp = Hprev + n * H;
+      const T* dy = dY ? dY + t * NH + n * H : nullptr;
+      T* ir = dGi + t * NR + n * R;
+      T* iz = ir + H;
+      T* in = ir + 2 * H;
+      T* hr = dGh + t * NR + n * R;
+      T* hz = hr + H;
+      T* hn = hr + 2 * H;
+      T* dh = dh_next.data() + n * H;
+      for (int64_t j = 0; j < H; ++j) {
+        const T dhj = dy ? dy[j] + dh[j] : dh[j];                // output gradient + recurrent gradient
+        const T r_ = gr[j], z_ = gz[j], n_ = gn[j];
+        const T dn = dhj * (T(1) - z_) * dact_tanh(n_);          // through h = (1-z) n + z h_prev, then tanh
+        const T dz = dhj * (hp[j] - n_) * dact_sigmoid(z_);
+        const T dr = dn * a[j] * dact_sigmoid(r_);               // the reset gate multiplied W_hn h + b_hn
+        ir[j] = dr;
+        iz[j] = dz;
+        in[j] = dn;
+        hr[j] = dr;
+        hz[j] = dz;
+        hn[j] = dn * r_;
+        dh[j] = dhj * z_;                                        // into h_{t-1}, directly ...
+      }
+    }
+    rec_backward(small, N, R, H, dGh + t * NR, w.W_hh, dh_next.data());   // ... and through W_hh
+  }
+  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
+  // 2. Everything else as whole-sequence GEMMs.
+  weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dGi, dGh, dX);
+}
+
+// Where layer k reads its input and writes its states: the cache when there is one, else ping-pong
+// buffers with the top layer landing in out.
+template <typename T>
+struct LayerIO {
+  const T* X;
+  T* Y;
+};
+
+template <typename T>
+LayerIO<T> layer_io(const GatedForwardParams<T>& p, int64_t k, const T* prevY, std::vector<T>* buf) {
+  const int64_t TNH = p.T_ * p.N * p.H;
+  if (p.hs) return {k == 0 ? p.x : p.hs + (k - 1) * TNH, p.hs + k * TNH};
+  T* Y = k == p.L - 1 ? p.out : buf[k % 2].data();
+  return {k == 0 ? p.x : prevY, Y};
+}
+
+}  // namespace
+
+template <typename T>
+void lstm_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  const bool small = small_path(tu, N);
+  std::vector<T> buf[2], cbuf, gbuf;
+  if (!p.hs) {  // inference: per-layer scratch instead of the cache
+    if (L > 1) buf[0].resize(size_t(TNH));
+    if (L > 2) buf[1].resize(size_t(TNH));
+    cbuf.resize(size_t(TNH));
+    gbuf.resize(size_t(4 * TNH));
+  }
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    LayerIO<T> io = layer_io(p, k, prevY, buf);
+    T* C = p.cs ? p.cs + k * TNH : cbuf.data();
+    T* G = p.gates ? p.gates + k * 4 * TNH : gbuf.data();
+    const T* h0k = p.h0 ? p.h0 + k * NH : nullptr;
+    const T* c0k = p.c0 ? p.c0 + k * NH : nullptr;
+    lstm_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, c0k, io.Y, C, G, small);
+    final_state(Tn, NH, io.Y, h0k, p.h_n + k * NH);
+    final_state(Tn, NH, C, c0k, p.c_n + k * NH);
+    prevY = io.Y;
+  }
+  if (p.hs && TNH > 0) std::memcpy(p.out, p.hs + (L - 1) * TNH, sizeof(T) * size_t(TNH));
+}
+
+template <typename T>
+void lstm_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  const bool small = small_path(tu, N);
+  std::vector<T> dG(size_t(4 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
+  const T* dY = p.dout;  // gradient reaching layer k's outputs; below the top it lives in dy
+  for (int64_t k = L - 1; k >= 0; --k) {
+    const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
+    T* dX = k == 0 ? p.dx : dy.data();  // may overwrite dY: it was consumed into dG already
+    lstm_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.c0 + k * NH,
+                           p.hs + k * TNH, p.cs + k * TNH, p.gates + k * 4 * TNH, dY,
+                           p.dh_n ? p.dh_n + k * NH : nullptr, p.dc_n ? p.dc_n + k * NH : nullptr,
+                           p.dcs ? p.dcs + k * TNH : nullptr, dG.data(), dX, p.dh0 + k * NH, p.dc0 + k * NH,
+                           small);
+    dY = dy.data();
+  }
+}
+
+template <typename T>
+void gru_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  const bool small = small_path(tu, N);
+  std::vector<T> buf[2], gbuf, abuf;
+  if (!p.hs) {
+    if (L > 1) buf[0].resize(size_t(TNH));
+    if (L > 2) buf[1].resize(size_t(TNH));
+    gbuf.resize(size_t(3 * TNH));
+    abuf.resize(size_t(TNH));
+  }
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    LayerIO<T> io = layer_io(p, k, prevY, buf);
+    T* G = p.gates ? p.gates + k * 3 * TNH : gbuf.data();
+    T* A = p.ghn ? p.ghn + k * TNH : abuf.data();
+    const T* h0k = p.h0 ? p.h0 + k * NH : nullptr;
+    gru_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, io.Y, G, A, small);
+    final_state(Tn, NH, io.Y, h0k, p.h_n + k * NH);
+    prevY = io.Y;
+  }
+  if (p.hs && TNH > 0) std::memcpy(p.out, p.hs + (L - 1) * TNH, sizeof(T) * size_t(TNH));
+}
+
+template <typename T>
+void gru_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  const bool small = small_path(tu, N);
+  std::vector<T> dGi(size_t(3 * TNH)), dGh(size_t(3 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
+  const T* dY = p.dout;
+  for (int64_t k = L - 1; k >= 0; --k) {
+    const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
+    T* dX = k == 0 ? p.dx : dy.data();
+    gru_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.hs + k * TNH,
+                          p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr,
+                          dGi.data(), dGh.data(), dX, p.dh0 + k * NH, small);
+    dY = dy.data();
+  }
+}
+
+#define RNNFAST_GATED_INST(T)                                                        \
+  template void lstm_forward_impl<T>(const GatedForwardParams<T>&, const Tuning&);   \
+  template void lstm_backward_impl<T>(const GatedBackwardParams<T>&, const Tuning&); \
+  template void gru_forward_impl<T>(const GatedForwardParams<T>&, const Tuning&);    \
+  template void gru_backward_impl<T>(const GatedBackwardParams<T>&, const Tuning&);
+RNNFAST_GATED_INST(float)
+RNNFAST_GATED_INST(double)
+#undef RNNFAST_GATED_INST
+
+}  // namespace RNNFAST_ISA
+}  // namespace cpu
+}  // namespace rnnfast
