@@ -254,7 +254,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
   }
   if (!done) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  // 2. Everything else as whole-sequence GEMMs and reductions, in two independent groups.
+  // 2. Everything else as whole-sequence GEMMs and reductions.
   auto into_hh_bias = [&]() {
     if (Tn > 1)                                                         // into W_hh, steps 1..T-1
       blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
@@ -281,27 +281,8 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
     blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);  // into the input
   };
-  // Small GEMMs run single-threaded inside BLAS; then the two groups run side by side on two cores.
-  const double biggest = double(Tn * N) * double(H) * double(std::max(Dk, H));
-  const bool side_by_side = tu.threads > 1 && biggest < double(blas::thread_threshold());
-  if (side_by_side) {
-    blas::threads_for(1, 1, 1);   // settle BLAS on one thread before the two callers start
-#ifdef _OPENMP
-#pragma omp parallel sections num_threads(2)
-    {
-#pragma omp section
-      into_hh_bias();
-#pragma omp section
-      into_ih_input();
-    }
-#else
-    into_hh_bias();
-    into_ih_input();
-#endif
-  } else {
-    into_hh_bias();
-    into_ih_input();
-  }
+  into_hh_bias();
+  into_ih_input();
 }
 
 }  // namespace

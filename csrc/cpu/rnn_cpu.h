@@ -23,7 +23,12 @@ enum class Path : int { Auto = 0, Matvec = 1, Blas = 2, Packed = 3 };
 struct Tuning {
   Path path = Path::Auto;
   int64_t small_batch = 4;        // Auto: batches up to this use Matvec ...
-  int64_t step_threads_min = 1 << 18;  // ... unless N*H*H reaches this: then steps are shared by threads
+  // Steps with at least this many multiply-adds (N*H*H) are shared between threads. Sharing needs a
+  // barrier per step, and any other busy thread on the machine (NumPy's or torch's BLAS pools spin after
+  // each call) can preempt a partner at a barrier for a whole time slice; so only steps long enough
+  // (~0.3 ms on one core) to absorb that are shared. Measured: at N*H*H = 6e5 sharing was 17x slower
+  // than one thread when interleaved with NumPy matmuls on a 2-core machine.
+  int64_t step_threads_min = int64_t(1) << 23;
   int threads = 1;                // threads for the Packed recurrence
 };
 

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -605,12 +606,59 @@ DevProps dev_props(int device) {
   return p;
 }
 
+// The persistent kernel for (itemsize, RN, direction), its dynamic shared-memory limit raised once per device.
+static const void* persistent_kernel(int device, int itemsize, int RN, bool bwd) {
+  const void* k;
+  if (itemsize == 4) {
+    if (bwd) k = RN == 1 ? (const void*)rec_persistent_kernel<float, 1, 4, true>
+               : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, true>
+                         : (const void*)rec_persistent_kernel<float, 4, 4, true>;
+    else k = RN == 1 ? (const void*)rec_persistent_kernel<float, 1, 4, false>
+             : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, false>
+                       : (const void*)rec_persistent_kernel<float, 4, 4, false>;
+  } else {  // float64 uses RN <= 2
+    if (bwd) k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, true>
+                         : (const void*)rec_persistent_kernel<double, 2, 4, true>;
+    else k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, false>
+                     : (const void*)rec_persistent_kernel<double, 2, 4, false>;
+  }
+  static std::mutex m;
+  static std::set<std::pair<int, const void*>> done;
+  std::lock_guard<std::mutex> g(m);
+  if (!done.count({device, k})) {
+    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dev_props(device).smem_optin)));
+    done.insert({device, k});
+  }
+  return k;
+}
+
+// How many clusters of C blocks of this configuration can run at once (0 when none or on error).
+static int max_active_clusters(int device, int itemsize, int RN, bool bwd, int P, int64_t smem, int C) {
+  const void* k = persistent_kernel(device, itemsize, RN, bwd);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(C));
+  cfg.blockDim = dim3(unsigned(P));
+  cfg.dynamicSmemBytes = size_t(smem);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(C);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, k, &cfg) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
 // Cost model of the persistent kernel, in cycles per step, used to choose its tiling (a guide, fitted
 // roughly to H200 timings, not a promise). compute: FMA issue over the block's warps, or shared-memory
-// bandwidth for the operands, whichever is larger; reduction: one shuffle per cycle per multiprocessor;
-// state: L2 latency plus the state rows over an L2->SM rate; barrier: one arrival per block on one counter.
-// Cluster mode instead: each block sends its outputs to every peer (distributed shared memory) and meets
-// them at the hardware cluster barrier.
+// bandwidth for the operands, whichever is larger; reduction: shuffles; state: L2 latency plus the state
+// rows over an L2->SM rate; barrier: one arrival per block on one counter. Cluster mode instead: each block
+// sends its outputs to every peer (distributed shared memory) and meets them at the cluster barrier.
 static double persistent_cycles(int64_t Nb, int RN, int KS, int P, int Kp, int64_t G, int itemsize, bool cluster) {
   const int RH = 4;
   const double warps = P / 32.0, sched = std::min(4.0, warps);
@@ -618,10 +666,13 @@ static double persistent_cycles(int64_t Nb, int RN, int KS, int P, int Kp, int64
   const double issue = warps * iters * (4.0 * RN * RH * (itemsize == 8 ? 2 : 1) + (RN + RH)) / sched;
   const double smem = warps * iters * (RN + RH) * 3.0 * (itemsize == 8 ? 2 : 1);
   const double comp = std::max(issue, smem);
-  const double red = warps * std::log2(double(KS)) * RN * RH;
-  if (cluster) return comp + red + 200.0 + double(Nb) * Kp * itemsize / 32.0 + 600.0 + 250.0;
-  const double state = G > 1 ? 1000.0 + double(Nb) * Kp * itemsize / 48.0 : 0.0;
-  const double barrier = G > 1 ? 2000.0 + 8.0 * G : 40.0;
+  if (cluster) {
+    const double red = warps * std::log2(double(KS)) * RN * RH;
+    return comp + red + 200.0 + double(Nb) * Kp * itemsize / 32.0 + 600.0 + 250.0;
+  }
+  const double red = warps * std::log2(double(KS)) * RN * RH * 2.0 / sched;
+  const double state = G > 1 ? 900.0 + double(Nb) * Kp * itemsize / 48.0 : 0.0;
+  const double barrier = G > 1 ? 1100.0 + 6.0 * G : 40.0;
   return comp + state + red + barrier + 250.0;
 }
 
@@ -636,6 +687,7 @@ Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backwa
   if (it != cache.end()) {
     best = it->second;
   } else {
+    CK(cudaSetDevice(device));
     const DevProps d = dev_props(device);
     const double mhz = 1700.0;
     int Kp = int(round_up(H, 4));
@@ -655,10 +707,18 @@ Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backwa
       const int64_t smem = (Hb + (local ? 2 : 1) * Nbp) * Kp * int64_t(itemsize);
       const int64_t MT = (Nbp / RN) * (Hb / 4);
       if (smem > d.smem_optin || MT > 512) return;
-      for (int KS = 1; KS <= 32 && MT * KS <= 512 && (KS == 1 || KS * 4 <= Kp); KS *= 2) {
+      // Measured (H200): clusters of blocks that fill a multiprocessor's shared memory lost to the grid
+      // barrier once they covered more than about half the chip (H=512, N>=16); keep them below that.
+      if (cluster && smem > d.smem_per_sm / 2 && G > d.sm_count / 2) return;
+      // KS lanes per micro-tile: searched in cluster mode; otherwise as many as fit (measured better there)
+      int ks_max = 32;
+      while (ks_max > 1 && (MT * ks_max > 512 || ks_max * 4 > Kp)) ks_max /= 2;
+      for (int KS = cluster ? 1 : ks_max; KS <= ks_max; KS *= 2) {
         const int P = int(round_up(MT * KS, 32));
         const double cyc = persistent_cycles(Nb, RN, KS, P, Kp, G, itemsize, cluster);
-        if (cyc < best_cycles * 0.999) {
+        // clusters are independent, so they need not all run at once, but the timing assumes they do
+        if (cyc < best_cycles * 0.999 &&
+            (!cluster || max_active_clusters(device, itemsize, RN, backward, P, smem, int(C)) >= ceil_div(N, Nb))) {
           best_cycles = cyc;
           best.feasible = true;
           best.Nb = int(Nb);
@@ -708,9 +768,13 @@ Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backwa
   } else if (!best.feasible) {
     best.persistent = false;
     best.why = "auto: W_hh does not fit on chip";
+  } else if (cublas::lib().so && H >= 1024 && double(N) * H * H >= 48.0 * (1 << 20)) {
+    // Measured on an H200 (benchmarks/bench_gpu.py, .notes/gpu): the persistent kernel beat the stepwise
+    // path (cuBLAS per step) by 1.5x to 9x wherever it fits, except at large H with N*H*H above ~48M FMAs
+    // per step (N=64 H=1024, N=16 H=1760), where cuBLAS's product wins forward+backward by ~10%.
+    best.persistent = false;
+    best.why = "auto: big per-step product, cuBLAS stepwise";
   } else {
-    // Measured on an H200 (benchmarks/bench_gpu.py, T=50, N 1..256, H 128..1760): wherever the persistent
-    // kernel fits it beat the stepwise path (cuBLAS per step), by 1.5x to 9x, so auto takes it whenever it fits.
     best.persistent = true;
     best.why = "auto: W_hh fits on chip";
   }
@@ -720,12 +784,7 @@ Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backwa
 template <typename T, int RN, bool kBwd>
 void launch_persistent_rn(const Ctx& c, const Plan& p, const RecArgs<T>& a) {
   auto kern = rec_persistent_kernel<T, RN, 4, kBwd>;
-  static std::map<int, bool> attr_set;  // per device
-  if (!attr_set[c.device]) {
-    const DevProps d = dev_props(c.device);
-    CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(d.smem_optin)));
-    attr_set[c.device] = true;
-  }
+  persistent_kernel(c.device, int(sizeof(T)), RN, kBwd);  // raises the shared-memory limit once
   if (p.cluster > 1) {  // independent clusters: no grid barrier, no co-residency needed beyond one cluster
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(p.blocks);

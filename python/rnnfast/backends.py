@@ -51,6 +51,9 @@ def _load(name):
         if name == "numpy":
             from . import reference as mod
         elif name == "cpu":
+            # rnnfast's OpenMP threads sleep between parallel regions instead of spinning, so they never
+            # compete with NumPy's or torch's threads for cores (the user's setting wins).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
                 _preload_openblas()
             except Exception as e:  # the rpath may still find it
