@@ -11,5 +11,5 @@ if [ ! -f "$bdir/build.ninja" ]; then
   cmake -S . -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSKBUILD_PROJECT_VERSION=dev "$@" >"$bdir/cmake.log"
 fi
 ninja -C "$bdir" >"$bdir/ninja.log" 2>&1 || { tail -40 "$bdir/ninja.log"; exit 1; }
-cp "$bdir"/_C*.so python/rnnfast/
+for f in "$bdir"/_C*.so; do cp "$f" "python/rnnfast/.$(basename "$f").tmp" && mv -f "python/rnnfast/.$(basename "$f").tmp" "python/rnnfast/$(basename "$f")"; done  # rename: running processes keep their mapping
 echo "built: $(ls "$bdir"/_C*.so | xargs -n1 basename | tr '\n' ' ')"
