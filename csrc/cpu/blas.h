@@ -95,6 +95,22 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
 template <typename T>
 constexpr int64_t block() { return 256 / int64_t(sizeof(T)); }
 
+// out[0:len] += sum_k v[k] * m[k, 0:len] for one block; Full makes len the compile-time block size.
+template <typename T, bool Full>
+inline void axpy_block(const T* __restrict v, int64_t K, const T* __restrict m, int64_t ldm, T* __restrict out,
+                       int64_t r) {
+  constexpr int64_t B = block<T>();
+  const int64_t len = Full ? B : r;
+  T acc[B];
+  for (int64_t j = 0; j < len; ++j) acc[j] = out[j];
+  for (int64_t k = 0; k < K; ++k) {
+    const T vk = v[k];
+    const T* mk = m + k * ldm;
+    for (int64_t j = 0; j < len; ++j) acc[j] += vk * mk[j];
+  }
+  for (int64_t j = 0; j < len; ++j) out[j] = acc[j];
+}
+
 // out[0:n] += sum_k v[k] * M[k, 0:n], M row-major with row stride ldm >= n.
 // The axpy form vectorises without reassociating sums: each block of `out` stays in registers while all K
 // rows stream past (8 independent FMA chains hide the FMA latency). The last block may be partial.
@@ -103,29 +119,8 @@ inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M,
                         int64_t n) {
   constexpr int64_t B = block<T>();
   int64_t j0 = 0;
-  for (; j0 + B <= n; j0 += B) {
-    T acc[B];
-    for (int64_t j = 0; j < B; ++j) acc[j] = out[j0 + j];
-    const T* m = M + j0;
-    for (int64_t k = 0; k < K; ++k) {
-      const T vk = v[k];
-      const T* mk = m + k * ldm;
-      for (int64_t j = 0; j < B; ++j) acc[j] += vk * mk[j];
-    }
-    for (int64_t j = 0; j < B; ++j) out[j0 + j] = acc[j];
-  }
-  if (j0 < n) {
-    const int64_t r = n - j0;
-    T acc[B];
-    for (int64_t j = 0; j < r; ++j) acc[j] = out[j0 + j];
-    const T* m = M + j0;
-    for (int64_t k = 0; k < K; ++k) {
-      const T vk = v[k];
-      const T* mk = m + k * ldm;
-      for (int64_t j = 0; j < r; ++j) acc[j] += vk * mk[j];
-    }
-    for (int64_t j = 0; j < r; ++j) out[j0 + j] = acc[j];
-  }
+  for (; j0 + B <= n; j0 += B) axpy_block<T, true>(v, K, M + j0, ldm, out + j0, B);
+  if (j0 < n) axpy_block<T, false>(v, K, M + j0, ldm, out + j0, n - j0);
 }
 
 }  // namespace blas

@@ -169,6 +169,24 @@ inline void team_start(SpinBarrier& b) {
 #endif
 }
 
+// For each of this thread's panels [p0, p1) and each block of up to MR rows: the product of rows of A
+// (N, H; nullptr = zeros) with the panel, handed to epi(R, n0, p, cols, lo, hi) for the fused epilogue.
+template <typename Epi>
+inline void tiles(const float* A, int64_t N, int64_t H, const std::vector<float>& Wp, int64_t p0, int64_t p1,
+                  Epi&& epi) {
+  __m256 lo[MR], hi[MR];
+  for (int64_t p = p0; p < p1; ++p) {
+    const Cols cl(std::min(NR, H - p * NR));
+    const float* Bp = Wp.data() + p * H * NR;
+    for (int64_t n0 = 0; n0 < N; n0 += MR) {
+      const int R = int(std::min(MR, N - n0));
+      if (A) micro_any(R, A + n0 * H, H, Bp, H, lo, hi);
+      else for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+      epi(R, n0, p, cl, lo, hi);
+    }
+  }
+}
+
 // Forward recurrence of one layer: Y_t = act(Y_t + bc + Y_{t-1} W_hh^T), Y_{-1} = h0 (nullptr = zeros).
 // Y (T, N, H) holds the input projection on entry and the hidden states on exit; bc (N, H).
 inline void forward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_hh, const float* h0, const float* bc,
@@ -189,34 +207,22 @@ inline void forward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_hh
 #endif
     int64_t p0, p1;
     my_panels(np, tid, nt, p0, p1);
-    __m256 lo[MR], hi[MR];
     for (int64_t t = 0; t < Tn; ++t) {
       float* Yt = Y + t * NH;
-      const float* Hp = t > 0 ? Y + (t - 1) * NH : h0;
-      for (int64_t p = p0; p < p1; ++p) {
-        const Cols cl(std::min(NR, H - p * NR));
-        const float* Bp = Wp.data() + p * H * NR;
-        for (int64_t n0 = 0; n0 < N; n0 += MR) {
-          const int R = int(std::min(MR, N - n0));
-          if (Hp) {
-            const float* A = Hp + n0 * H;
-            micro_any(R, A, H, Bp, H, lo, hi);
-          } else {
-            for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
-          }
-          for (int r = 0; r < R; ++r) {  // epilogue: + P_t + bias (+ c), activation
-            const int64_t off = (n0 + r) * H + p * NR;
-            __m256 y0, y1, b0, b1;
-            cl.load(Yt + off, y0, y1);
-            cl.load(bc + off, b0, b1);
-            y0 = _mm256_add_ps(_mm256_add_ps(y0, b0), lo[r]);
-            y1 = _mm256_add_ps(_mm256_add_ps(y1, b1), hi[r]);
-            if (act == Act::Tanh) { y0 = tanh8(y0); y1 = tanh8(y1); }
-            else { y0 = relu8(y0); y1 = relu8(y1); }
-            cl.store(Yt + off, y0, y1);
-          }
-        }
-      }
+      tiles(t > 0 ? Y + (t - 1) * NH : h0, N, H, Wp, p0, p1,
+            [&](int R, int64_t n0, int64_t p, const Cols& cl, const __m256* lo, const __m256* hi) {
+              for (int r = 0; r < R; ++r) {  // epilogue: + P_t + bias (+ c), activation
+                const int64_t off = (n0 + r) * H + p * NR;
+                __m256 y0, y1, b0, b1;
+                cl.load(Yt + off, y0, y1);
+                cl.load(bc + off, b0, b1);
+                y0 = _mm256_add_ps(_mm256_add_ps(y0, b0), lo[r]);
+                y1 = _mm256_add_ps(_mm256_add_ps(y1, b1), hi[r]);
+                if (act == Act::Tanh) { y0 = tanh8(y0); y1 = tanh8(y1); }
+                else { y0 = relu8(y0); y1 = relu8(y1); }
+                cl.store(Yt + off, y0, y1);
+              }
+            });
       bar.wait();
     }
   }
@@ -248,7 +254,6 @@ inline void backward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_h
 #endif
     int64_t p0, p1;
     my_panels(np, tid, nt, p0, p1);
-    __m256 lo[MR], hi[MR];
     const __m256 zero = _mm256_setzero_ps();
     // step T-1: dz = (dy + dh_n) * act'(h), elementwise
     if (Tn > 0) {
@@ -283,29 +288,22 @@ inline void backward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_h
     bar.wait();
     // steps t = T-1 .. 0: dh = dz_t W_hh; then dz_{t-1} = (dy_{t-1} + dh) * act'(h_{t-1}), or dh0 = dh at t = 0
     for (int64_t t = Tn - 1; t >= 0; --t) {
-      const float* dz = DZ + t * NH;
-      for (int64_t p = p0; p < p1; ++p) {
-        const Cols cl(std::min(NR, H - p * NR));
-        const float* Bp = Wp.data() + p * H * NR;
-        for (int64_t n0 = 0; n0 < N; n0 += MR) {
-          const int R = int(std::min(MR, N - n0));
-          const float* A = dz + n0 * H;
-          micro_any(R, A, H, Bp, H, lo, hi);
-          for (int r = 0; r < R; ++r) {
-            const int64_t col = (n0 + r) * H + p * NR;
-            if (t == 0) {
-              cl.store(dh0 + col, lo[r], hi[r]);
-            } else {
-              const int64_t off = (t - 1) * NH + col;
-              __m256 d0 = zero, d1 = zero, y0, y1;
-              if (dY) cl.load(dY + off, d0, d1);
-              cl.load(Hs + off, y0, y1);
-              cl.store(DZ + off, _mm256_mul_ps(_mm256_add_ps(d0, lo[r]), dact8(act, y0)),
-                       _mm256_mul_ps(_mm256_add_ps(d1, hi[r]), dact8(act, y1)));
-            }
-          }
-        }
-      }
+      tiles(DZ + t * NH, N, H, Wp, p0, p1,
+            [&](int R, int64_t n0, int64_t p, const Cols& cl, const __m256* lo, const __m256* hi) {
+              for (int r = 0; r < R; ++r) {
+                const int64_t col = (n0 + r) * H + p * NR;
+                if (t == 0) {
+                  cl.store(dh0 + col, lo[r], hi[r]);
+                } else {
+                  const int64_t off = (t - 1) * NH + col;
+                  __m256 d0 = zero, d1 = zero, y0, y1;
+                  if (dY) cl.load(dY + off, d0, d1);
+                  cl.load(Hs + off, y0, y1);
+                  cl.store(DZ + off, _mm256_mul_ps(_mm256_add_ps(d0, lo[r]), dact8(act, y0)),
+                           _mm256_mul_ps(_mm256_add_ps(d1, hi[r]), dact8(act, y1)));
+                }
+              }
+            });
       bar.wait();
     }
   }

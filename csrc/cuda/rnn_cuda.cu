@@ -10,15 +10,17 @@
 // forcing it: RNNFAST_CUDA_GEMM=internal). cuBLAS is used in its default math mode: true FP32, no TF32.
 //
 // Recurrence: (a) persistent: one cooperative launch per layer; each block keeps its rows of W_hh in shared
-// memory for all T steps and the blocks meet at a grid barrier once per step (one block: no grid barrier
-// at all, the state stays in shared memory). It fits while W_hh spread over the multiprocessors fits in
-// their shared memory (float32 H up to about 2700 on an H100). (b) stepwise: one GEMM per step (cuBLAS,
-// then a pointwise kernel; or our tiled GEMM with the add and activation fused) for any size. Auto picks
-// by a cost model per (N, H, dtype, direction); RNNFAST_CUDA_RECURRENCE overrides it. On Hopper, where
-// W_hh fits in the shared memory of one thread-block cluster (up to 8 blocks; float32 H up to about 700),
-// the blocks of a cluster exchange the state through distributed shared memory and meet at the hardware
-// cluster barrier instead of going through L2 and a grid barrier; clusters for different batch rows are
-// independent (RNNFAST_CUDA_CLUSTER=0 turns this mode off).
+// memory for all T steps and the blocks meet at a grid barrier once per step (one block: no grid barrier,
+// the state stays in shared memory). It fits while W_hh spread over the multiprocessors, plus the state
+// rows each block reads, fits in their shared memory (float32 on an H200: H = 2048 at small N, H = 1024 up
+// to N = 64, H = 1760 up to N = 16). On Hopper, where W_hh fits in one thread-block cluster (up to 8
+// blocks; float32 H up to about 700), the blocks of a cluster exchange the state through distributed
+// shared memory and meet at the hardware cluster barrier instead of L2 and a grid barrier; clusters for
+// different batch rows are independent (RNNFAST_CUDA_CLUSTER=0 turns this mode off). (b) stepwise: one
+// GEMM per step (cuBLAS, then a pointwise kernel; or our tiled GEMM with the add and activation fused) for
+// any size. Auto takes the persistent kernel wherever it fits, except for big per-step products at
+// H >= 1024 where cuBLAS wins (measured, see plan_recurrence); a cost model picks the persistent tiling;
+// RNNFAST_CUDA_RECURRENCE = auto | persistent | stepwise overrides the path.
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
