@@ -6,6 +6,13 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define RNNFAST_GATED_AVX2 1
+#else
+#define RNNFAST_GATED_AVX2 0
+#endif
+
 #include "cpu/blas.h"
 #include "cpu/gated_cpu.h"
 #include "cpu/rnn_cpu.h"
@@ -76,6 +83,53 @@ inline void matvec_dot(const T* __restrict W, int64_t R, int64_t K, const T* __r
   }
 }
 
+#if RNNFAST_GATED_AVX2
+// The float32 AVX2 form of matvec_dot: the eight row sums of a block leave through one transposing
+// horizontal reduction (a scalar reduction per row would cost as much as the products at H ~ 100), and
+// the k tail uses masked loads (never past the row).
+inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+  __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+  t0 = _mm256_hadd_ps(t0, t1);
+  t2 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
+}
+
+template <>
+inline void matvec_dot<float>(const float* __restrict W, int64_t R, int64_t K, const float* __restrict h,
+                              float* __restrict y) {
+  const int64_t K8 = K & ~int64_t(7);
+  const int rem = int(K - K8);
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  int64_t r = 0;
+  for (; r + 8 <= R; r += 8) {
+    const float* w = W + r * K;
+    __m256 a[8];
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 hv = _mm256_loadu_ps(h + k);
+      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * K + k), hv, a[i]);
+    }
+    if (rem) {
+      const __m256 hv = _mm256_maskload_ps(h + K8, mask);
+      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_maskload_ps(w + i * K + K8, mask), hv, a[i]);
+    }
+    _mm256_storeu_ps(y + r, _mm256_add_ps(_mm256_loadu_ps(y + r), hsum8(a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+                                                                        a[7])));
+  }
+  for (; r < R; ++r) {  // the last R % 8 rows
+    const float* w = W + r * K;
+    __m256 a = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(h + k), a);
+    if (rem) a = _mm256_fmadd_ps(_mm256_maskload_ps(w + K8, mask), _mm256_maskload_ps(h + K8, mask), a);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s4 = _mm_hadd_ps(s4, s4);
+    s4 = _mm_hadd_ps(s4, s4);
+    y[r] += _mm_cvtss_f32(s4);
+  }
+}
+#endif
+
 // Y (N, R) += Hprev (N, K) W^T for W (R, K): the recurrent product of one step, by the small-batch
 // kernel or one BLAS GEMM.
 template <typename T>
@@ -141,6 +195,88 @@ inline void final_state(int64_t Tn, int64_t NH, const T* Y, const T* init, T* ds
   else std::fill(dst, dst + NH, T(0));
 }
 
+// ---- the fused pointwise steps, one sequence (row) at a time; __restrict and no branches inside the
+// loops so each vectorises. Absent inputs (h_{t-1} at t = 0 without h0, dout = None, ...) are zero rows.
+
+// LSTM forward: g (4H) holds the pre-activations a (without bias) and receives [i, f, g, o]; b (4H) the
+// summed biases; cp (H) c_{t-1}; writes c (H) and h (H).
+template <typename T>
+inline void lstm_point_fwd(int64_t H, const T* __restrict b, T* __restrict g, const T* __restrict cp,
+                           T* __restrict c, T* __restrict h) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i_ = fast_sigmoid(g[j] + b[j]);
+    const T f_ = fast_sigmoid(g[H + j] + b[H + j]);
+    const T g_ = fast_tanh(g[2 * H + j] + b[2 * H + j]);
+    const T o_ = fast_sigmoid(g[3 * H + j] + b[3 * H + j]);
+    const T cv = f_ * cp[j] + i_ * g_;
+    g[j] = i_;
+    g[H + j] = f_;
+    g[2 * H + j] = g_;
+    g[3 * H + j] = o_;
+    c[j] = cv;
+    h[j] = o_ * fast_tanh(cv);
+  }
+}
+
+// LSTM backward: dy (H) output gradient, dh (H) recurrent gradient into h_t, dcx (H) extra cell gradient,
+// dc (H) in: gradient into c_t from step t+1, out: into c_{t-1}; writes da (4H).
+template <typename T>
+inline void lstm_point_bwd(int64_t H, const T* __restrict g, const T* __restrict c, const T* __restrict cp,
+                           const T* __restrict dy, const T* __restrict dh, const T* __restrict dcx,
+                           T* __restrict dc, T* __restrict da) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T dhj = dy[j] + dh[j];                                  // output gradient + recurrent gradient
+    const T tc = fast_tanh(c[j]);
+    const T i_ = g[j], f_ = g[H + j], g_ = g[2 * H + j], o_ = g[3 * H + j];
+    const T dcj = dc[j] + dcx[j] + dhj * o_ * dact_tanh(tc);     // through h = o * tanh(c)
+    da[j] = dcj * g_ * dact_sigmoid(i_);                          // backprop through the gate activations
+    da[H + j] = dcj * cp[j] * dact_sigmoid(f_);
+    da[2 * H + j] = dcj * i_ * dact_tanh(g_);
+    da[3 * H + j] = dhj * tc * dact_sigmoid(o_);
+    dc[j] = dcj * f_;                                             // into c_{t-1}
+  }
+}
+
+// GRU forward: g (3H) holds the input-side pre-activations (without bias) and receives [r, z, n]; gh (3H)
+// h_{t-1} W_hh^T; b (4H) = [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]; hp (H) h_{t-1}; writes a (H) =
+// W_hn h_{t-1} + b_hn and h (H).
+template <typename T>
+inline void gru_point_fwd(int64_t H, const T* __restrict b, T* __restrict g, const T* __restrict gh,
+                          const T* __restrict hp, T* __restrict a, T* __restrict h) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T r_ = fast_sigmoid(g[j] + b[j] + gh[j]);
+    const T z_ = fast_sigmoid(g[H + j] + b[H + j] + gh[H + j]);
+    const T av = gh[2 * H + j] + b[3 * H + j];
+    const T n_ = fast_tanh(g[2 * H + j] + b[2 * H + j] + r_ * av);
+    g[j] = r_;
+    g[H + j] = z_;
+    g[2 * H + j] = n_;
+    a[j] = av;
+    h[j] = n_ + z_ * (hp[j] - n_);
+  }
+}
+
+// GRU backward: dy (H) output gradient; dh (H) in: recurrent gradient into h_t, out: the direct part of
+// the gradient into h_{t-1} (dh z; the W_hh part is added after); writes dgi, dgh (3H).
+template <typename T>
+inline void gru_point_bwd(int64_t H, const T* __restrict g, const T* __restrict a, const T* __restrict hp,
+                          const T* __restrict dy, T* __restrict dh, T* __restrict dgi, T* __restrict dgh) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T dhj = dy[j] + dh[j];                                  // output gradient + recurrent gradient
+    const T r_ = g[j], z_ = g[H + j], n_ = g[2 * H + j];
+    const T dn = dhj * (T(1) - z_) * dact_tanh(n_);               // through h = (1-z) n + z h_prev, then tanh
+    const T dz = dhj * (hp[j] - n_) * dact_sigmoid(z_);
+    const T dr = dn * a[j] * dact_sigmoid(r_);                    // the reset gate multiplied W_hn h + b_hn
+    dgi[j] = dr;
+    dgi[H + j] = dz;
+    dgi[2 * H + j] = dn;
+    dgh[j] = dr;
+    dgh[H + j] = dz;
+    dgh[2 * H + j] = dn * r_;
+    dh[j] = dhj * z_;                                             // into h_{t-1}, directly
+  }
+}
+
 // ---- LSTM ----
 
 // One layer forward. X (T, N, Dk) in; Y (T, N, H), C (T, N, H), G (T, N, 4H) out (G holds the activated
@@ -154,38 +290,15 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   std::vector<T> b(size_t(R), T(0));  // b_ih + b_hh, added inside the fused step
   if (w.b_ih)
     for (int64_t j = 0; j < R; ++j) b[size_t(j)] = w.b_ih[j] + w.b_hh[j];
-  const T* bi = b.data();
-  const T* bf = bi + H;
-  const T* bg = bi + 2 * H;
-  const T* bo = bi + 3 * H;
+  std::vector<T> zero(c0k ? 0 : size_t(NH), T(0));  // c_{-1} when no c0 was given
   // 2. The recurrence: G_t += h_{t-1} W_hh^T, then the gates, c_t and h_t in one pass.
   for (int64_t t = 0; t < Tn; ++t) {
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
-    const T* Cprev = t > 0 ? C + (t - 1) * NH : c0k;
+    const T* Cprev = t > 0 ? C + (t - 1) * NH : (c0k ? c0k : zero.data());
     if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, Gt);
-    for (int64_t n = 0; n < N; ++n) {
-      T* gi = Gt + n * R;
-      T* gf = gi + H;
-      T* gg = gi + 2 * H;
-      T* go = gi + 3 * H;
-      const T* cp = Cprev ? Cprev + n * H : nullptr;
-      T* c = C + t * NH + n * H;
-      T* h = Y + t * NH + n * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T i_ = fast_sigmoid(gi[j] + bi[j]);
-        const T f_ = fast_sigmoid(gf[j] + bf[j]);
-        const T g_ = fast_tanh(gg[j] + bg[j]);
-        const T o_ = fast_sigmoid(go[j] + bo[j]);
-        const T cv = (cp ? f_ * cp[j] : T(0)) + i_ * g_;
-        gi[j] = i_;
-        gf[j] = f_;
-        gg[j] = g_;
-        go[j] = o_;
-        c[j] = cv;
-        h[j] = o_ * fast_tanh(cv);
-      }
-    }
+    for (int64_t n = 0; n < N; ++n)
+      lstm_point_fwd(H, b.data(), Gt + n * R, Cprev + n * H, C + t * NH + n * H, Y + t * NH + n * H);
   }
 }
 
@@ -199,40 +312,17 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
                          T* dX, T* dh0_k, T* dc0_k, bool small) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
   std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
+  std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));                // stands in for absent inputs
   if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   if (dc_n_k) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
-    const T* Ct = Cs + t * NH;
     const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
-    for (int64_t n = 0; n < N; ++n) {
-      const T* gi = Gs + t * NR + n * R;
-      const T* gf = gi + H;
-      const T* gg = gi + 2 * H;
-      const T* go = gi + 3 * H;
-      T* di = dG + t * NR + n * R;
-      T* df = di + H;
-      T* dg = di + 2 * H;
-      T* dO = di + 3 * H;
-      const T* dy = dY ? dY + t * NH + n * H : nullptr;
-      const T* dcx = dcs_k ? dcs_k + t * NH + n * H : nullptr;
-      const T* c = Ct + n * H;
-      const T* cp = Cprev + n * H;
-      T* dh = dh_next.data() + n * H;
-      T* dc = dc_next.data() + n * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T dhj = dy ? dy[j] + dh[j] : dh[j];                // output gradient + recurrent gradient
-        const T tc = fast_tanh(c[j]);
-        const T o_ = go[j], i_ = gi[j], f_ = gf[j], g_ = gg[j];
-        T dcj = dc[j] + dhj * o_ * dact_tanh(tc);                // through h = o * tanh(c)
-        if (dcx) dcj += dcx[j];
-        dO[j] = dhj * tc * dact_sigmoid(o_);                     // backprop through the gate activations
-        di[j] = dcj * g_ * dact_sigmoid(i_);
-        dg[j] = dcj * i_ * dact_tanh(g_);
-        df[j] = dcj * cp[j] * dact_sigmoid(f_);
-        dc[j] = dcj * f_;                                        // into c_{t-1}
-      }
-    }
+    const T* dy = dY ? dY + t * NH : zero.data();
+    const T* dcx = dcs_k ? dcs_k + t * NH : zero.data();
+    for (int64_t n = 0; n < N; ++n)
+      lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H,
+                     dh_next.data() + n * H, dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
     std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
     rec_backward(small, N, R, H, dG + t * NR, w.W_hh, dh_next.data());
   }
@@ -261,39 +351,18 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
       b[size_t(3 * H + j)] = w.b_hh[2 * H + j];
     }
   }
-  const T* br = b.data();
-  const T* bz = br + H;
-  const T* bn = br + 2 * H;
-  const T* bhn = br + 3 * H;
-  std::vector<T> gh(static_cast<size_t>(NR));  // h_{t-1} W_hh^T of this step (N, 3H)
+  std::vector<T> gh(static_cast<size_t>(NR));       // h_{t-1} W_hh^T of this step (N, 3H)
+  std::vector<T> zero(h0k ? 0 : size_t(NH), T(0));  // h_{-1} when no h0 was given
   // 2. The recurrence.
   for (int64_t t = 0; t < Tn; ++t) {
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
     std::fill(gh.begin(), gh.end(), T(0));
     if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, gh.data());
-    for (int64_t n = 0; n < N; ++n) {
-      T* gr = Gt + n * R;
-      T* gz = gr + H;
-      T* gn = gr + 2 * H;
-      const T* hr = gh.data() + n * R;
-      const T* hz = hr + H;
-      const T* hn = hr + 2 * H;
-      const T* hp = Hprev ? Hprev + n * H : nullptr;
-      T* ghn = Ghn + t * NH + n * H;
-      T* h = Y + t * NH + n * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T r_ = fast_sigmoid(gr[j] + br[j] + hr[j]);
-        const T z_ = fast_sigmoid(gz[j] + bz[j] + hz[j]);
-        const T a = hn[j] + bhn[j];
-        const T n_ = fast_tanh(gn[j] + bn[j] + r_ * a);
-        gr[j] = r_;
-        gz[j] = z_;
-        gn[j] = n_;
-        ghn[j] = a;
-        h[j] = hp ? n_ + z_ * (hp[j] - n_) : (T(1) - z_) * n_;
-      }
-    }
+    if (!Hprev) Hprev = zero.data();
+    for (int64_t n = 0; n < N; ++n)
+      gru_point_fwd(H, b.data(), Gt + n * R, gh.data() + n * R, Hprev + n * H, Ghn + t * NH + n * H,
+                    Y + t * NH + n * H);
   }
 }
 
@@ -305,39 +374,15 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
                         const T* dh_n_k, T* dGi, T* dGh, T* dX, T* dh0_k, bool small) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
+  std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
   if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
-    for (int64_t n = 0; n < N; ++n) {
-      const T* gr = Gs + t * NR + n * R;
-      const T* gz = gr + H;
-      const T* gn = gr + 2 * H;
-      const T* a = Ghn + t * NH + n * H;
-      const T* hp = Hprev + n * H;
-      const T* dy = dY ? dY + t * NH + n * H : nullptr;
-      T* ir = dGi + t * NR + n * R;
-      T* iz = ir + H;
-      T* in = ir + 2 * H;
-      T* hr = dGh + t * NR + n * R;
-      T* hz = hr + H;
-      T* hn = hr + 2 * H;
-      T* dh = dh_next.data() + n * H;
-      for (int64_t j = 0; j < H; ++j) {
-        const T dhj = dy ? dy[j] + dh[j] : dh[j];                // output gradient + recurrent gradient
-        const T r_ = gr[j], z_ = gz[j], n_ = gn[j];
-        const T dn = dhj * (T(1) - z_) * dact_tanh(n_);          // through h = (1-z) n + z h_prev, then tanh
-        const T dz = dhj * (hp[j] - n_) * dact_sigmoid(z_);
-        const T dr = dn * a[j] * dact_sigmoid(r_);               // the reset gate multiplied W_hn h + b_hn
-        ir[j] = dr;
-        iz[j] = dz;
-        in[j] = dn;
-        hr[j] = dr;
-        hz[j] = dz;
-        hn[j] = dn * r_;
-        dh[j] = dhj * z_;                                        // into h_{t-1}, directly ...
-      }
-    }
+    const T* dy = dY ? dY + t * NH : zero.data();
+    for (int64_t n = 0; n < N; ++n)
+      gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H,
+                    dh_next.data() + n * H, dGi + t * NR + n * R, dGh + t * NR + n * R);
     rec_backward(small, N, R, H, dGh + t * NR, w.W_hh, dh_next.data());   // ... and through W_hh
   }
   std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));

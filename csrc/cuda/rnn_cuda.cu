@@ -829,7 +829,9 @@ template <typename T>
 void recurrence(const Ctx& c, bool bwd, int64_t T_, int64_t N, int64_t H, const T* W_hh, T* seq, const T* init,
                 const T* cvec, const T* Y, T* final_out, Act act) {
   if (T_ == 0 || N == 0) return;
-  const Plan p = plan_recurrence(c.device, int(sizeof(T)), N, H, bwd, c.rec, c.allow_cluster);
+  Plan p = plan_recurrence(c.device, int(sizeof(T)), N, H, bwd, c.rec, c.allow_cluster);
+  // auto preferred cuBLAS per step for a big product; with our own GEMM forced, the persistent kernel wins
+  if (c.rec == Recurrence::Auto && !p.persistent && p.feasible && !c.use_cublas) p.persistent = true;
   const int64_t NH = N * H;
   if (p.persistent) {
     if (!c.barrier && p.blocks > 1) throw CudaError("persistent recurrence needs a barrier buffer");

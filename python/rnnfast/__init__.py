@@ -9,7 +9,13 @@ from importlib.metadata import version as _version
 from . import functional, reference
 from .backends import available, backends
 from .functional import rnn_backward, rnn_forward
-from .nn import RNN
+from .nn import RNN, Embedding, Linear, Module, OneHotRNN, TemporalAffine, mse, softmax_cross_entropy
+from .nn import GRU, LSTM
+from .functional import gru_backward, gru_forward, lstm_backward, lstm_forward
+from . import topologies, train
+from .topologies import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq
+from .train import (SGD, Adagrad, Adam, RMSprop, Trainer, TrainingDiverged, clip_grad_norm, clip_grad_value,
+                    load_checkpoint, plot_history, sample_logits, save_checkpoint)
 
 try:
     __version__ = _version("rnnfast")
@@ -23,5 +29,10 @@ def info() -> dict:
     return collect()
 
 
-__all__ = ["RNN", "rnn_forward", "rnn_backward", "backends", "available", "functional", "reference", "info",
-           "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "rnn_forward", "rnn_backward", "backends", "available", "functional", "reference", "info",
+           "__version__",
+           "Module", "Embedding", "OneHotRNN", "Linear", "TemporalAffine", "softmax_cross_entropy", "mse",
+           "topologies", "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "Seq2Seq",
+           "train", "SGD", "Adagrad", "RMSprop", "Adam", "clip_grad_value", "clip_grad_norm", "sample_logits",
+           "Trainer", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "plot_history"]

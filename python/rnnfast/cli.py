@@ -22,6 +22,8 @@ def build_parser():
     q = sub.add_parser("info", help="version, backends, BLAS, CPU features, threads")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=_cmd_info)
+    from .models.commands import add_commands   # train-char, sample, caption, demo
+    add_commands(sub)
     q = sub.add_parser("bench", add_help=False,
                        help="CPU benchmark vs the NumPy reference and torch (rnnfast bench --help)")
     return p

@@ -1,8 +1,9 @@
-"""Layers with explicit forward/backward on NumPy arrays: the stacked vanilla RNN.
+"""Layers with explicit forward/backward on NumPy arrays: the stacked vanilla RNN, and around it Module
+(composites), Embedding, OneHotRNN, Linear (TemporalAffine) and the losses softmax_cross_entropy and mse.
 
 What it is: parameter storage (named and shaped exactly as torch.nn.RNN), initialisation, batch_first
-handling and the forward->backward bookkeeping of one layer. What it is not: the math (rnnfast.functional
-and the backends) or training loops (rnnfast.train).
+handling and the forward->backward bookkeeping of each layer. What it is not: the RNN math
+(rnnfast.functional and the backends), topologies (rnnfast.topologies) or training loops (rnnfast.train).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class RNN:
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dtype=np.float32, backend=None, seed=None):
+                 dtype=np.float32, backend=None, seed=None, bidirectional=False):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
@@ -50,15 +51,18 @@ class RNN:
         self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
         self.nonlinearity, self.bias, self.batch_first = nonlinearity, bool(bias), bool(batch_first)
         self.dtype, self.backend = dtype, backend
+        self.bidirectional = bool(bidirectional)
         self.training = True
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(hidden_size)
         self.params = {}
-        for k in range(num_layers):
-            Dk = input_size if k == 0 else hidden_size
-            shapes = [(f"weight_ih_l{k}", (hidden_size, Dk)), (f"weight_hh_l{k}", (hidden_size, hidden_size))]
+        dirs = 2 if self.bidirectional else 1
+        for k, sfx in ((k, sfx) for k in range(num_layers) for sfx in ("", "_reverse")[:dirs]):
+            Dk = input_size if k == 0 else hidden_size * dirs
+            shapes = [(f"weight_ih_l{k}{sfx}", (hidden_size, Dk)),
+                      (f"weight_hh_l{k}{sfx}", (hidden_size, hidden_size))]
             if bias:
-                shapes += [(f"bias_ih_l{k}", (hidden_size,)), (f"bias_hh_l{k}", (hidden_size,))]
+                shapes += [(f"bias_ih_l{k}{sfx}", (hidden_size,)), (f"bias_hh_l{k}{sfx}", (hidden_size,))]
             for name, shape in shapes:   # torch's order and distribution: U(-1/sqrt(H), 1/sqrt(H))
                 self.params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -77,8 +81,9 @@ class RNN:
     def _layer_keys(self):
         keys = self.__dict__.get("_keys")
         if keys is None:   # computed once: this runs on every call, so no string formatting per call
-            keys = self._keys = [(f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}")
-                                 for k in range(self.num_layers)]
+            sfxs = ("", "_reverse") if getattr(self, "bidirectional", False) else ("",)
+            keys = self._keys = [(f"weight_ih_l{k}{s}", f"weight_hh_l{k}{s}", f"bias_ih_l{k}{s}", f"bias_hh_l{k}{s}")
+                                 for k in range(self.num_layers) for s in sfxs]
         return keys
 
     def _weights(self):
@@ -122,8 +127,10 @@ class RNN:
         return self.train(False)
 
     # ---- computation ----
-    def forward(self, x, h0=None, c=None, need_cache=None):
-        """Run the layer. need_cache defaults to self.training; without a cache backward is unavailable."""
+    def forward(self, x, h0=None, c=None, need_cache=None, lengths=None):
+        """Run the layer. need_cache defaults to self.training; without a cache backward is unavailable.
+        lengths (N,) ints in [0, T]: a variable-length batch (outputs past each length are zero, h_n is taken
+        at each sequence's last valid step). With bidirectional=True out is (T, N, 2H), h0/h_n (2L, N, H)."""
         if self._gpu:   # torch CUDA tensors and other GPU arrays become CuPy views (NumPy stays NumPy)
             from ._cuda_backend import as_array
             x, h0, c = as_array(x), as_array(h0), as_array(c)
@@ -141,7 +148,11 @@ class RNN:
                              f"{tuple(x.transpose(1, 0, 2).shape) if self.batch_first else tuple(x.shape)}")
         if need_cache is None:
             need_cache = self.training
-        out, h_n, cache = F.rnn_forward(x, h0, self._weights(), c, self.nonlinearity, need_cache, self.backend)
+        if lengths is None and not self.bidirectional:
+            out, h_n, cache = F.rnn_forward(x, h0, self._weights(), c, self.nonlinearity, need_cache, self.backend)
+        else:
+            out, h_n, cache = F.rnn_forward(x, h0, self._weights(), c, self.nonlinearity, need_cache, self.backend,
+                                            lengths=lengths, bidirectional=self.bidirectional)
         self._cache, self._had_c = cache, c is not None
         if self.batch_first:
             out = out.transpose(1, 0, 2)
@@ -174,7 +185,8 @@ class RNN:
     def __repr__(self):
         return (f"RNN({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"nonlinearity={self.nonlinearity!r}, bias={self.bias}, batch_first={self.batch_first}, "
-                f"dtype={self.dtype.name}, backend={self.backend!r})")
+                f"dtype={self.dtype.name}, backend={self.backend!r}"
+                + (", bidirectional=True)" if self.bidirectional else ")"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -610,3 +622,200 @@ def mse(pred, target, mask=None, reduction="mean"):
     denom = max(count, 1.0) if reduction == "mean" else 1.0
     loss = float((m * diff * diff).sum() / denom)
     return loss, (2.0 / denom) * m * diff
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Gated recurrent layers (issue 6): LSTM and GRU with PyTorch's gate order, parameter names and shapes, so
+# torch.nn.LSTM / torch.nn.GRU state dicts load unchanged. Same protocol as RNN (params/grads dicts, zero_grad,
+# state_dict/load_state_dict, train/eval, one backward per forward), plus bidirectional and lengths.
+
+
+class _Gated:
+    """What LSTM and GRU share: parameters (G gate blocks of H rows each), bookkeeping, input checks."""
+
+    _G = 0
+    _name = ""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32,
+                 backend=None, seed=None, bidirectional=False):
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.num_layers = _check_size("num_layers", num_layers)
+        self.dtype = _check_dtype(dtype)
+        if backend is not None:
+            name = _resolve_backend(backend)
+            if name == "cuda":
+                raise ValueError(f"{self._name} has no CUDA kernels yet; use backend='cpu' or 'numpy'")
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.backend = backend
+        self.training = True
+        H, G = self.hidden_size, self._G
+        dirs = 2 if self.bidirectional else 1
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(H)
+        self.params = {}
+        self._keys = []
+        for k in range(self.num_layers):
+            for sfx in ("", "_reverse")[:dirs]:
+                Dk = self.input_size if k == 0 else H * dirs
+                names = (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}", f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}")
+                shapes = [(G * H, Dk), (G * H, H)] + ([(G * H,), (G * H,)] if self.bias else [])
+                for name, shape in zip(names, shapes):   # torch's order and init: U(-1/sqrt(H), 1/sqrt(H))
+                    self.params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                self._keys.append(names)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._cache = None
+
+    # ---- parameters (as RNN) ----
+    def _weights(self):
+        p = self.params
+        return [(p[a], p[b], p.get(c), p.get(d)) for a, b, c, d in self._keys]
+
+    def _grad_list(self):
+        g = self.grads
+        return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._keys]
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Load arrays (or torch tensors) named and shaped as torch.nn.LSTM's / GRU's; cast to this dtype."""
+        missing = [k for k in self.params if k not in state]
+        unexpected = [k for k in state if k not in self.params]
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        new = {}
+        for k, ref in self.params.items():
+            v = _to_numpy(state[k])
+            if v.shape != ref.shape:
+                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
+            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
+        self.params.update(new)
+        self._cache = None
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ---- helpers ----
+    def _input(self, x):
+        x = _to_numpy(x)
+        lay = "(N, T, D)" if self.batch_first else "(T, N, D)"
+        if x.dtype != self.dtype:
+            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x must have shape {lay} with D = {self.input_size}, got {tuple(x.shape)}")
+        return x.transpose(1, 0, 2) if self.batch_first else x
+
+    def _dout(self, dout):
+        if dout is not None and self.batch_first:
+            if getattr(dout, "ndim", 0) != 3:
+                raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
+            dout = dout.transpose(1, 0, 2)
+        return dout
+
+    def _take_cache(self):
+        if self._cache is None:
+            raise RuntimeError("backward() needs a preceding forward() with need_cache=True (training mode); "
+                               "backward may run only once per forward")
+        cache, self._cache = self._cache, None
+        return cache
+
+    def _kw(self, lengths):
+        return {} if lengths is None and not self.bidirectional else \
+            {"lengths": lengths, "bidirectional": self.bidirectional}
+
+    def __repr__(self):
+        return (f"{self._name}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dtype={self.dtype.name}, "
+                f"backend={self.backend!r}, bidirectional={self.bidirectional})")
+
+
+class LSTM(_Gated):
+    """Stacked LSTM, PyTorch's gates (i, f, g, o) and parameters (weight_ih_l{k} (4H, D_k), weight_hh_l{k}
+    (4H, H), bias_ih_l{k}, bias_hh_l{k} (4H,), plus *_reverse with bidirectional=True).
+
+    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32, backend=None,
+         seed=None, bidirectional=False)
+    forward(x, hc0=None, need_cache=None, lengths=None) -> (out, (h_n, c_n)): x (T, N, D) (or (N, T, D) with
+      batch_first); hc0 = (h0, c0), each (L*dirs, N, H) or None for zeros; out (T, N, dirs*H);
+      lengths (N,) ints in [0, T], any order: outputs past a length are zero, h_n and c_n are each
+      sequence's state at its last valid step (as torch with a packed sequence).
+    backward(dout, dh_n=None, dc_n=None) -> (dx, (dh0, dc0)). Parameter gradients accumulate (+=) into
+      `grads` until zero_grad().
+    """
+
+    _G = 4
+    _name = "LSTM"
+
+    def forward(self, x, hc0=None, need_cache=None, lengths=None):
+        x = self._input(x)
+        h0, c0 = (None, None) if hc0 is None else hc0
+        if need_cache is None:
+            need_cache = self.training
+        out, h_n, c_n, cache = F.lstm_forward(x, h0, c0, self._weights(), need_cache, self.backend,
+                                              **self._kw(lengths))
+        self._cache = cache
+        if self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, (h_n, c_n)
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None, dc_n=None):
+        cache = self._take_cache()
+        try:
+            dx, dh0, dc0 = F.lstm_backward(self._dout(dout), dh_n, dc_n, cache, self._grad_list(), self.backend)
+        except (ValueError, TypeError):
+            self._cache = cache    # bad arguments: keep the cache so the caller can retry
+            raise
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, (dh0, dc0)
+
+
+class GRU(_Gated):
+    """Stacked GRU, PyTorch's variant (the reset gate multiplies W_hn h + b_hn), gates (r, z, n), parameters
+    named and shaped as torch.nn.GRU's ((3H, D_k), (3H, H), (3H,), plus *_reverse when bidirectional).
+
+    GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32, backend=None,
+        seed=None, bidirectional=False)
+    forward(x, h0=None, need_cache=None, lengths=None) -> (out, h_n); backward(dout, dh_n=None) -> (dx, dh0).
+    Shapes and lengths as in LSTM.
+    """
+
+    _G = 3
+    _name = "GRU"
+
+    def forward(self, x, h0=None, need_cache=None, lengths=None):
+        x = self._input(x)
+        if need_cache is None:
+            need_cache = self.training
+        out, h_n, cache = F.gru_forward(x, h0, self._weights(), need_cache, self.backend, **self._kw(lengths))
+        self._cache = cache
+        if self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, h_n
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None):
+        cache = self._take_cache()
+        try:
+            dx, dh0 = F.gru_backward(self._dout(dout), dh_n, cache, self._grad_list(), self.backend)
+        except (ValueError, TypeError):
+            self._cache = cache
+            raise
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, dh0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cache import RNNCache
+from ._cache import GRUCache, LSTMCache, RNNCache
 
 # ---- activations (same names as csrc/rnnfast/cell_math.h; derivatives take the output y) ----
 
@@ -119,3 +119,208 @@ def rnn_backward(dout, dh_n, cache, grads):
         dh0[k] = dh_next
         dy = dinp                             # layer k's input gradient is layer k-1's output gradient
     return dy, dh0, dc
+
+
+# ---- gated cells: LSTM and GRU, PyTorch's gate order and layout ----
+# Gate blocks are stacked along the first axis of W_ih (G*H, D_k), W_hh (G*H, H), b_ih and b_hh (G*H,):
+# LSTM (G = 4) i, f, g, o; GRU (G = 3) r, z, n. Gates are kept after their activations (what the caches hold).
+
+
+def act_sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def dact_sigmoid(y):
+    return y * (1 - y)
+
+
+def lstm_step_forward(x_t, h_prev, c_prev, W_ih, W_hh, b_ih=None, b_hh=None):
+    """One LSTM step. x_t (N, D), h_prev and c_prev (N, H) -> (h_t (N, H), c_t (N, H), gates (N, 4H)).
+
+    i = sig(a_i), f = sig(a_f), g = tanh(a_g), o = sig(a_o) with a = x_t W_ih^T + b_ih + h_prev W_hh^T + b_hh;
+    c_t = f * c_prev + i * g; h_t = o * tanh(c_t). gates = [i, f, g, o] (after the activations).
+    """
+    H = h_prev.shape[1]
+    a = x_t @ W_ih.T + h_prev @ W_hh.T
+    if b_ih is not None:
+        a = a + b_ih + b_hh
+    i = act_sigmoid(a[:, 0:H])
+    f = act_sigmoid(a[:, H:2 * H])
+    g = act_tanh(a[:, 2 * H:3 * H])
+    o = act_sigmoid(a[:, 3 * H:4 * H])
+    c_t = f * c_prev + i * g
+    h_t = o * act_tanh(c_t)
+    return h_t, c_t, np.concatenate([i, f, g, o], axis=1)
+
+
+def lstm_step_backward(dh_t, dc_t, c_t, gates, x_t, h_prev, c_prev, W_ih, W_hh, grads):
+    """Backward of one LSTM step. dh_t (N, H) is the total gradient reaching h_t; dc_t (N, H) the gradient
+    reaching c_t from later steps (not through h_t). grads = (dW_ih, dW_hh, db_ih, db_hh) accumulate (+=).
+    Returns (dx_t, dh_prev, dc_prev, da) with da (N, 4H) the gradient of the gate pre-activations.
+    """
+    H = dh_t.shape[1]
+    dW_ih, dW_hh, db_ih, db_hh = grads
+    i, f, g, o = gates[:, 0:H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:4 * H]
+    tc = act_tanh(c_t)
+    dc = dc_t + dh_t * o * dact_tanh(tc)          # backprop through h_t = o * tanh(c_t) into c_t
+    do = dh_t * tc                                # ... and into o
+    di, dg, df = dc * g, dc * i, dc * c_prev      # through c_t = f * c_prev + i * g
+    da = np.concatenate([di * dact_sigmoid(i), df * dact_sigmoid(f), dg * dact_tanh(g), do * dact_sigmoid(o)],
+                        axis=1)                   # through the gate activations
+    dW_ih += da.T @ x_t                           # into W_ih
+    dW_hh += da.T @ h_prev                        # into W_hh
+    if db_ih is not None:
+        db_ih += da.sum(axis=0)                   # into both biases
+        db_hh += da.sum(axis=0)
+    dx_t = da @ W_ih                              # into the input
+    dh_prev = da @ W_hh                           # into the previous hidden state
+    dc_prev = dc * f                              # into the previous cell state
+    return dx_t, dh_prev, dc_prev, da
+
+
+def lstm_forward(x, h0, c0, weights, need_cache=True):
+    """Stacked LSTM. x (T, N, D); h0, c0 (L, N, H) or None for zeros; weights: L tuples (W_ih (4H, D_k),
+    W_hh (4H, H), b_ih (4H,) or None, b_hh (4H,) or None). Returns (out (T, N, H), h_n (L, N, H),
+    c_n (L, N, H), cache or None).
+    """
+    T, N, _ = x.shape
+    L = len(weights)
+    H = weights[0][1].shape[1]
+    dtype = x.dtype
+    h0 = np.zeros((L, N, H), dtype=dtype) if h0 is None else h0
+    c0 = np.zeros((L, N, H), dtype=dtype) if c0 is None else c0
+    hs = np.empty((L, T, N, H), dtype=dtype)
+    cs = np.empty((L, T, N, H), dtype=dtype)
+    gates = np.empty((L, T, N, 4 * H), dtype=dtype)
+    h_n = np.empty((L, N, H), dtype=dtype)
+    c_n = np.empty((L, N, H), dtype=dtype)
+    for k, (W_ih, W_hh, b_ih, b_hh) in enumerate(weights):
+        inp = x if k == 0 else hs[k - 1]
+        h, c = h0[k], c0[k]
+        for t in range(T):
+            h, c, gates[k, t] = lstm_step_forward(inp[t], h, c, W_ih, W_hh, b_ih, b_hh)
+            hs[k, t], cs[k, t] = h, c
+        h_n[k], c_n[k] = h, c
+    out = hs[L - 1].copy()
+    cache = LSTMCache(x, h0, c0, hs, cs, gates, weights, "numpy") if need_cache else None
+    return out, h_n, c_n, cache
+
+
+def lstm_backward(dout, dh_n, dc_n, cache, grads, dcs=None):
+    """Backward through lstm_forward. dout (T, N, H), dh_n and dc_n (L, N, H), each or None; dcs (L, T, N, H)
+    or None: extra gradient reaching the cell state of every step (variable-length batches put dc_n there).
+    grads accumulate (+=). Returns (dx (T, N, D), dh0 (L, N, H), dc0 (L, N, H)).
+    """
+    x, h0, c0, hs, cs, gates, weights = cache.x, cache.h0, cache.c0, cache.hs, cache.cs, cache.gates, cache.weights
+    L, T, N, H = hs.shape
+    dtype = hs.dtype
+    dh0 = np.empty((L, N, H), dtype=dtype)
+    dc0 = np.empty((L, N, H), dtype=dtype)
+    dy = np.zeros((T, N, H), dtype=dtype) if dout is None else dout
+    for k in reversed(range(L)):
+        W_ih, W_hh, _, _ = weights[k]
+        inp = x if k == 0 else hs[k - 1]
+        dinp = np.empty((T, N, W_ih.shape[1]), dtype=dtype)
+        dh_next = np.zeros((N, H), dtype=dtype) if dh_n is None else dh_n[k].copy()
+        dc_next = np.zeros((N, H), dtype=dtype) if dc_n is None else dc_n[k].copy()
+        for t in reversed(range(T)):
+            if dcs is not None:
+                dc_next = dc_next + dcs[k, t]
+            h_prev = hs[k, t - 1] if t > 0 else h0[k]
+            c_prev = cs[k, t - 1] if t > 0 else c0[k]
+            dinp[t], dh_next, dc_next, _ = lstm_step_backward(dy[t] + dh_next, dc_next, cs[k, t], gates[k, t],
+                                                              inp[t], h_prev, c_prev, W_ih, W_hh, grads[k])
+        dh0[k], dc0[k] = dh_next, dc_next
+        dy = dinp
+    return dy, dh0, dc0
+
+
+def gru_step_forward(x_t, h_prev, W_ih, W_hh, b_ih=None, b_hh=None):
+    """One GRU step (PyTorch's variant). x_t (N, D), h_prev (N, H) -> (h_t (N, H), gates (N, 3H), ghn (N, H)).
+
+    r = sig(x W_ir^T + b_ir + h W_hr^T + b_hr), z likewise, ghn = h W_hn^T + b_hn,
+    n = tanh(x W_in^T + b_in + r * ghn), h_t = (1 - z) * n + z * h_prev. gates = [r, z, n].
+    """
+    H = h_prev.shape[1]
+    gi = x_t @ W_ih.T
+    gh = h_prev @ W_hh.T
+    if b_ih is not None:
+        gi = gi + b_ih
+        gh = gh + b_hh
+    r = act_sigmoid(gi[:, 0:H] + gh[:, 0:H])
+    z = act_sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    ghn = gh[:, 2 * H:3 * H]
+    n = act_tanh(gi[:, 2 * H:3 * H] + r * ghn)
+    h_t = (1 - z) * n + z * h_prev
+    return h_t, np.concatenate([r, z, n], axis=1), ghn
+
+
+def gru_step_backward(dh_t, gates, ghn, x_t, h_prev, W_ih, W_hh, grads):
+    """Backward of one GRU step. dh_t (N, H) is the total gradient reaching h_t; grads accumulate (+=).
+    Returns (dx_t, dh_prev, dgi, dgh): the gradients of the input-side and hidden-side pre-activations (N, 3H),
+    which differ in the n block (the hidden side is scaled by r).
+    """
+    H = dh_t.shape[1]
+    dW_ih, dW_hh, db_ih, db_hh = grads
+    r, z, n = gates[:, 0:H], gates[:, H:2 * H], gates[:, 2 * H:3 * H]
+    dn = dh_t * (1 - z) * dact_tanh(n)            # through h_t = (1 - z) n + z h_prev, then tanh
+    dz = dh_t * (h_prev - n) * dact_sigmoid(z)
+    dr = dn * ghn * dact_sigmoid(r)               # the reset gate multiplied ghn = W_hn h + b_hn
+    dgi = np.concatenate([dr, dz, dn], axis=1)
+    dgh = np.concatenate([dr, dz, dn * r], axis=1)
+    dW_ih += dgi.T @ x_t                          # into W_ih
+    dW_hh += dgh.T @ h_prev                       # into W_hh
+    if db_ih is not None:
+        db_ih += dgi.sum(axis=0)                  # into the biases
+        db_hh += dgh.sum(axis=0)
+    dx_t = dgi @ W_ih                             # into the input
+    dh_prev = dh_t * z + dgh @ W_hh               # into the previous hidden state, directly and through W_hh
+    return dx_t, dh_prev, dgi, dgh
+
+
+def gru_forward(x, h0, weights, need_cache=True):
+    """Stacked GRU. x (T, N, D); h0 (L, N, H) or None for zeros; weights: L tuples (W_ih (3H, D_k),
+    W_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None). Returns (out (T, N, H), h_n (L, N, H), cache or None).
+    """
+    T, N, _ = x.shape
+    L = len(weights)
+    H = weights[0][1].shape[1]
+    dtype = x.dtype
+    h0 = np.zeros((L, N, H), dtype=dtype) if h0 is None else h0
+    hs = np.empty((L, T, N, H), dtype=dtype)
+    gates = np.empty((L, T, N, 3 * H), dtype=dtype)
+    ghn = np.empty((L, T, N, H), dtype=dtype)
+    h_n = np.empty((L, N, H), dtype=dtype)
+    for k, (W_ih, W_hh, b_ih, b_hh) in enumerate(weights):
+        inp = x if k == 0 else hs[k - 1]
+        h = h0[k]
+        for t in range(T):
+            h, gates[k, t], ghn[k, t] = gru_step_forward(inp[t], h, W_ih, W_hh, b_ih, b_hh)
+            hs[k, t] = h
+        h_n[k] = h
+    out = hs[L - 1].copy()
+    cache = GRUCache(x, h0, hs, gates, ghn, weights, "numpy") if need_cache else None
+    return out, h_n, cache
+
+
+def gru_backward(dout, dh_n, cache, grads):
+    """Backward through gru_forward. dout (T, N, H) or None; dh_n (L, N, H) or None; grads accumulate (+=).
+    Returns (dx (T, N, D), dh0 (L, N, H)).
+    """
+    x, h0, hs, gates, ghn, weights = cache.x, cache.h0, cache.hs, cache.gates, cache.ghn, cache.weights
+    L, T, N, H = hs.shape
+    dtype = hs.dtype
+    dh0 = np.empty((L, N, H), dtype=dtype)
+    dy = np.zeros((T, N, H), dtype=dtype) if dout is None else dout
+    for k in reversed(range(L)):
+        W_ih, W_hh, _, _ = weights[k]
+        inp = x if k == 0 else hs[k - 1]
+        dinp = np.empty((T, N, W_ih.shape[1]), dtype=dtype)
+        dh_next = np.zeros((N, H), dtype=dtype) if dh_n is None else dh_n[k].copy()
+        for t in reversed(range(T)):
+            h_prev = hs[k, t - 1] if t > 0 else h0[k]
+            dinp[t], dh_next, _, _ = gru_step_backward(dy[t] + dh_next, gates[k, t], ghn[k, t], inp[t], h_prev,
+                                                       W_ih, W_hh, grads[k])
+        dh0[k] = dh_next
+        dy = dinp
+    return dy, dh0

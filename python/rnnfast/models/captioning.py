@@ -1,0 +1,413 @@
+"""Image captioning: image feature vector v -> RNN language model that writes the caption word by word.
+
+What it is: the captioning model (conditioning through an affine map of v to the initial hidden state,
+through W v added at every step as the RNN's constant input `c`, or both), <START>/<END>/<NULL> handling
+with <NULL> masked out of the loss, greedy decoding that stops at <END>, BLEU and exact-match evaluation,
+the built-in shapes pipeline (CNN trained on an auxiliary task, frozen, truncated to give v), training with
+checkpoints and resume, and the picture of held-out results. What it is not: the layers, losses,
+optimizers or checkpoint format (rnnfast.nn, rnnfast.train) or the command line (rnnfast.cli).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from .. import train as _train
+from ..nn import RNN, Embedding, Linear, Module, softmax_cross_entropy
+from . import shapes as _shapes
+from ._progress import Progress
+from .bleu import corpus_bleu, exact_match
+from .cnn import SmallCNN
+
+KIND = "caption"
+SPECIAL = ["<NULL>", "<START>", "<END>", "<UNK>"]
+NULL, START, END, UNK = 0, 1, 2, 3
+CONDITIONING = ("h0", "c", "both")
+
+
+# ---------------------------------------------------------------- words
+def build_vocab(captions):
+    """idx_to_word: the special tokens, then every word of the captions, sorted."""
+    words = sorted({w for c in captions for w in c.split()} - set(SPECIAL))
+    return SPECIAL + words
+
+
+def encode_captions(captions, word_to_idx, T=None):
+    """Strings -> ids (N, T + 1): <START> words <END> <NULL>...; unknown words become <UNK>.
+    T defaults to the longest caption + 1 (its words and <END>)."""
+    toks = [c.split() for c in captions]
+    if T is None:
+        T = max((len(t) for t in toks), default=0) + 1
+    out = np.full((len(toks), T + 1), NULL, np.int32)
+    out[:, 0] = START
+    for i, t in enumerate(toks):
+        ids = [word_to_idx.get(w, UNK) for w in t][: T - 1] + [END]
+        out[i, 1:1 + len(ids)] = ids
+    return out
+
+
+def decode_captions(ids, idx_to_word):
+    """ids (N, T) -> token lists, stopping at <END>, skipping <START> and <NULL>."""
+    out = []
+    for row in np.atleast_2d(ids):
+        words = []
+        for i in row:
+            i = int(i)
+            if i == END:
+                break
+            if i not in (NULL, START):
+                words.append(idx_to_word[i])
+        out.append(words)
+    return out
+
+
+# ---------------------------------------------------------------- model
+class CaptioningRNN(Module):
+    """features (N, F) -> caption ids. Word embedding (V, E) -> RNN(E, H, L) -> Linear(H, V).
+
+    conditioning "h0": h0 = reshape(Linear(F, L*H)(v)) (an affine map to every layer's initial state);
+    "c": c = Linear(F, H)(v) added to layer 0's input at every step (the kernel's constant input), h0 = 0;
+    "both": the two together.
+    """
+
+    def __init__(self, feature_dim, vocab_size, hidden_size=128, embed_size=64, num_layers=1, conditioning="both",
+                 nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+        super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+        s = [int(x) for x in np.random.default_rng(seed).integers(0, 2**31 - 1, size=5)]
+        self.F, self.V, self.H, self.L = int(feature_dim), int(vocab_size), int(hidden_size), int(num_layers)
+        self.conditioning = conditioning
+        self.dtype = np.dtype(dtype)
+        if conditioning in ("h0", "both"):
+            self.proj_h0 = Linear(self.F, self.L * self.H, dtype=dtype, seed=s[0])
+        if conditioning in ("c", "both"):
+            self.proj_c = Linear(self.F, self.H, dtype=dtype, seed=s[1])
+        self.embed = Embedding(self.V, int(embed_size), dtype=dtype, seed=s[2])
+        self.embed.params["weight"] *= 0.1          # small initial embeddings: tanh stays out of saturation
+        self.rnn = RNN(int(embed_size), self.H, self.L, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
+                       seed=s[3])
+        self.head = Linear(self.H, self.V, dtype=dtype, seed=s[4])
+
+    def config(self):
+        return {"feature_dim": self.F, "vocab_size": self.V, "hidden_size": self.H,
+                "embed_size": self.embed.embedding_dim, "num_layers": self.L, "conditioning": self.conditioning,
+                "nonlinearity": self.rnn.nonlinearity, "dtype": self.dtype.name}
+
+    def _check_features(self, features):
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.F:
+            raise ValueError(f"features must have shape (N, F) with F = {self.F}, got {features.shape}")
+        if len(features) == 0:
+            raise ValueError("empty batch: features has N = 0 rows")
+        return np.ascontiguousarray(features, dtype=self.dtype)
+
+    def _condition(self, v, need_cache):
+        N = len(v)
+        h0 = c = None
+        if self.conditioning in ("h0", "both"):
+            h0 = np.ascontiguousarray(self.proj_h0.forward(v, need_cache).reshape(N, self.L, self.H)
+                                      .transpose(1, 0, 2))
+        if self.conditioning in ("c", "both"):
+            c = self.proj_c.forward(v, need_cache)
+        return h0, c
+
+    def loss(self, features, captions):
+        """Teacher-forced loss of captions (N, T + 1) given features (N, F): inputs captions[:, :-1], targets
+        captions[:, 1:], <NULL> targets masked; the sum over steps averaged over N. Gradients accumulate."""
+        v = self._check_features(features)
+        captions = np.asarray(captions)
+        if captions.ndim != 2 or captions.shape[0] != len(v) or captions.shape[1] < 2:
+            raise ValueError(f"captions must have shape (N, T + 1) = ({len(v)}, >= 2), got {captions.shape}")
+        x_in = np.ascontiguousarray(captions[:, :-1].T)           # (T, N)
+        y = np.ascontiguousarray(captions[:, 1:].T)                 # (T, N)
+        h0, c = self._condition(v, True)
+        out, _ = self.rnn.forward(self.embed.forward(x_in), h0, c)
+        logits = self.head.forward(out)
+        loss, dlogits = softmax_cross_entropy(logits, y, mask=y != NULL)
+        dout = self.head.backward(dlogits)                          # into the head
+        res = self.rnn.backward(dout)                               # through time
+        self.embed.backward(res[0])                                 # into the word vectors
+        if self.conditioning in ("h0", "both"):                     # into the h0 map
+            self.proj_h0.backward(np.ascontiguousarray(res[1].transpose(1, 0, 2)).reshape(len(v), -1))
+        if self.conditioning in ("c", "both"):                      # into the constant-input map
+            self.proj_c.backward(res[2])
+        return loss
+
+    def generate(self, features, max_length=20):
+        """Greedy decoding from <START>: ids (N, max_length); after a sequence emits <END> the rest is
+        <NULL>. Decoding stops early once every sequence has ended."""
+        v = self._check_features(features)
+        N = len(v)
+        h, c = self._condition(v, False)
+        if h is None:
+            h = np.zeros((self.L, N, self.H), self.dtype)
+        out = np.full((N, max_length), NULL, np.int64)
+        prev = np.full(N, START, np.int64)
+        done = np.zeros(N, bool)
+        for t in range(max_length):
+            o, h = self.rnn.forward(self.embed.forward(prev[None], need_cache=False), h, c, need_cache=False)
+            nxt = self.head.forward(o[0], need_cache=False).argmax(axis=1)
+            out[:, t] = np.where(done, NULL, nxt)
+            done |= nxt == END
+            if done.all():
+                break
+            prev = nxt
+        return out
+
+
+class CaptionPipeline(Module):
+    """What a checkpoint holds: the frozen CNN (when the images are ours) and the captioning RNN."""
+
+    def __init__(self, captioner, cnn=None):
+        super().__init__()
+        if cnn is not None:
+            self.cnn = cnn
+        self.captioner = captioner
+
+    def image_features(self, images):
+        if not hasattr(self, "cnn"):
+            raise ValueError("this model was trained on precomputed features; it has no image encoder")
+        return self.cnn.features(images)
+
+
+# ---------------------------------------------------------------- data
+def prepare_shapes(n_train=4000, n_val=500, n_test=500, seed=0, cnn_epochs=4, cnn_batch=32, cnn_lr=3e-3,
+                   progress=True, log=print):
+    """The built-in data set end to end: generate the splits, train the CNN on the auxiliary labels, freeze
+    it and extract features. Returns (data, cnn, images) where data is in the layout load_coco_h5 returns
+    (<split>_features, <split>_captions, <split>_image_idxs, idx_to_word, word_to_idx) and images maps
+    split -> (images, caption strings)."""
+    splits = _shapes.shapes_splits(n_train, n_val, n_test, seed)
+    cnn = train_cnn(splits["train"][0], splits["train"][2], epochs=cnn_epochs, batch_size=cnn_batch, lr=cnn_lr,
+                    seed=seed, progress=progress)
+    if n_val:
+        p = cnn.predict(splits["val"][0])
+        acc = float(((p > 0.5) == splits["val"][2]).mean())
+        log(f"CNN auxiliary task: {acc:.1%} of held-out labels right")
+    idx_to_word = build_vocab(splits["train"][1])
+    word_to_idx = {w: i for i, w in enumerate(idx_to_word)}
+    T = max(len(c.split()) for s in splits.values() for c in s[1]) + 1
+    data = {"idx_to_word": idx_to_word, "word_to_idx": word_to_idx}
+    images = {}
+    for name, (ims, caps, _) in splits.items():
+        data[f"{name}_features"] = cnn.features(ims)
+        data[f"{name}_captions"] = encode_captions(caps, word_to_idx, T)
+        data[f"{name}_image_idxs"] = np.arange(len(ims), dtype=np.int32)
+        images[name] = (ims, caps)
+    return data, cnn, images
+
+
+def train_cnn(images, labels, epochs=4, batch_size=32, lr=3e-3, seed=0, progress=True):
+    """Train SmallCNN on the auxiliary multi-label task, then set its feature standardisation."""
+    cnn = SmallCNN(image_size=images.shape[1], n_labels=labels.shape[1], seed=seed)
+    opt = _train.Adam(cnn, lr=lr)
+    rng = np.random.default_rng(seed)
+    n_batches = math.ceil(len(images) / batch_size)
+    bar = Progress(epochs * n_batches, desc="CNN", enabled=progress)
+    try:
+        for _ in range(epochs):
+            perm = rng.permutation(len(images))
+            for i in range(0, len(images), batch_size):
+                b = perm[i:i + batch_size]
+                opt.zero_grad()
+                loss = cnn.loss(images[b], labels[b])
+                opt.step()
+                bar.update(1, loss=f"{loss:.3f}")
+    finally:
+        bar.close()
+    cnn.fit_feature_stats(images)
+    return cnn
+
+
+# ---------------------------------------------------------------- evaluation
+def references_by_image(captions, image_idxs, idx_to_word):
+    """{image index: [token list, ...]} from encoded captions."""
+    refs = defaultdict(list)
+    for cap, i in zip(decode_captions(captions, idx_to_word), image_idxs):
+        refs[int(i)].append(cap)
+    return refs
+
+
+def evaluate(model, data, split="val", max_images=None, max_length=None, batch_size=500):
+    """Greedy captions for the split's images, scored against all their reference captions.
+    Returns {"bleu1".."bleu4", "exact", "n_images"}."""
+    feats = data[f"{split}_features"]
+    caps, idxs = data[f"{split}_captions"], data[f"{split}_image_idxs"]
+    refs = references_by_image(caps, idxs, data["idx_to_word"])
+    img = sorted(refs)[:max_images] if max_images else sorted(refs)
+    max_length = max_length or caps.shape[1]
+    hyps = []
+    for s in range(0, len(img), batch_size):
+        ids = model.generate(feats[img[s:s + batch_size]], max_length)
+        hyps += decode_captions(ids, data["idx_to_word"])
+    R = [refs[i] for i in img]
+    b = corpus_bleu(R, hyps, 4)
+    return {"bleu1": b[0], "bleu2": b[1], "bleu3": b[2], "bleu4": b[3], "exact": exact_match(R, hyps),
+            "n_images": len(img)}
+
+
+def baseline_bleu(data, split="val"):
+    """The trivial baseline: the most frequent training caption, given for every image."""
+    train = decode_captions(data["train_captions"], data["idx_to_word"])
+    best = list(Counter(tuple(c) for c in train).most_common(1)[0][0])
+    refs = references_by_image(data[f"{split}_captions"], data[f"{split}_image_idxs"], data["idx_to_word"])
+    R = [refs[i] for i in sorted(refs)]
+    b = corpus_bleu(R, [best] * len(R), 4)
+    return {"bleu1": b[0], "bleu2": b[1], "bleu3": b[2], "bleu4": b[3], "exact": exact_match(R, [best] * len(R))}
+
+
+# ---------------------------------------------------------------- training
+def _metadata(model, data, extra):
+    return {"kind": KIND, "idx_to_word": list(data["idx_to_word"]), "max_length": int(data["train_captions"].shape[1]),
+            "captioner": model.captioner.config(),
+            "cnn": None if not hasattr(model, "cnn") else model.cnn.config(), **extra}
+
+
+def build_model(meta, backend=None):
+    """A CaptionPipeline shaped as the checkpoint metadata says (weights not loaded)."""
+    cfg = dict(meta["captioner"])
+    dtype = np.dtype(cfg.pop("dtype"))
+    captioner = CaptioningRNN(dtype=dtype, backend=backend, **cfg)
+    cnn = SmallCNN(**meta["cnn"]) if meta.get("cnn") else None
+    return CaptionPipeline(captioner, cnn)
+
+
+def load_model(path, backend=None):
+    """(CaptionPipeline, load_checkpoint info) from a checkpoint written by train_captioner; a checkpoint of
+    another kind of model raises ValueError."""
+    from .char_lm import read_checkpoint_info
+
+    info = read_checkpoint_info(path)
+    meta = info.get("metadata") or {}
+    if meta.get("kind") != KIND:
+        raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a captioning "
+                         f"model ({KIND!r})")
+    model = build_model(meta, backend)
+    info = _train.load_checkpoint(path, model=model)
+    return model, info
+
+
+def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1, conditioning="both",
+                    batch_size=50, lr=5e-3, lr_decay=1.0, max_steps=None, max_seconds=None, seed=0, clip_norm=5.0,
+                    eval_every=None, eval_images=200, checkpoint=None, checkpoint_every=None, resume=None,
+                    metadata=None, progress=True, log=print, backend=None):
+    """Train on data (the layout of load_coco_h5 / prepare_shapes) with minibatches of captions drawn by a
+    seeded RNG; Adam with optional per-epoch lr decay. Stops after max_steps or max_seconds. With `resume`
+    the run continues exactly (model, optimizer, step, RNG). Returns {"model", "history", "val", "steps",
+    "seconds"}."""
+    if max_steps is None and max_seconds is None:
+        raise ValueError("give max_steps or max_seconds (a step or a time budget)")
+    caps, idxs, feats = data["train_captions"], data["train_image_idxs"], data["train_features"]
+    if len(caps) == 0:
+        raise ValueError("no training captions")
+    if resume is not None:
+        model, info = load_model(resume, backend)
+        meta = info["metadata"]
+        opt = _train.Adam(model.captioner, lr=lr)
+        rng = np.random.default_rng()
+        info = _train.load_checkpoint(resume, model=model, optimizer=opt, rng=rng)
+        step = info["step"]
+        history = dict(info["history"] or {"step": [], "loss": []})
+        batch_size, lr_decay, clip_norm = meta["batch_size"], meta["lr_decay"], meta["clip_norm"]
+        extra = {k: meta[k] for k in ("batch_size", "lr_decay", "clip_norm", "data") if k in meta}
+    else:
+        captioner = CaptioningRNN(feats.shape[1], len(data["idx_to_word"]), hidden_size, embed_size, num_layers,
+                                  conditioning, backend=backend, seed=seed)
+        model = CaptionPipeline(captioner, cnn)
+        opt = _train.Adam(model.captioner, lr=lr)
+        rng = np.random.default_rng(seed)
+        step = 0
+        history = {"step": [], "loss": []}
+        extra = {"batch_size": int(batch_size), "lr_decay": float(lr_decay), "clip_norm": clip_norm,
+                 **(metadata or {})}
+    meta = _metadata(model, data, extra)
+    history.setdefault("val_step", [])
+    history.setdefault("val_bleu4", [])
+    steps_per_epoch = max(1, len(caps) // batch_size)
+    if eval_every is None:
+        eval_every = max(1, max_steps // 5) if max_steps else 200
+    has_val = "val_captions" in data and len(data["val_captions"]) > 0
+
+    def save(path):
+        _train.save_checkpoint(path, model, opt, step=step, rng=rng, history=history, metadata=meta)
+
+    total = max_steps - step if max_steps is not None else max_seconds
+    bar = Progress(total, desc="caption", unit="step" if max_steps is not None else "s", enabled=progress)
+    say = bar.write if progress else log
+    start = last_t = time.perf_counter()
+    step0 = step
+    val = None
+    try:
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            b = rng.integers(0, len(caps), batch_size)
+            opt.zero_grad()
+            loss = model.captioner.loss(feats[idxs[b]], caps[b])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training diverged at step {step + 1}: loss is {loss}; lower the "
+                                         f"learning rate (the last checkpoint, if any, is untouched)")
+            if clip_norm:
+                _train.clip_grad_norm(model.captioner, clip_norm)
+            opt.step()
+            step += 1
+            if lr_decay != 1.0 and step % steps_per_epoch == 0:
+                opt.lr *= lr_decay
+            history["step"].append(step)
+            history["loss"].append(loss)
+            now = time.perf_counter()
+            bar.update(1 if max_steps is not None else now - last_t, loss=f"{loss:.3f}",
+                       caps_s=f"{(step - step0) * batch_size / max(now - start, 1e-9):,.0f}")
+            last_t = now
+            if has_val and eval_every and step % eval_every == 0:
+                val = evaluate(model.captioner, data, "val", max_images=eval_images)
+                history["val_step"].append(step)
+                history["val_bleu4"].append(val["bleu4"])
+                say(f"step {step}: val BLEU-4 {val['bleu4']:.3f}, exact {val['exact']:.1%} "
+                          f"({val['n_images']} images)")
+            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
+                save(checkpoint)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    if checkpoint:
+        save(checkpoint)
+    return {"model": model, "history": history, "val": val, "steps": step, "seconds": seconds}
+
+
+# ---------------------------------------------------------------- picture
+def caption_grid(images, generated, truth, path, cols=4, title=None):
+    """A PNG grid of images with the generated (green when exactly right, red otherwise) and the true
+    caption under each. Returns the path, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import textwrap
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 4.0 * rows), dpi=72)
+    for k, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(np.clip(images[k], 0, 1), interpolation="nearest")
+        ok = generated[k] == truth[k]
+        ax.set_title("gen: " + "\n".join(textwrap.wrap(generated[k], 30)), fontsize=8,
+                     color="green" if ok else "red")
+        ax.text(0.5, -0.04, "true: " + "\n".join(textwrap.wrap(truth[k], 30)), fontsize=8, ha="center",
+                va="top", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(h_pad=3.0)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

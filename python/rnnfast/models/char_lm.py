@@ -1,0 +1,483 @@
+"""Character-level language model: one-hot characters -> stacked RNN -> linear head -> softmax.
+
+What it is: the corpus (the running interpreter's standard-library sources by default, or any UTF-8
+file), the character vocabulary, N parallel streams trained by truncated BPTT with the hidden state
+carried between chunks, validation in bits per character, sampling (temperature, top-k, seed),
+checkpoints with exact resume, and the loss-curve plot. What it is not: the layers, losses, optimizers or
+checkpoint format (rnnfast.nn, rnnfast.topologies, rnnfast.train), nor the command line (rnnfast.cli).
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import string
+import time
+import zipfile
+
+import numpy as np
+
+from .. import train as _train
+from ..topologies import ManyToMany
+from ._progress import Progress
+
+KIND = "char_lm"
+_LN2 = math.log(2.0)
+_CORPUS_CHARS = set(string.printable) - set("\x0b\x0c\r")
+
+
+# ---------------------------------------------------------------- text
+def default_corpus(max_chars=1_000_000):
+    """The default training text: the standard library's own top-level .py files, found through the
+    running interpreter, sorted by name, those made only of printable ASCII, concatenated up to max_chars.
+    Returns (text, description). Deterministic for a given Python installation."""
+    root = os.path.dirname(os.__file__)
+    files = sorted(glob.glob(os.path.join(root, "*.py")))
+    parts, n, used = [], 0, 0
+    for f in files:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                t = fh.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not set(t) <= _CORPUS_CHARS:
+            continue
+        t = t[: max_chars - n]
+        parts.append(t)
+        n += len(t)
+        used += 1
+        if n >= max_chars:
+            break
+    if n == 0:
+        raise RuntimeError(f"no standard-library sources found under {root}; pass a text file instead")
+    return "".join(parts), f"{used} stdlib files from {root}, {n} chars"
+
+
+def load_text(path, max_chars=None):
+    """Read a UTF-8 text file. Raises FileNotFoundError, or ValueError for an empty, binary or non-UTF-8
+    file, or one with fewer than 2 characters."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text file not found: {path}")
+    with open(path, "rb") as fh:
+        raw = fh.read() if max_chars is None else fh.read(4 * max_chars)
+    if not raw:
+        raise ValueError(f"text file {path} is empty")
+    if b"\x00" in raw:
+        raise ValueError(f"text file {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if max_chars is not None and e.start >= len(raw) - 4:   # cut inside a multi-byte character
+            text = raw[:e.start].decode("utf-8")
+        else:
+            raise ValueError(f"text file {path} is not valid UTF-8 (byte {e.start}: {e.reason}); "
+                             f"give a UTF-8 text file") from None
+    if max_chars is not None:
+        text = text[:max_chars]
+    if len(text) < 2:
+        raise ValueError(f"text file {path} must hold at least 2 characters, got {len(text)}")
+    return text
+
+
+class CharVocab:
+    """The characters of a text, sorted; ids are positions in that order."""
+
+    def __init__(self, chars):
+        self.chars = "".join(sorted(set(chars)))
+        if not self.chars:
+            raise ValueError("a vocabulary needs at least one character")
+        self.index = {c: i for i, c in enumerate(self.chars)}
+        self._table = None
+
+    @property
+    def size(self):
+        return len(self.chars)
+
+    def encode(self, text, what="text"):
+        """ids (len(text),) int64. Unknown characters raise ValueError listing them."""
+        unknown = sorted(set(text) - self.index.keys())
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise ValueError(f"{what} has {len(unknown)} character(s) not in the model's vocabulary: {shown}")
+        if self._table is None and max(map(ord, self.chars)) < 65536:
+            table = np.full(65536, -1, np.int64)
+            table[[ord(c) for c in self.chars]] = np.arange(self.size)
+            self._table = table
+        if self._table is not None:
+            codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+            return self._table[codes]
+        return np.fromiter((self.index[c] for c in text), np.int64, len(text))
+
+    def decode(self, ids):
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def make_streams(ids, N):
+    """Cut the id sequence into N contiguous streams, time-major: (M // N, N)."""
+    M = len(ids) // N
+    if M < 2:
+        raise ValueError(f"the text ({len(ids)} characters) is too short for batch_size N = {N} streams; "
+                         f"each stream needs at least 2 characters")
+    return np.ascontiguousarray(np.asarray(ids[: M * N]).reshape(N, M).T)
+
+
+# ---------------------------------------------------------------- model
+def _leaves(module):
+    """The leaf layers (objects whose .params dict holds arrays) under a Module, depth first."""
+    kids = getattr(module, "_children", None)
+    if kids is None:
+        return [module]
+    return [leaf for child in kids.values() for leaf in _leaves(child)]
+
+
+class FlatParams:
+    """Every parameter of a Module in one contiguous buffer and every gradient in another; the layers'
+    .params/.grads entries become views into them. Given to an optimizer (it has .params, .grads and
+    zero_grad like a model) it turns a step into a few NumPy calls over one array instead of a loop over
+    parameters, and clipping into one dot product. Call rebind() after anything replaces the layers'
+    arrays (load_state_dict does)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.rebind()
+
+    def rebind(self):
+        leaves = _leaves(self.module)
+        items = [(leaf, k, v) for leaf in leaves for k, v in leaf.params.items()]
+        dtype = items[0][2].dtype
+        total = sum(v.size for _, _, v in items)
+        self.flat = np.empty(total, dtype)
+        self.grad = np.zeros(total, dtype)
+        off = 0
+        for leaf, k, v in items:
+            n = v.size
+            self.flat[off:off + n] = v.ravel()
+            self.grad[off:off + n] = leaf.grads[k].ravel()
+            leaf.params[k] = self.flat[off:off + n].reshape(v.shape)
+            leaf.grads[k] = self.grad[off:off + n].reshape(v.shape)
+            off += n
+        self.params = {"flat": self.flat}
+        self.grads = {"flat": self.grad}
+
+    def zero_grad(self):
+        self.grad.fill(0)
+
+
+def _xent(logits, y):
+    """Mean softmax cross-entropy over all T*N positions (every target counts): (loss, dlogits).
+    The char model's lean path; it equals nn.softmax_cross_entropy(..., reduction="mean")."""
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V)
+    rows = np.arange(z.shape[0])
+    t = y.ravel()
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1)
+    loss = float(np.log(s).sum() - z[rows, t].sum()) / len(t)
+    e /= s[:, None]
+    e[rows, t] -= 1.0
+    e *= 1.0 / len(t)
+    return loss, e.reshape(logits.shape)
+
+
+class CharLM:
+    """The model and its vocabulary. `net` is a topologies.ManyToMany over one-hot ids (no embedding)."""
+
+    def __init__(self, vocab, hidden_size=128, num_layers=1, nonlinearity="tanh", dtype=np.float32,
+                 backend=None, seed=0):
+        if not isinstance(vocab, CharVocab):
+            vocab = CharVocab(vocab)
+        self.vocab = vocab
+        self.config = {"hidden_size": int(hidden_size), "num_layers": int(num_layers),
+                       "nonlinearity": nonlinearity, "dtype": np.dtype(dtype).name}
+        self.net = ManyToMany(vocab_size=vocab.size, embed_size=None, hidden_size=int(hidden_size),
+                              num_layers=int(num_layers), output_size=vocab.size, task="classification",
+                              nonlinearity=nonlinearity, dtype=dtype, backend=backend, seed=seed)
+        self.dtype = np.dtype(dtype)
+        self.flat = FlatParams(self.net)
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict(state)
+        self.flat.rebind()
+
+    def train_loss(self, x, y, h):
+        """Forward, mean cross-entropy and backward on one chunk: ids x, y (T, N), state h (L, N, H).
+        Gradients accumulate into self.flat.grad. Returns (loss in nats per char, h_n)."""
+        logits, h_n = self.net.forward(x, h0=h)
+        loss, dlogits = _xent(logits, y)
+        self.net.backward(dlogits)
+        return loss, h_n
+
+    @property
+    def H(self):
+        return self.config["hidden_size"]
+
+    @property
+    def L(self):
+        return self.config["num_layers"]
+
+    def zero_state(self, N):
+        return np.zeros((self.L, N, self.H), self.dtype)
+
+    def metadata(self):
+        return {"kind": KIND, "vocab": self.vocab.chars, **self.config}
+
+    def step_logits(self, ids, h):
+        """Forward (inference, no cache) over ids (T, N) from state h (L, N, H): (logits (T, N, V), h_n)."""
+        self.net.eval()
+        try:
+            y, h_n = self.net.forward(np.asarray(ids, np.int64), h0=h)
+        finally:
+            self.net.train()
+        return y, h_n
+
+    def evaluate(self, ids, N=16, T=256, max_chars=None):
+        """Validation loss in bits per character over an id sequence, N streams, state carried."""
+        ids = np.asarray(ids if max_chars is None else ids[:max_chars])
+        N = max(1, min(N, (len(ids) - 1) // 2))
+        S = make_streams(ids, N)
+        h = self.zero_state(N)
+        total, count = 0.0, 0
+        for t in range(0, S.shape[0] - 1, T):
+            x, y = S[t:t + T], S[t + 1:t + T + 1]
+            x = x[: len(y)]
+            logits, h = self.step_logits(x, h)
+            z = logits - logits.max(axis=-1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            total -= float(np.take_along_axis(logp, y[..., None], axis=-1).sum())
+            count += y.size
+        return total / count / _LN2
+
+    def sample(self, prime, length, temperature=1.0, top_k=None, seed=None, chunk=256):
+        """Continue `prime` by `length` characters. temperature 0 is greedy. The prime is fed in chunks
+        of `chunk` steps with the state carried, so any prime length gives the same state as feeding it
+        whole. Returns the generated text (without the prime)."""
+        if not isinstance(prime, str) or not prime:
+            raise ValueError("prime must be a non-empty string (the text to continue)")
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and not 1 <= top_k:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        ids = self.vocab.encode(prime, "prime")
+        rng = np.random.default_rng(seed)
+        h = self.zero_state(1)
+        logits = None
+        for t in range(0, len(ids), chunk):
+            logits, h = self.step_logits(ids[t:t + chunk, None], h)
+        last = logits[-1]
+        out = np.empty(length, np.int64)
+        for i in range(length):
+            if temperature == 0:
+                nxt = _train.sample_logits(last, method="greedy")
+            else:
+                nxt = _train.sample_logits(last, method="sample", temperature=temperature,
+                                           top_k=None if top_k is None else min(top_k, self.vocab.size), rng=rng)
+            out[i] = int(nxt[0])
+            logits, h = self.step_logits(out[i:i + 1, None], h)
+            last = logits[-1]
+        return self.vocab.decode(out)
+
+
+def read_checkpoint_info(path):
+    """load_checkpoint(path)'s dict (nothing loaded into a model); FileNotFoundError when missing,
+    ValueError when the file is not an rnnfast checkpoint."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return _train.load_checkpoint(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not an rnnfast checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_model(path, backend=None):
+    """Build a CharLM from a checkpoint written by train_char_lm. Returns (model, info) where info is
+    load_checkpoint's dict. A checkpoint of another kind of model raises ValueError."""
+    info = read_checkpoint_info(path)
+    meta = info.get("metadata") or {}
+    if meta.get("kind") != KIND:
+        raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a character-level "
+                         f"language model ({KIND!r})")
+    model = CharLM(meta["vocab"], meta["hidden_size"], meta["num_layers"], meta["nonlinearity"],
+                   np.dtype(meta["dtype"]), backend=backend)
+    info = _train.load_checkpoint(path, model=model.net)
+    model.flat.rebind()
+    return model, info
+
+
+# ---------------------------------------------------------------- training
+_OPTIMIZERS = {"adam": _train.Adam, "sgd": _train.SGD, "rmsprop": _train.RMSprop, "adagrad": _train.Adagrad}
+
+
+def make_optimizer(name, model, lr):
+    """An optimizer of rnnfast.train over the model's flat parameter buffer."""
+    try:
+        cls = _OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {name!r}") from None
+    return cls(model.flat, lr=lr)
+
+
+def split_text(text, val_fraction=0.1):
+    """Train/validation split: the last val_fraction of the text is held out."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    cut = int(len(text) * (1.0 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch_size=32, lr=2e-3,
+                  optimizer="adam", max_steps=None, max_seconds=None, seed=0, clip_norm=5.0,
+                  val_fraction=0.1, val_max_chars=50_000, eval_every=None, sample_every=None, sample_length=200,
+                  checkpoint=None, checkpoint_every=None, resume=None, progress=True, log=print,
+                  backend=None, nonlinearity="tanh", dtype=np.float32, text_source=None):
+    """Train by truncated BPTT over N = batch_size parallel streams, chunks of T = seq_length.
+
+    Stops after max_steps updates or max_seconds of training (whichever first; at least one must be
+    given). With `resume` (a checkpoint path) the model, optimizer, step, RNG, stream position and
+    carried state are restored, and with a step budget the run continues exactly as if uninterrupted
+    (give the same text; text_source, e.g. a file name, is only recorded in the checkpoint).
+    Returns a dict: model, history {"step", "loss" (bits/char per step), "val_step", "val_bpc"},
+    val_bpc, steps, seconds, chars_per_sec.
+    """
+    if max_steps is None and max_seconds is None:
+        raise ValueError("give max_steps or max_seconds (a step or a time budget)")
+    if text is None:
+        text, _ = default_corpus()
+    if resume is not None:
+        model, info = load_model(resume, backend=backend)
+        meta = info["metadata"]
+        state = meta["train_state"]
+        seq_length, batch_size = state["seq_length"], state["batch_size"]
+        opt = make_optimizer(state["optimizer"], model, state["lr"])
+        rng = np.random.default_rng()
+        info = _train.load_checkpoint(resume, optimizer=opt, rng=rng)
+        step = int(info["step"])
+        pos = int(state["pos"])
+        h = np.asarray(state["h"], model.dtype).reshape(model.L, batch_size, model.H)
+        history = {k: list(v) for k, v in (info.get("history") or {"step": [], "loss": []}).items()}
+        history["val_step"], history["val_bpc"] = list(state["val_step"]), list(state["val_bpc"])
+        val_fraction, clip_norm = state["val_fraction"], state["clip_norm"]
+    else:
+        model = CharLM(CharVocab(text), hidden_size, num_layers, nonlinearity, dtype, backend, seed)
+        opt = make_optimizer(optimizer, model, lr)
+        rng = np.random.default_rng(seed)
+        step, pos, h = 0, 0, None
+        history = {"step": [], "loss": [], "val_step": [], "val_bpc": []}
+        state = {"text_source": text_source, "text_chars": len(text),
+                 "seq_length": int(seq_length), "batch_size": int(batch_size), "optimizer": optimizer.lower(),
+                 "lr": float(lr), "val_fraction": float(val_fraction), "clip_norm": clip_norm}
+    T, N = int(seq_length), int(batch_size)
+    if T < 1 or N < 1:
+        raise ValueError(f"seq_length T and batch_size N must be >= 1, got T = {T}, N = {N}")
+    train_text, val_text = split_text(text, val_fraction)
+    ids = model.vocab.encode(train_text, "training text")
+    S = make_streams(ids, N)
+    if h is None:
+        h = model.zero_state(N)
+    val_ids = model.vocab.encode(val_text, "validation text") if len(val_text) >= 2 else None
+    if eval_every is None:
+        eval_every = max(1, max_steps // 5) if max_steps else 500
+
+    def save(path):
+        meta = model.metadata()
+        meta["train_state"] = dict(state, pos=pos, h=h.astype(np.float64).ravel().tolist(),
+                                   val_step=history["val_step"], val_bpc=history["val_bpc"])
+        _train.save_checkpoint(path, model.net, opt, step=step, rng=rng, history=history, metadata=meta)
+
+    def validate():
+        if val_ids is None:
+            return None
+        bpc = model.evaluate(val_ids, max_chars=val_max_chars)
+        history["val_step"].append(step)
+        history["val_bpc"].append(bpc)
+        return bpc
+
+    total = max_steps - step if max_steps is not None else max_seconds
+    bar = Progress(total, desc="train-char", unit="step" if max_steps is not None else "s", enabled=progress)
+    say = bar.write if progress else log
+    start = time.perf_counter()
+    last_t = start
+    chars = 0
+    bpc_avg = None
+    try:
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            now = time.perf_counter()
+            if max_seconds is not None and now - start >= max_seconds:
+                break
+            if pos + T + 1 > S.shape[0]:          # end of an epoch: wrap, reset the state
+                pos = 0
+                h = model.zero_state(N)
+            x, y = S[pos:pos + T], S[pos + 1:pos + T + 1]
+            opt.zero_grad()
+            loss, h = model.train_loss(x, y, h)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training diverged at step {step + 1}: loss is {loss}; lower the "
+                                         f"learning rate (the last checkpoint, if any, is untouched)")
+            if clip_norm:
+                _train.clip_grad_norm(model.flat, clip_norm)
+            opt.step()
+            step += 1
+            pos += T
+            chars += T * N
+            bpc = loss / _LN2
+            history["step"].append(step)
+            history["loss"].append(bpc)
+            bpc_avg = bpc if bpc_avg is None else 0.95 * bpc_avg + 0.05 * bpc
+            now = time.perf_counter()
+            elapsed = now - start
+            bar.update(1 if max_steps is not None else now - last_t, loss=f"{loss:.3f}", bpc=f"{bpc_avg:.3f}",
+                       chars_s=f"{chars / max(elapsed, 1e-9):,.0f}")
+            last_t = now
+            if eval_every and step % eval_every == 0:
+                v = validate()
+                if v is not None:
+                    say(f"step {step}: val {v:.3f} bits/char")
+            if sample_every and step % sample_every == 0:
+                say(f"--- sample at step {step} ---\n"
+                          + model.sample(model.vocab.decode(x[-1:, 0]), sample_length, 0.8, seed=step)
+                          + "\n---")
+            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
+                save(checkpoint)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    done = history["val_step"] and history["val_step"][-1] == step
+    val_bpc = history["val_bpc"][-1] if done else validate()
+    if checkpoint:
+        save(checkpoint)
+    return {"model": model, "history": history, "val_bpc": val_bpc, "steps": step, "seconds": seconds,
+            "chars_per_sec": chars / max(seconds, 1e-9), "uniform_bpc": math.log2(model.vocab.size)}
+
+
+def plot_history(history, path, title="character-level LM"):
+    """Write the loss curve (train bits/char, smoothed, and validation bits/char) as a PNG. Returns the path,
+    or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"])
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    if len(loss):
+        k = max(1, len(loss) // 100)
+        sm = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], sm, label="train (smoothed)", lw=1.2)
+    if history.get("val_step"):
+        ax.plot(history["val_step"], history["val_bpc"], "o-", label="validation", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits / character")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

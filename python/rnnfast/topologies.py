@@ -1,0 +1,506 @@
+"""The five sequence topologies on top of the RNN layer: one-to-one, one-to-many, many-to-one, many-to-many
+and sequence-to-sequence, each a small Module with forward, backward, loss (+ gradients) and, where it
+generates, generate. Time-major throughout: sequences are (T, N, D) floats or (T, N) token ids.
+What it is not: the kernels (rnnfast.functional), the layers (rnnfast.nn) or training loops (rnnfast.train).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .nn import RNN, Embedding, Linear, Module, OneHotRNN, _check_size, mse, softmax_cross_entropy
+
+_TASKS = ("classification", "regression")
+
+
+def _seeds(seed, k):
+    return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=k)]
+
+
+def _check_lengths(lengths, T, N):
+    """lengths (N,) ints in [1, T] as int64, or None meaning every sequence has T steps."""
+    if lengths is None:
+        if T < 1:
+            raise ValueError("the sequences must have T >= 1 steps, got T = 0")
+        return np.full(N, T, dtype=np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array of shape (N,) = ({N},), got dtype {lengths.dtype}")
+    if lengths.shape != (N,):
+        raise ValueError(f"lengths must have shape (N,) = ({N},), got {lengths.shape}")
+    if N and (lengths.min() < 1 or lengths.max() > T):
+        bad = int(lengths.min()) if lengths.min() < 1 else int(lengths.max())
+        raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got {bad}")
+    return lengths.astype(np.int64)
+
+
+def _check_task(task):
+    if task not in _TASKS:
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    return task
+
+
+@contextlib.contextmanager
+def _inference(model):
+    """Run without keeping caches, restoring the previous train/eval mode afterwards."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _head_loss(task, y, targets, mask, reduction):
+    if task == "classification":
+        return softmax_cross_entropy(y, targets, mask=mask, reduction=reduction)
+    return mse(y, targets, mask=mask, reduction="mean" if reduction == "mean" else "sum")
+
+
+class _SeqInput(Module):
+    """The input side shared by the topologies: floats (T, N, D) -> RNN(D, H); token ids (T, N) ->
+    Embedding(V, E) -> RNN(E, H) when embed_size is given, else OneHotRNN(V, H) (no (T*N, V) GEMM).
+    With layerwise=True the stack is L single-layer RNNs (children rnn_l0, rnn_l1, ...) so that every
+    layer's outputs are visible and can receive gradient (the seq2seq encoder needs each layer's state at
+    each sequence's last valid step)."""
+
+    def __init__(self, hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity, dtype,
+                 backend, seed, layerwise=False):
+        super().__init__()
+        if (input_size is None) == (vocab_size is None):
+            raise ValueError("give exactly one of input_size (float inputs) or vocab_size (token ids)")
+        if input_size is not None and embed_size is not None:
+            raise ValueError("embed_size applies to token inputs (vocab_size), not to input_size")
+        H = _check_size("hidden_size", hidden_size)
+        L = _check_size("num_layers", num_layers)
+        self.kind = "float" if input_size is not None else ("embed" if embed_size is not None else "onehot")
+        self.dtype, self.layerwise, self.num_layers, self.hidden_size = np.dtype(dtype), layerwise, L, H
+        self.vocab_size = None if vocab_size is None else _check_size("vocab_size", vocab_size)
+        s = _seeds(seed, L + 1)
+        kw = dict(nonlinearity=nonlinearity, dtype=dtype, backend=backend)
+        if self.kind == "embed":
+            self.embed = Embedding(self.vocab_size, _check_size("embed_size", embed_size), dtype=dtype, seed=s[L])
+        D = input_size if self.kind == "float" else embed_size
+        first_layers = 1 if layerwise else L
+        if self.kind == "onehot":
+            first = OneHotRNN(self.vocab_size, H, first_layers, seed=s[0], **kw)
+        else:
+            first = RNN(_check_size("input_size", D), H, first_layers, seed=s[0], **kw)
+        if layerwise:
+            self.rnn_l0 = first
+            for k in range(1, L):
+                setattr(self, f"rnn_l{k}", RNN(H, H, 1, seed=s[k], **kw))
+        else:
+            self.rnn = first
+
+    def _layers(self):
+        return [getattr(self, f"rnn_l{k}") for k in range(self.num_layers)] if self.layerwise else [self.rnn]
+
+    def dims(self, x):
+        """(T, N) of the input, validated: floats (T, N, D) or ids (T, N); N = 0 is an error."""
+        x = np.asarray(x) if not hasattr(x, "shape") else x
+        if self.kind == "float":
+            if x.ndim != 3:
+                raise ValueError(f"x must have shape (T, N, D), got {tuple(x.shape)}")
+        else:
+            if x.ndim != 2:
+                raise ValueError(f"token ids must have shape (T, N), got {tuple(x.shape)}")
+        T, N = x.shape[:2]
+        if N == 0:
+            raise ValueError(f"empty batch: N = 0 sequences (input shape {tuple(x.shape)})")
+        return T, N
+
+    def forward(self, x, h0=None, c=None, need_cache=None):
+        """-> (out (T, N, H), h_n (L, N, H)); in layerwise mode self.layer_outputs holds every layer's out."""
+        if self.kind == "embed":
+            x = self.embed.forward(x, need_cache)
+        if not self.layerwise:
+            return self.rnn.forward(x, h0, c, need_cache)
+        outs, hns = [], []
+        for k, r in enumerate(self._layers()):
+            x, hn = r.forward(x, None if h0 is None else h0[k:k + 1], c if k == 0 else None, need_cache)
+            outs.append(x)
+            hns.append(hn[0])
+        self.layer_outputs = outs
+        return x, np.stack(hns)
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None, dlayers=None):
+        """-> (dh0 (L, N, H), dc or None). dlayers: optional per-layer extra output gradients (layerwise)."""
+        if not self.layerwise:
+            res = self.rnn.backward(dout, dh_n)
+            dx, dh0, dc = res if len(res) == 3 else (res[0], res[1], None)
+        else:
+            dh0s, d, dc = [None] * self.num_layers, dout, None
+            for k in reversed(range(self.num_layers)):
+                if dlayers is not None and dlayers[k] is not None:
+                    d = dlayers[k] if d is None else d + dlayers[k]
+                res = self._layers()[k].backward(d, None if dh_n is None else dh_n[k:k + 1])
+                d, dh0s[k] = res[0], res[1][0]
+                if k == 0 and len(res) == 3:
+                    dc = res[2]
+            dx, dh0 = d, np.stack(dh0s)
+        if self.kind == "embed":
+            self.embed.backward(dx)
+        return dh0, dc
+
+
+class OneToOne(Module):
+    """A single step, the degenerate case: x (N, D) or ids (N,) -> RNN step from h = 0 -> Linear head.
+    forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or (N, output_size) floats)."""
+
+    def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+        super().__init__()
+        self.task = _check_task(task)
+        s = _seeds(seed, 2)
+        self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
+                                 dtype, backend, s[0])
+        self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
+
+    def forward(self, x):
+        x = np.asarray(x) if not hasattr(x, "shape") else x
+        xs = x[None]
+        self.encoder.dims(xs)
+        out, _ = self.encoder.forward(xs)
+        return self.head.forward(out[0])
+
+    __call__ = forward
+
+    def backward(self, dy):
+        dh = self.head.backward(dy)
+        self.encoder.backward(dh[None])
+
+    def loss(self, x, targets, reduction="sum"):
+        y = self.forward(x)
+        loss, dy = _head_loss(self.task, y, targets, None, reduction)
+        self.backward(dy)
+        return loss
+
+    def predict(self, x):
+        with _inference(self):
+            y = self.forward(x)
+        return y.argmax(axis=-1) if self.task == "classification" else y
+
+
+class ManyToOne(Module):
+    """A sequence -> one output from the top layer's state at each sequence's last valid step.
+
+    forward(x (T, N, D) or ids (T, N), lengths=None) -> y (N, output_size). With lengths (N,) in [1, T],
+    sequence n reads the top-layer output at step lengths[n] - 1; the RNN is causal, so the padding after it
+    cannot change that value, and backward puts the head's gradient exactly there (padding gets none).
+    """
+
+    def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+        super().__init__()
+        self.task = _check_task(task)
+        s = _seeds(seed, 2)
+        self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
+                                 dtype, backend, s[0])
+        self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
+
+    def forward(self, x, lengths=None):
+        T, N = self.encoder.dims(x)
+        lengths = _check_lengths(lengths, T, N)
+        out, _ = self.encoder.forward(x)
+        last = out[lengths - 1, np.arange(N)]          # (N, H): each sequence's own last valid step
+        self._fw = (lengths, out.shape, out.dtype)
+        return self.head.forward(last)
+
+    __call__ = forward
+
+    def backward(self, dy):
+        lengths, shape, dtype = self._fw
+        dlast = self.head.backward(dy)
+        dout = np.zeros(shape, dtype=dtype)
+        dout[lengths - 1, np.arange(shape[1])] = dlast  # only the steps that were read get gradient
+        self.encoder.backward(dout)
+
+    def loss(self, x, targets, lengths=None, reduction="sum"):
+        y = self.forward(x, lengths)
+        loss, dy = _head_loss(self.task, y, targets, None, reduction)
+        self.backward(dy)
+        return loss
+
+    def predict(self, x, lengths=None):
+        with _inference(self):
+            y = self.forward(x, lengths)
+        return y.argmax(axis=-1) if self.task == "classification" else y
+
+
+class ManyToMany(Module):
+    """Aligned sequence -> sequence: an output at every step, loss summed over steps, masks for padding.
+
+    forward(x, h0=None) -> (y (T, N, output_size), h_n (L, N, H)). loss(x, targets, mask=None,
+    reduction="sum", h0=None, return_state=False) -> loss, or (loss, h_n): the protocol the truncated-BPTT
+    trainer uses (h_n is plain data: carrying it into the next chunk passes no gradient back).
+    """
+
+    def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+        super().__init__()
+        self.task = _check_task(task)
+        s = _seeds(seed, 2)
+        self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
+                                 dtype, backend, s[0])
+        self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
+
+    def forward(self, x, h0=None):
+        self.encoder.dims(x)
+        out, h_n = self.encoder.forward(x, h0)
+        return self.head.forward(out), h_n
+
+    __call__ = forward
+
+    def backward(self, dy, dh_n=None):
+        """-> dh0 (L, N, H), the gradient reaching the initial state."""
+        dout = self.head.backward(dy)
+        dh0, _ = self.encoder.backward(dout, dh_n)
+        return dh0
+
+    def loss(self, x, targets, mask=None, reduction="sum", h0=None, return_state=False):
+        y, h_n = self.forward(x, h0)
+        loss, dy = _head_loss(self.task, y, targets, mask, reduction)
+        self.backward(dy)
+        return (loss, h_n) if return_state else loss
+
+    def predict(self, x, h0=None):
+        with _inference(self):
+            y, _ = self.forward(x, h0)
+        return y.argmax(axis=-1) if self.task == "classification" else y
+
+
+def _decode_step(decoder, head, prev, h, c):
+    out, h = decoder.forward(prev[None], h, c, need_cache=False)
+    return head.forward(out[0], need_cache=False), h
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class OneToMany(Module):
+    """A code vector -> a token sequence. h0 (L, N, H) = Linear(code_size, L*H)(code) (an affine map); with
+    feed_code also c = Linear(code_size, H)(code), added at every step of layer 0 (as image features in
+    captioning). Teacher forcing in training: the decoder reads [start_token, targets[:-1]].
+
+    forward(code (N, C), inputs (T, N) ids) -> logits (T, N, V); loss(code, targets (T, N), mask=None);
+    generate(code, T, ...) -> ids (T, N).
+    """
+
+    def __init__(self, code_size, hidden_size, vocab_size, embed_size=None, num_layers=1, feed_code=False,
+                 start_token=0, nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+        super().__init__()
+        s = _seeds(seed, 4)
+        H, L = _check_size("hidden_size", hidden_size), _check_size("num_layers", num_layers)
+        self.code_size, self.vocab_size = _check_size("code_size", code_size), _check_size("vocab_size", vocab_size)
+        if not 0 <= start_token < vocab_size:
+            raise ValueError(f"start_token must lie in [0, V) = [0, {vocab_size}), got {start_token}")
+        self.start_token, self.feed_code, self.dtype = int(start_token), bool(feed_code), np.dtype(dtype)
+        self.init = Linear(self.code_size, L * H, dtype=dtype, seed=s[0])
+        if feed_code:
+            self.code_in = Linear(self.code_size, H, dtype=dtype, seed=s[1])
+        self.decoder = _SeqInput(H, L, None, vocab_size, embed_size, nonlinearity, dtype, backend, s[2])
+        self.head = Linear(H, self.vocab_size, dtype=dtype, seed=s[3])
+
+    def _start(self, code, need_cache=None):
+        code = np.asarray(code) if not hasattr(code, "shape") else code
+        if code.ndim != 2 or code.shape[1] != self.code_size:
+            raise ValueError(f"code must have shape (N, C) with C = {self.code_size}, got {tuple(code.shape)}")
+        if code.shape[0] == 0:
+            raise ValueError("empty batch: code has N = 0 rows")
+        N, L, H = code.shape[0], self.decoder.num_layers, self.decoder.hidden_size
+        h0 = np.ascontiguousarray(self.init.forward(code, need_cache).reshape(N, L, H).transpose(1, 0, 2))
+        c = self.code_in.forward(code, need_cache) if self.feed_code else None
+        return h0, c
+
+    def forward(self, code, inputs):
+        h0, c = self._start(code)
+        T, N = self.decoder.dims(inputs)
+        if N != code.shape[0]:
+            raise ValueError(f"inputs must have shape (T, N) with N = {code.shape[0]} (code's rows), got "
+                             f"{tuple(np.shape(inputs))}")
+        out, _ = self.decoder.forward(inputs, h0, c)
+        return self.head.forward(out)
+
+    __call__ = forward
+
+    def backward(self, dlogits):
+        dout = self.head.backward(dlogits)
+        dh0, dc = self.decoder.backward(dout)
+        L, N, H = dh0.shape
+        self.init.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(N, L * H))
+        if self.feed_code:
+            self.code_in.backward(dc)
+
+    def teacher_inputs(self, targets, mask=None):
+        """[start_token, targets[:-1]]; masked (padding) targets are replaced by start_token."""
+        targets = np.asarray(targets)
+        if targets.ndim != 2:
+            raise ValueError(f"targets must have shape (T, N), got {targets.shape}")
+        t = targets if mask is None else np.where(np.asarray(mask) != 0, targets, self.start_token)
+        return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
+
+    def loss(self, code, targets, mask=None, reduction="sum"):
+        logits = self.forward(code, self.teacher_inputs(targets, mask))
+        loss, dl = softmax_cross_entropy(logits, targets, mask=mask, reduction=reduction)
+        self.backward(dl)
+        return loss
+
+    def generate(self, code, T, method="greedy", temperature=1.0, top_k=None, seed=None, end_token=None):
+        """Generate T tokens per code row, feeding each back; after end_token (if given) the rest is
+        end_token. method "greedy" or "sample" (temperature, top_k; reproducible with seed)."""
+        from .train import sample_logits
+        T = _check_size("T", T, 0)
+        rng = np.random.default_rng(seed)
+        with _inference(self):
+            h, c = self._start(code, need_cache=False)
+            N = h.shape[1]
+            ids = np.empty((T, N), dtype=np.int64)
+            prev = np.full(N, self.start_token, dtype=np.int64)
+            done = np.zeros(N, dtype=bool)
+            for t in range(T):
+                logits, h = _decode_step(self.decoder, self.head, prev, h, c)
+                tok = sample_logits(logits, method, temperature, top_k, rng)
+                if end_token is not None:
+                    tok = np.where(done, end_token, tok)
+                    done |= tok == end_token
+                ids[t] = prev = tok
+        return ids
+
+
+class Seq2Seq(Module):
+    """Sequence to sequence: an encoder (many-to-one) over source ids and a decoder (one-to-many) started
+    from its final state; source and target vocabularies differ.
+
+    The context is every encoder layer's state at each sequence's last valid step, (L, N, H); the decoder
+    starts from h0 = context and, with feed_context, also gets c = Linear(H, H)(context[L-1]) at every step.
+    Training is teacher-forced (decoder inputs [start_token, tgt[:-1]]); generate decodes greedily or with
+    beam search. Parameter names: encoder.rnn_l{k}.*, decoder.rnn.*, [encoder|decoder].embed.weight,
+    context.*, head.*.
+    """
+
+    def __init__(self, src_vocab, tgt_vocab, hidden_size, num_layers=1, src_embed=None, tgt_embed=None,
+                 feed_context=False, start_token=0, end_token=1, nonlinearity="tanh", dtype=np.float32,
+                 backend=None, seed=0):
+        super().__init__()
+        s = _seeds(seed, 4)
+        H, L = _check_size("hidden_size", hidden_size), _check_size("num_layers", num_layers)
+        self.tgt_vocab = _check_size("tgt_vocab", tgt_vocab)
+        for name, v in (("start_token", start_token), ("end_token", end_token)):
+            if not 0 <= v < tgt_vocab:
+                raise ValueError(f"{name} must lie in [0, V_tgt) = [0, {tgt_vocab}), got {v}")
+        self.start_token, self.end_token = int(start_token), int(end_token)
+        self.feed_context, self.dtype = bool(feed_context), np.dtype(dtype)
+        self.encoder = _SeqInput(H, L, None, src_vocab, src_embed, nonlinearity, dtype, backend, s[0],
+                                 layerwise=True)
+        if feed_context:
+            self.context = Linear(H, H, dtype=dtype, seed=s[1])
+        self.decoder = _SeqInput(H, L, None, tgt_vocab, tgt_embed, nonlinearity, dtype, backend, s[2])
+        self.head = Linear(H, self.tgt_vocab, dtype=dtype, seed=s[3])
+
+    def encode(self, src, src_lengths=None, need_cache=None):
+        """-> (context (L, N, H), c (N, H) or None)."""
+        T, N = self.encoder.dims(src)
+        lengths = _check_lengths(src_lengths, T, N)
+        self.encoder.forward(src, need_cache=need_cache)
+        idx = (lengths - 1, np.arange(N))
+        ctx = np.ascontiguousarray(np.stack([o[idx] for o in self.encoder.layer_outputs]))
+        self._enc = (lengths, T, N)
+        c = self.context.forward(ctx[-1], need_cache) if self.feed_context else None
+        return ctx, c
+
+    def forward(self, src, tgt_in, src_lengths=None):
+        ctx, c = self.encode(src, src_lengths)
+        T, N = self.decoder.dims(tgt_in)
+        if N != ctx.shape[1]:
+            raise ValueError(f"tgt_in must have shape (T, N) with N = {ctx.shape[1]} (the source batch), got "
+                             f"{tuple(np.shape(tgt_in))}")
+        out, _ = self.decoder.forward(tgt_in, ctx, c)
+        return self.head.forward(out)
+
+    __call__ = forward
+
+    def backward(self, dlogits):
+        dout = self.head.backward(dlogits)
+        dctx, dc = self.decoder.backward(dout)          # into the context (the decoder's h0) and c
+        if self.feed_context:
+            dctx[-1] += self.context.backward(dc)
+        lengths, T, N = self._enc
+        H = dctx.shape[2]
+        dlayers = []
+        for k in range(dctx.shape[0]):                  # each layer's state was read at its last valid step
+            d = np.zeros((T, N, H), dtype=dctx.dtype)
+            d[lengths - 1, np.arange(N)] = dctx[k]
+            dlayers.append(d)
+        self.encoder.backward(None, None, dlayers)
+
+    def teacher_inputs(self, tgt, mask=None):
+        tgt = np.asarray(tgt)
+        if tgt.ndim != 2:
+            raise ValueError(f"tgt must have shape (T, N), got {tgt.shape}")
+        t = tgt if mask is None else np.where(np.asarray(mask) != 0, tgt, self.end_token)
+        return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
+
+    def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction="sum"):
+        logits = self.forward(src, self.teacher_inputs(tgt, tgt_mask), src_lengths)
+        loss, dl = softmax_cross_entropy(logits, tgt, mask=tgt_mask, reduction=reduction)
+        self.backward(dl)
+        return loss
+
+    def sequence_log_prob(self, src, tgt, src_lengths=None):
+        """log p(tgt | src) per sequence (N,), summed up to and including the first end_token."""
+        with _inference(self):
+            logits = self.forward(src, self.teacher_inputs(tgt), src_lengths)
+        lp = np.take_along_axis(_log_softmax(logits), np.asarray(tgt)[..., None], axis=-1)[..., 0]
+        is_end = np.asarray(tgt) == self.end_token
+        after = np.cumsum(is_end, axis=0) - is_end > 0    # steps strictly after the first end
+        return np.where(after, 0.0, lp).sum(axis=0)
+
+    def generate(self, src, max_len, src_lengths=None, method="greedy", beam_size=4, return_scores=False):
+        """Decode up to max_len tokens -> ids (max_len, N) (after end_token the rest is end_token), and with
+        return_scores also each sequence's log-probability. method "greedy" or "beam" (beam_size beams per
+        source; the highest total log-probability wins, ties to the earlier beam)."""
+        max_len = _check_size("max_len", max_len, 1)
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"method must be 'greedy' or 'beam', got {method!r}")
+        with _inference(self):
+            ctx, c = self.encode(src, src_lengths, need_cache=False)
+            if method == "greedy":
+                ids, scores = self._beam(ctx, c, max_len, 1)
+            else:
+                ids, scores = self._beam(ctx, c, max_len, _check_size("beam_size", beam_size))
+        return (ids, scores) if return_scores else ids
+
+    def _beam(self, ctx, c, max_len, K):
+        L, N, H = ctx.shape
+        V, end = self.tgt_vocab, self.end_token
+        h = np.repeat(ctx, K, axis=1)                   # (L, N*K, H): beam k of source n is row n*K + k
+        cb = None if c is None else np.repeat(c, K, axis=0)
+        scores = np.full((N, K), -np.inf)
+        scores[:, 0] = 0.0                              # one live beam at the start
+        toks = np.full((max_len, N, K), end, dtype=np.int64)
+        done = np.zeros((N, K), dtype=bool)
+        prev = np.full(N * K, self.start_token, dtype=np.int64)
+        rows = np.arange(N)[:, None]
+        for t in range(max_len):
+            logits, h = _decode_step(self.decoder, self.head, prev, h, cb)
+            lp = _log_softmax(logits.astype(np.float64)).reshape(N, K, V)
+            lp[done] = -np.inf                          # a finished beam only continues with end, at no cost
+            lp[done, end] = 0.0
+            cand = (scores[:, :, None] + lp).reshape(N, K * V)
+            top = np.argsort(-cand, axis=1, kind="stable")[:, :K]
+            beam, tok = top // V, top % V
+            scores = np.take_along_axis(cand, top, axis=1)
+            toks = toks[:, rows, beam]
+            toks[t] = tok
+            done = done[rows, beam] | (tok == end)
+            h = np.ascontiguousarray(h.reshape(L, N, K, H)[:, rows, beam].reshape(L, N * K, H))
+            prev = tok.reshape(-1)
+            if done.all():
+                break
+        return toks[:, :, 0], scores[:, 0]

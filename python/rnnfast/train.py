@@ -1,0 +1,460 @@
+"""Training: optimizers (SGD with momentum, Adagrad, RMSprop, Adam), gradient clipping, sampling from
+logits, atomic .npz checkpoints (no pickle) and a Trainer with a truncated-BPTT loop, NaN guard, progress
+bar (tqdm when installed) and loss history. What it is not: models (rnnfast.topologies, rnnfast.models)
+or the math of any layer (rnnfast.nn). A "model" here is anything with .params / .grads dicts
+(rnnfast.RNN, rnnfast.nn.Module) and, for Trainer, a loss(...) method that accumulates gradients.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+# ---- optimizers ----
+
+
+def _host(a):
+    """A NumPy copy of a NumPy or GPU (CuPy) array."""
+    return np.array(a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a)
+
+
+def _like(a, ref):
+    """`a` as an array of ref's dtype on ref's device (NumPy, or CuPy for GPU-resident parameters)."""
+    a = np.asarray(a, dtype=ref.dtype)
+    if isinstance(ref, np.ndarray):
+        return a.copy()
+    from ._cuda_backend import to_device
+    return to_device(a)
+
+
+def _dicts(model_or_grads):
+    if isinstance(model_or_grads, dict):
+        return model_or_grads
+    return model_or_grads.grads
+
+
+class Optimizer:
+    """Updates model.params in place from model.grads, both looked up by name at every step (so a
+    load_state_dict that replaces the arrays is followed). State is per parameter name."""
+
+    def __init__(self, model, lr):
+        if not (hasattr(model, "params") and hasattr(model, "grads")):
+            raise TypeError(f"model must have .params and .grads dicts, got {type(model).__name__}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        self.model, self.lr, self.t = model, float(lr), 0
+        self.state = {}          # slot name -> {param name -> array}
+
+    def _slot(self, slot, name, like):
+        d = self.state.setdefault(slot, {})
+        if name not in d:
+            d[name] = np.zeros_like(like)
+        return d[name]
+
+    def zero_grad(self):
+        self.model.zero_grad()
+
+    def step(self):
+        self.t += 1
+        grads = self.model.grads
+        for name, p in self.model.params.items():
+            self._update(name, p, grads[name])
+
+    def state_dict(self):
+        """Flat {key: array}: "t", "lr" and "<slot>/<param name>" for every state array."""
+        out = {"t": np.array(self.t, dtype=np.int64), "lr": np.array(self.lr)}
+        for slot, d in self.state.items():
+            for name, a in d.items():
+                out[f"{slot}/{name}"] = _host(a)
+        return out
+
+    def load_state_dict(self, state):
+        params = self.model.params
+        new = {}
+        for key, a in state.items():
+            if key in ("t", "lr"):
+                continue
+            slot, _, name = key.partition("/")
+            if name not in params:
+                raise KeyError(f"optimizer state {key!r} names no parameter of the model")
+            if np.shape(a) != params[name].shape:
+                raise ValueError(f"optimizer state {key!r} must have shape {params[name].shape}, got {np.shape(a)}")
+            new.setdefault(slot, {})[name] = _like(a, params[name])
+        self.state = new
+        self.t = int(state["t"])
+        self.lr = float(state["lr"])
+
+
+class SGD(Optimizer):
+    """p -= lr * v with v = momentum * v + g (torch's SGD; plain SGD when momentum = 0)."""
+
+    def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(model, lr)
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+
+    def _update(self, name, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            bufs = self.state.setdefault("momentum", {})
+            if name not in bufs:                 # torch: the first buffer is the gradient itself
+                bufs[name] = g.copy()
+            else:
+                bufs[name] *= self.momentum
+                bufs[name] += g
+            g = bufs[name]
+        p -= self.lr * g
+
+
+class Adagrad(Optimizer):
+    """s += g^2; p -= lr * g / (sqrt(s) + eps) (torch's Adagrad)."""
+
+    def __init__(self, model, lr=1e-2, eps=1e-10):
+        super().__init__(model, lr)
+        self.eps = float(eps)
+
+    def _update(self, name, p, g):
+        s = self._slot("sum", name, p)
+        s += g * g
+        p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+
+class RMSprop(Optimizer):
+    """s = alpha * s + (1 - alpha) * g^2; p -= lr * g / (sqrt(s) + eps) (torch's RMSprop)."""
+
+    def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8):
+        super().__init__(model, lr)
+        self.alpha, self.eps = float(alpha), float(eps)
+
+    def _update(self, name, p, g):
+        s = self._slot("square_avg", name, p)
+        s *= self.alpha
+        s += (1 - self.alpha) * g * g
+        p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (torch's): m, v moving averages of g and g^2;
+    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(model, lr)
+        self.b1, self.b2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
+
+    def _update(self, name, p, g):
+        m, v = self._slot("exp_avg", name, p), self._slot("exp_avg_sq", name, p)
+        m *= self.b1
+        m += (1 - self.b1) * g
+        v *= self.b2
+        v += (1 - self.b2) * g * g
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+
+
+# ---- clipping ----
+
+
+def clip_grad_value(model_or_grads, clip):
+    """Clamp every gradient element to [-clip, clip], in place."""
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip!r}")
+    for g in _dicts(model_or_grads).values():
+        np.clip(g, -clip, clip, out=g)
+
+
+def clip_grad_norm(model_or_grads, max_norm):
+    """Scale all gradients together so their global L2 norm is at most max_norm; returns the norm before."""
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    grads = list(_dicts(model_or_grads).values())
+    total = math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
+                          for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= scale
+    return total
+
+
+# ---- sampling ----
+
+
+def sample_logits(logits, method="greedy", temperature=1.0, top_k=None, rng=None):
+    """Token ids (N,) from logits (N, V) (or (V,) -> a scalar id).
+
+    "greedy": argmax. "sample": from softmax(logits / temperature), restricted to the top_k largest when
+    top_k is given. rng: an np.random.Generator or an int seed (the same seed gives the same ids).
+    """
+    logits = np.asarray(logits)
+    one = logits.ndim == 1
+    z = logits[None] if one else logits
+    if z.ndim != 2 or z.shape[1] < 1:
+        raise ValueError(f"logits must have shape (N, V) or (V,) with V >= 1, got {logits.shape}")
+    if method == "greedy":
+        ids = z.argmax(axis=1)
+    elif method == "sample":
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        z = z.astype(np.float64) / temperature
+        if top_k is not None:
+            if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+                raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+            if top_k < z.shape[1]:
+                kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+                z = np.where(z >= kth, z, -np.inf)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        u = rng.random(z.shape[0])
+        ids = np.minimum((np.cumsum(p, axis=1) < u[:, None]).sum(axis=1), z.shape[1] - 1)
+        ids = np.where(p[np.arange(len(ids)), ids] > 0, ids, p.argmax(axis=1))
+    else:
+        raise ValueError(f"method must be 'greedy' or 'sample', got {method!r}")
+    ids = ids.astype(np.int64)
+    return ids[0] if one else ids
+
+
+# ---- checkpoints ----
+
+
+def _rng_state_json(rng):
+    return json.dumps(rng.bit_generator.state)
+
+
+def save_checkpoint(path, model, optimizer=None, step=0, rng=None, history=None, metadata=None):
+    """Write model, optimizer state, step, RNG state, loss history and metadata to ONE .npz at `path`.
+
+    Atomic: everything goes to a temporary file beside `path`, is flushed to disk, then os.replace()s the
+    old file, so an interrupted save leaves the previous checkpoint intact. No object arrays: strings are
+    stored as NumPy unicode arrays and the file loads with allow_pickle=False. A readable copy of the
+    metadata goes to `path + ".json"` (informational; load_checkpoint reads only the .npz).
+    """
+    path = os.fspath(path)
+    arrays = {f"model/{k}": _host(v) for k, v in model.params.items()}
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    if history is not None:
+        arrays["history/step"] = np.asarray(history["step"], dtype=np.int64)
+        arrays["history/loss"] = np.asarray(history["loss"], dtype=np.float64)
+    meta = {"format_version": FORMAT_VERSION, "step": int(step), "model": type(model).__name__,
+            "optimizer": None if optimizer is None else type(optimizer).__name__,
+            "metadata": metadata or {}}
+    arrays["step"] = np.array(int(step), dtype=np.int64)
+    arrays["meta_json"] = np.array(json.dumps(meta))
+    if rng is not None:
+        arrays["rng_json"] = np.array(_rng_state_json(rng))
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    _atomic_write(path + ".json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+
+
+def _atomic_write(path, write):
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:                                   # make the rename itself durable (POSIX; best effort elsewhere)
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path, model=None, optimizer=None, rng=None):
+    """Read a checkpoint written by save_checkpoint; load into model / optimizer / rng (each optional).
+    Returns {"step", "metadata", "history", "meta"}."""
+    with np.load(os.fspath(path), allow_pickle=False) as z:
+        files = {k: z[k] for k in z.files}
+    meta = json.loads(str(files["meta_json"]))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
+    if model is not None:
+        model.load_state_dict({k[6:]: v for k, v in files.items() if k.startswith("model/")})
+    if optimizer is not None:
+        st = {k[6:]: v for k, v in files.items() if k.startswith("optim/")}
+        if not st:
+            raise KeyError(f"{path} holds no optimizer state")
+        optimizer.load_state_dict(st)
+    if rng is not None:
+        if "rng_json" not in files:
+            raise KeyError(f"{path} holds no RNG state")
+        rng.bit_generator.state = json.loads(str(files["rng_json"]))
+    history = None
+    if "history/step" in files:
+        history = {"step": files["history/step"].tolist(), "loss": files["history/loss"].tolist()}
+    return {"step": int(files["step"]), "metadata": meta.get("metadata", {}), "history": history, "meta": meta}
+
+
+# ---- loss history ----
+
+
+def plot_history(history, path, smooth=0.0, title=None):
+    """Write a PNG of loss against step (needs matplotlib). history: {"step": [...], "loss": [...]} as
+    Trainer.history; smooth in [0, 1): also draw an exponential moving average with that decay."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("plot_history needs matplotlib (pip install matplotlib)") from e
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth must lie in [0, 1), got {smooth!r}")
+    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"], dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, loss, lw=0.8, alpha=0.5 if smooth else 1.0, label="loss")
+    if smooth and len(loss):
+        ema = np.empty_like(loss)
+        acc = loss[0]
+        for i, v in enumerate(loss):
+            acc = smooth * acc + (1 - smooth) * v
+            ema[i] = acc
+        ax.plot(steps, ema, lw=1.5, label=f"EMA ({smooth})")
+        ax.legend()
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
+
+
+# ---- the trainer ----
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; raised before the parameters are updated."""
+
+
+def _tqdm():
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+class Trainer:
+    """Steps a model with an optimizer: zero_grad, model.loss(*batch) (which accumulates gradients), a
+    finite-loss check, clipping, the update, the loss history and periodic atomic checkpoints.
+
+    The RNG in self.rng feeds get_batch in fit(); it is saved in checkpoints, so a resumed run draws the
+    same batches and its loss trajectory equals the uninterrupted one.
+    """
+
+    def __init__(self, model, optimizer, clip_norm=None, clip_value=None, checkpoint=None, checkpoint_every=None,
+                 progress=True, seed=0, metadata=None):
+        self.model, self.optimizer = model, optimizer
+        self.clip_norm, self.clip_value = clip_norm, clip_value
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        if checkpoint_every is not None and checkpoint is None:
+            raise ValueError("checkpoint_every needs a checkpoint path")
+        self.progress, self.metadata = progress, metadata or {}
+        self.rng = np.random.default_rng(seed)
+        self.step_count = 0
+        self.history = {"step": [], "loss": []}
+        self.last_checkpoint = None      # (path, step) of the last checkpoint written or loaded
+
+    # one update
+    def _finish(self, loss):
+        if not math.isfinite(loss):
+            where = (f"the last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]})"
+                     if self.last_checkpoint else "no checkpoint was written")
+            self.model.zero_grad()
+            raise TrainingDiverged(f"loss is {loss} at step {self.step_count + 1}; parameters were not updated; "
+                                   f"{where}")
+        if self.clip_value is not None:
+            clip_grad_value(self.model, self.clip_value)
+        if self.clip_norm is not None:
+            clip_grad_norm(self.model, self.clip_norm)
+        self.optimizer.step()
+        self.step_count += 1
+        self.history["step"].append(self.step_count)
+        self.history["loss"].append(float(loss))
+        if self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
+            self.save(self.checkpoint)
+
+    def step(self, *batch, **kw):
+        """One update on one batch: returns the loss (a float)."""
+        self.optimizer.zero_grad()
+        loss = float(self.model.loss(*batch, **kw))
+        self._finish(loss)
+        return loss
+
+    def fit(self, get_batch, num_steps, tokens_per_step=None):
+        """Run until step_count == num_steps (so a resumed trainer runs only what is left). get_batch(rng)
+        returns a tuple of positional arguments for model.loss (or a dict of keyword arguments)."""
+        tq = _tqdm() if self.progress else None
+        bar = tq(total=num_steps, initial=self.step_count, unit="step") if tq is not None else None
+        t0, n0 = time.perf_counter(), self.step_count
+        try:
+            while self.step_count < num_steps:
+                b = get_batch(self.rng)
+                loss = self.step(**b) if isinstance(b, dict) else self.step(*b)
+                if bar is not None:
+                    rate = (self.step_count - n0) / max(time.perf_counter() - t0, 1e-9)
+                    post = {"loss": f"{loss:.4g}", "steps/s": f"{rate:.3g}"}
+                    if tokens_per_step:
+                        post["tok/s"] = f"{rate * tokens_per_step:.3g}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.history
+
+    def tbptt(self, x, y, k, h0=None, mask=None, **kw):
+        """Truncated BPTT over one long batch x (T, N, ...), y (T, N): chunks of k steps, one update per
+        chunk, the final state of a chunk starting the next as plain data (no gradient crosses the
+        boundary). With k >= T it is one full-BPTT update. Needs model.loss(x, y, mask=..., h0=...,
+        return_state=True) -> (loss, h_n). Returns (chunk losses, final state)."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k (the chunk length) must be an int >= 1, got {k!r}")
+        T = len(x)
+        if len(y) != T:
+            raise ValueError(f"x and y must have the same number of steps T, got {len(x)} and {len(y)}")
+        h, losses = h0, []
+        for s in range(0, T, k):
+            self.optimizer.zero_grad()
+            m = None if mask is None else mask[s:s + k]
+            loss, h = self.model.loss(x[s:s + k], y[s:s + k], mask=m, h0=h, return_state=True, **kw)
+            self._finish(float(loss))
+            h = np.array(h, copy=True)
+            losses.append(float(loss))
+        return losses, h
+
+    def save(self, path=None):
+        path = path or self.checkpoint
+        if path is None:
+            raise ValueError("no checkpoint path given")
+        save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata)
+        self.last_checkpoint = (os.fspath(path), self.step_count)
+
+    def load(self, path=None):
+        path = path or self.checkpoint
+        info = load_checkpoint(path, self.model, self.optimizer, self.rng)
+        self.step_count = info["step"]
+        self.history = info["history"] or {"step": [], "loss": []}
+        self.metadata = info["metadata"]
+        self.last_checkpoint = (os.fspath(path), self.step_count)
+        return info
