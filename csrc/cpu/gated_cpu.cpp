@@ -4,6 +4,8 @@
 // input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -84,40 +86,58 @@ inline void matvec_dot(const T* __restrict W, int64_t R, int64_t K, const T* __r
 }
 
 #if RNNFAST_GATED_AVX2
-// The float32 AVX2 form of matvec_dot: the eight row sums of a block leave through one transposing
-// horizontal reduction (a scalar reduction per row would cost as much as the products at H ~ 100), and
-// the k tail uses masked loads (never past the row).
-inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
-  __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
-  __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
-  t0 = _mm256_hadd_ps(t0, t1);
-  t2 = _mm256_hadd_ps(t2, t3);
-  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
-}
-
+// The float32 AVX2 form of matvec_dot: the row sums of a block leave through one transposing horizontal
+// reduction (a scalar reduction per row would cost as much as the products at H ~ 100), and the k tail
+// uses masked loads (never past the row).
 template <>
 inline void matvec_dot<float>(const float* __restrict W, int64_t R, int64_t K, const float* __restrict h,
                               float* __restrict y) {
+  // Four rows at a time with two accumulators each (k in steps of 16): eight independent FMA chains and
+  // only four row pointers live, so nothing spills in the inner loop.
+  const int64_t K16 = K & ~int64_t(15);
   const int64_t K8 = K & ~int64_t(7);
   const int rem = int(K - K8);
   const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   int64_t r = 0;
-  for (; r + 8 <= R; r += 8) {
-    const float* w = W + r * K;
-    __m256 a[8];
-    for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K8; k += 8) {
-      const __m256 hv = _mm256_loadu_ps(h + k);
-      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * K + k), hv, a[i]);
+  for (; r + 4 <= R; r += 4) {
+    const float* w0 = W + r * K;
+    const float* w1 = w0 + K;
+    const float* w2 = w1 + K;
+    const float* w3 = w2 + K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t k = 0;
+    for (; k < K16; k += 16) {
+      const __m256 h0 = _mm256_loadu_ps(h + k), h1 = _mm256_loadu_ps(h + k + 8);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), h0, a0);
+      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), h1, b0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), h0, a1);
+      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), h1, b1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), h0, a2);
+      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), h1, b2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), h0, a3);
+      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), h1, b3);
+    }
+    if (k < K8) {
+      const __m256 h0 = _mm256_loadu_ps(h + k);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), h0, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), h0, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), h0, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), h0, a3);
     }
     if (rem) {
-      const __m256 hv = _mm256_maskload_ps(h + K8, mask);
-      for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_maskload_ps(w + i * K + K8, mask), hv, a[i]);
+      const __m256 h0 = _mm256_maskload_ps(h + K8, mask);
+      b0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + K8, mask), h0, b0);
+      b1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + K8, mask), h0, b1);
+      b2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + K8, mask), h0, b2);
+      b3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + K8, mask), h0, b3);
     }
-    _mm256_storeu_ps(y + r, _mm256_add_ps(_mm256_loadu_ps(y + r), hsum8(a[0], a[1], a[2], a[3], a[4], a[5], a[6],
-                                                                        a[7])));
+    // the four row sums: pairwise horizontal adds, then the two 128-bit halves
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)),
+                                    _mm256_hadd_ps(_mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    _mm_storeu_ps(y + r, _mm_add_ps(_mm_loadu_ps(y + r), s4));
   }
-  for (; r < R; ++r) {  // the last R % 8 rows
+  for (; r < R; ++r) {  // the last R % 4 rows
     const float* w = W + r * K;
     __m256 a = _mm256_setzero_ps();
     for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(h + k), a);
@@ -128,36 +148,89 @@ inline void matvec_dot<float>(const float* __restrict W, int64_t R, int64_t K, c
     y[r] += _mm_cvtss_f32(s4);
   }
 }
+
+// out[0:n] += sum_k v[k] M[k, 0:n] for M (K, n) row-major, float32 AVX2: column chunks of up to 64 (eight
+// accumulators in registers while all K rows stream past), the last vector of the last chunk masked.
+template <int NV>
+inline void axpy_chunk(const float* __restrict v, int64_t K, const float* __restrict M, int64_t ldm,
+                       float* __restrict out, __m256i tail) {
+  __m256 acc[NV];
+  for (int i = 0; i < NV - 1; ++i) acc[i] = _mm256_loadu_ps(out + 8 * i);
+  acc[NV - 1] = _mm256_maskload_ps(out + 8 * (NV - 1), tail);
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 vk = _mm256_broadcast_ss(v + k);
+    const float* m = M + k * ldm;
+    for (int i = 0; i < NV - 1; ++i) acc[i] = _mm256_fmadd_ps(vk, _mm256_loadu_ps(m + 8 * i), acc[i]);
+    acc[NV - 1] = _mm256_fmadd_ps(vk, _mm256_maskload_ps(m + 8 * (NV - 1), tail), acc[NV - 1]);
+  }
+  for (int i = 0; i < NV - 1; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+  _mm256_maskstore_ps(out + 8 * (NV - 1), tail, acc[NV - 1]);
+}
+
+inline void matvec_axpy(const float* __restrict v, int64_t K, const float* __restrict M, int64_t ldm,
+                        float* __restrict out, int64_t n) {
+  const __m256i full = _mm256_set1_epi32(-1);
+  int64_t j0 = 0;
+  for (; j0 + 64 <= n; j0 += 64) axpy_chunk<8>(v, K, M + j0, ldm, out + j0, full);
+  const int64_t r = n - j0;
+  if (r == 0) return;
+  const int last = int(r - 8 * ((r - 1) / 8));  // 1..8 valid lanes in the last vector
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  switch ((r + 7) / 8) {
+    case 1: axpy_chunk<1>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 2: axpy_chunk<2>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 3: axpy_chunk<3>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 4: axpy_chunk<4>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 5: axpy_chunk<5>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 6: axpy_chunk<6>(v, K, M + j0, ldm, out + j0, tail); break;
+    case 7: axpy_chunk<7>(v, K, M + j0, ldm, out + j0, tail); break;
+    default: axpy_chunk<8>(v, K, M + j0, ldm, out + j0, tail); break;
+  }
+}
 #endif
 
-// Y (N, R) += Hprev (N, K) W^T for W (R, K): the recurrent product of one step, by the small-batch
-// kernel or one BLAS GEMM.
+// out[0:n] += v (K) M (K, n): the small-batch gradient into h_{t-1}.
 template <typename T>
-inline void rec_forward(bool small, int64_t N, int64_t R, int64_t K, const T* Hprev, const T* W, T* Y) {
-  if (small) {
-    for (int64_t n = 0; n < N; ++n) matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
-  } else {
-    blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
-  }
+inline void matvec_axpy_any(const T* v, int64_t K, const T* M, int64_t ldm, T* out, int64_t n) {
+#if RNNFAST_GATED_AVX2
+  if constexpr (std::is_same<T, float>::value) return matvec_axpy(v, K, M, ldm, out, n);
+#endif
+  blas::matvec_rows(v, K, M, ldm, out, n);
 }
 
-// dH (N, K) += dG (N, R) W for W (R, K): the gradient into h_{t-1} of one step.
+// How one layer computes its per-step recurrent products (the vanilla kernels' Path choice):
+//   Matvec: matrix-vector kernels per sequence, no BLAS call per step (small batches);
+//   Blas:   one BLAS GEMM per step. Packed (the vanilla kernels' fused float32 path) has no gated
+//           counterpart and means Blas here: a packed 6x16 microkernel per step measured slower than
+//           OpenBLAS for these rectangular (N, 4H) x (4H, H) products.
+// Auto: Matvec for N <= small_batch, else Blas.
 template <typename T>
-inline void rec_backward(bool small, int64_t N, int64_t R, int64_t K, const T* dG, const T* W, T* dH) {
-  if (small) {
-    for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dG + n * R, R, W, K, dH + n * K, K);
-  } else {
-    blas::gemm<T>(false, false, N, K, R, T(1), dG, R, W, K, T(1), dH, K);
-  }
-}
+struct Recurrence {
+  bool matvec = false;
+  const T* W = nullptr;  // W_hh (R, K)
+  int64_t R = 0, K = 0;
 
-// Whether the recurrence of this layer uses the small-batch kernel (the vanilla kernels' path choice;
-// there is no packed gated kernel, so Packed means BLAS here).
-inline bool small_path(const Tuning& tu, int64_t N) {
-  if (tu.path == Path::Matvec) return true;
-  if (tu.path == Path::Auto) return N <= tu.small_batch;
-  return false;
-}
+  Recurrence(const Tuning& tu, int64_t N, int64_t R_, int64_t K_, const T* W_)
+      : matvec(tu.path == Path::Matvec || (tu.path == Path::Auto && N <= tu.small_batch)), W(W_), R(R_), K(K_) {}
+
+  // Y (N, R) += Hprev (N, K) W^T: the recurrent product of one step.
+  void forward(int64_t N, const T* Hprev, T* Y) const {
+    if (matvec) {
+      for (int64_t n = 0; n < N; ++n) matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
+    } else {
+      blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
+    }
+  }
+
+  // dH (N, K) += dG (N, R) W: the gradient into h_{t-1} of one step.
+  void backward(int64_t N, const T* dG, T* dH) const {
+    if (matvec) {
+      for (int64_t n = 0; n < N; ++n) matvec_axpy_any(dG + n * R, R, W, K, dH + n * K, K);
+    } else {
+      blas::gemm<T>(false, false, N, K, R, T(1), dG, R, W, K, T(1), dH, K);
+    }
+  }
+};
 
 // col[j] += sum over the M rows of A (M, C) of A[m, j]
 template <typename T>
@@ -283,8 +356,9 @@ inline void gru_point_bwd(int64_t H, const T* __restrict g, const T* __restrict 
 // gates i, f, g, o); h0k, c0k (N, H) or nullptr for zeros.
 template <typename T>
 void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
-                        const T* h0k, const T* c0k, T* Y, T* C, T* G, bool small) {
+                        const T* h0k, const T* c0k, T* Y, T* C, T* G, const Tuning& tu) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   // 1. P = X W_ih^T for all T*N rows at once, written where the gates will be.
   blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
   std::vector<T> b(size_t(R), T(0));  // b_ih + b_hh, added inside the fused step
@@ -296,7 +370,7 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
     const T* Cprev = t > 0 ? C + (t - 1) * NH : (c0k ? c0k : zero.data());
-    if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, Gt);
+    if (Hprev) rec.forward(N, Hprev, Gt);
     for (int64_t n = 0; n < N; ++n)
       lstm_point_fwd(H, b.data(), Gt + n * R, Cprev + n * H, C + t * NH + n * H, Y + t * NH + n * H);
   }
@@ -309,8 +383,9 @@ template <typename T>
 void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w,
                          LayerGrads<T>& g, const T* X, const T* h0k, const T* c0k, const T* Hs, const T* Cs,
                          const T* Gs, const T* dY, const T* dh_n_k, const T* dc_n_k, const T* dcs_k, T* dG,
-                         T* dX, T* dh0_k, T* dc0_k, bool small) {
+                         T* dX, T* dh0_k, T* dc0_k, const Tuning& tu) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
   std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));                // stands in for absent inputs
   if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
@@ -324,7 +399,7 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
       lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H,
                      dh_next.data() + n * H, dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
     std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
-    rec_backward(small, N, R, H, dG + t * NR, w.W_hh, dh_next.data());
+    rec.backward(N, dG + t * NR, dh_next.data());
   }
   std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
@@ -338,8 +413,9 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
 // (W_hn h_{t-1} + b_hn) out; h0k (N, H) or nullptr for zeros.
 template <typename T>
 void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
-                       const T* h0k, T* Y, T* G, T* Ghn, bool small) {
+                       const T* h0k, T* Y, T* G, T* Ghn, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   // 1. P = X W_ih^T for all T*N rows at once.
   blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
   // Input-side constants: b_ir + b_hr, b_iz + b_hz, b_in; b_hn stays inside the reset product.
@@ -358,7 +434,7 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
     std::fill(gh.begin(), gh.end(), T(0));
-    if (Hprev) rec_forward(small, N, R, H, Hprev, w.W_hh, gh.data());
+    if (Hprev) rec.forward(N, Hprev, gh.data());
     if (!Hprev) Hprev = zero.data();
     for (int64_t n = 0; n < N; ++n)
       gru_point_fwd(H, b.data(), Gt + n * R, gh.data() + n * R, Hprev + n * H, Ghn + t * NH + n * H,
@@ -371,8 +447,9 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
 template <typename T>
 void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, LayerGrads<T>& g,
                         const T* X, const T* h0k, const T* Hs, const T* Gs, const T* Ghn, const T* dY,
-                        const T* dh_n_k, T* dGi, T* dGh, T* dX, T* dh0_k, bool small) {
+                        const T* dh_n_k, T* dGi, T* dGh, T* dX, T* dh0_k, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
   if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
@@ -383,7 +460,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     for (int64_t n = 0; n < N; ++n)
       gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H,
                     dh_next.data() + n * H, dGi + t * NR + n * R, dGh + t * NR + n * R);
-    rec_backward(small, N, R, H, dGh + t * NR, w.W_hh, dh_next.data());   // ... and through W_hh
+    rec.backward(N, dGh + t * NR, dh_next.data());   // ... and through W_hh
   }
   std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   // 2. Everything else as whole-sequence GEMMs.
@@ -411,7 +488,6 @@ LayerIO<T> layer_io(const GatedForwardParams<T>& p, int64_t k, const T* prevY, s
 template <typename T>
 void lstm_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
-  const bool small = small_path(tu, N);
   std::vector<T> buf[2], cbuf, gbuf;
   if (!p.hs) {  // inference: per-layer scratch instead of the cache
     if (L > 1) buf[0].resize(size_t(TNH));
@@ -426,7 +502,7 @@ void lstm_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
     T* G = p.gates ? p.gates + k * 4 * TNH : gbuf.data();
     const T* h0k = p.h0 ? p.h0 + k * NH : nullptr;
     const T* c0k = p.c0 ? p.c0 + k * NH : nullptr;
-    lstm_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, c0k, io.Y, C, G, small);
+    lstm_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, c0k, io.Y, C, G, tu);
     final_state(Tn, NH, io.Y, h0k, p.h_n + k * NH);
     final_state(Tn, NH, C, c0k, p.c_n + k * NH);
     prevY = io.Y;
@@ -437,25 +513,24 @@ void lstm_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
 template <typename T>
 void lstm_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
-  const bool small = small_path(tu, N);
-  std::vector<T> dG(size_t(4 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
+  // scratch, every element written before it is read (no zero fill): dG (T, N, 4H), dy (T, N, H) for L > 1
+  std::unique_ptr<T[]> dG(new T[size_t(4 * TNH)]), dy(new T[L > 1 ? size_t(TNH) : 0]);
   const T* dY = p.dout;  // gradient reaching layer k's outputs; below the top it lives in dy
   for (int64_t k = L - 1; k >= 0; --k) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
-    T* dX = k == 0 ? p.dx : dy.data();  // may overwrite dY: it was consumed into dG already
+    T* dX = k == 0 ? p.dx : dy.get();  // may overwrite dY: it was consumed into dG already
     lstm_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.c0 + k * NH,
                            p.hs + k * TNH, p.cs + k * TNH, p.gates + k * 4 * TNH, dY,
                            p.dh_n ? p.dh_n + k * NH : nullptr, p.dc_n ? p.dc_n + k * NH : nullptr,
-                           p.dcs ? p.dcs + k * TNH : nullptr, dG.data(), dX, p.dh0 + k * NH, p.dc0 + k * NH,
-                           small);
-    dY = dy.data();
+                           p.dcs ? p.dcs + k * TNH : nullptr, dG.get(), dX, p.dh0 + k * NH, p.dc0 + k * NH,
+                           tu);
+    dY = dy.get();
   }
 }
 
 template <typename T>
 void gru_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
-  const bool small = small_path(tu, N);
   std::vector<T> buf[2], gbuf, abuf;
   if (!p.hs) {
     if (L > 1) buf[0].resize(size_t(TNH));
@@ -469,7 +544,7 @@ void gru_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
     T* G = p.gates ? p.gates + k * 3 * TNH : gbuf.data();
     T* A = p.ghn ? p.ghn + k * TNH : abuf.data();
     const T* h0k = p.h0 ? p.h0 + k * NH : nullptr;
-    gru_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, io.Y, G, A, small);
+    gru_layer_forward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], io.X, h0k, io.Y, G, A, tu);
     final_state(Tn, NH, io.Y, h0k, p.h_n + k * NH);
     prevY = io.Y;
   }
@@ -479,16 +554,15 @@ void gru_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
 template <typename T>
 void gru_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
-  const bool small = small_path(tu, N);
-  std::vector<T> dGi(size_t(3 * TNH)), dGh(size_t(3 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
+  std::unique_ptr<T[]> dGi(new T[size_t(3 * TNH)]), dGh(new T[size_t(3 * TNH)]), dy(new T[L > 1 ? size_t(TNH) : 0]);
   const T* dY = p.dout;
   for (int64_t k = L - 1; k >= 0; --k) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
-    T* dX = k == 0 ? p.dx : dy.data();
+    T* dX = k == 0 ? p.dx : dy.get();
     gru_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.hs + k * TNH,
                           p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr,
-                          dGi.data(), dGh.data(), dX, p.dh0 + k * NH, small);
-    dY = dy.data();
+                          dGi.get(), dGh.get(), dX, p.dh0 + k * NH, tu);
+    dY = dy.get();
   }
 }
 

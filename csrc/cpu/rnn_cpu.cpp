@@ -145,10 +145,7 @@ template <typename T>
 Path choose(const Tuning& tu, int64_t N, int64_t H) {
   constexpr bool packed_ok = RNNFAST_DOT_KERNEL && std::is_same<T, float>::value;
   Path p = tu.path;
-  if (p == Path::Auto) {
-    const bool share = tu.threads > 1 && double(N) * double(H) * double(H) >= double(tu.step_threads_min);
-    p = (N <= tu.small_batch && !share) ? Path::Matvec : (packed_ok ? Path::Packed : Path::Blas);
-  }
+  if (p == Path::Auto) p = N <= tu.small_batch ? Path::Matvec : Path::Blas;
   if (p == Path::Packed && !packed_ok) p = Path::Blas;
   return p;
 }

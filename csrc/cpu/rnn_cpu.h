@@ -13,16 +13,17 @@ void rnn_backward(const RnnBackwardParams<T>& p);
 
 // How the recurrent product of each step is computed.
 //   Matvec: one matrix-vector kernel per sequence (small batches; no packing, no BLAS call per step);
-//   Blas:   one BLAS GEMM per step;
-//   Packed: (float32 on AVX2) W_hh packed once, a fused 6x16 microkernel + epilogue, threads kept alive
-//           over all steps with a barrier per step;
-//   Auto:   Matvec when N <= small_batch and the step is too small to share between threads, else Packed
-//           where available, else Blas.
+//   Blas:   one BLAS GEMM per step (OpenBLAS threads it when the step is large);
+//   Packed: (float32 on AVX2, opt-in) W_hh packed once, a fused 6x16 microkernel + epilogue, threads kept
+//           alive over all steps with a spin barrier per step. Measured on the 2-core dev machine it was
+//           1.3-1.6x slower than Blas at N=32..64 and slower than Matvec at N=1, so Auto never picks it;
+//           it stays selectable (and tested) as the base for a tuned kernel.
+//   Auto:   Matvec when N <= small_batch, else Blas.
 enum class Path : int { Auto = 0, Matvec = 1, Blas = 2, Packed = 3 };
 
 struct Tuning {
   Path path = Path::Auto;
-  int64_t small_batch = 4;        // Auto: batches up to this use Matvec ...
+  int64_t small_batch = 4;        // Auto: batches up to this use Matvec
   // Steps with at least this many multiply-adds (N*H*H) are shared between threads. Sharing needs a
   // barrier per step, and any other busy thread on the machine (NumPy's or torch's BLAS pools spin after
   // each call) can preempt a partner at a barrier for a whole time slice; so only steps long enough
