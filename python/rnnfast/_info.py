@@ -45,6 +45,7 @@ def collect() -> dict:
         d["blas"] = _C.blas_config()
         d["blas_threads"] = _C.blas_num_threads()
         d["small_batch_limit"] = _C.small_batch_limit()
+        d["recurrence"] = _C.recurrence()
     d["RNNFAST_BACKEND"] = os.environ.get("RNNFAST_BACKEND")
     d["RNNFAST_NUM_THREADS"] = os.environ.get("RNNFAST_NUM_THREADS")
     return d
@@ -56,7 +57,8 @@ def format_info(d: dict) -> str:
         lines.append(f"  {name:6s} {'available' if b['available'] else 'missing: ' + str(b['reason'])}")
     lines.append(f"cpu: {d['cpu']} ({d['cores']} logical cores; features {' '.join(d['cpu_features'])})")
     if "kernel_isa" in d:
-        lines.append(f"kernels: {d['kernel_isa']} build; small-batch microkernel for N <= {d['small_batch_limit']}")
+        lines.append(f"kernels: {d['kernel_isa']} build; recurrence {d['recurrence']} (matrix-vector kernel for "
+                     f"N <= {d['small_batch_limit']}, one BLAS GEMM per step above)")
         lines.append(f"blas: {d['blas']} ({d['blas_threads']} threads)")
     for k in ("RNNFAST_BACKEND", "RNNFAST_NUM_THREADS"):
         lines.append(f"{k}={d[k] if d[k] is not None else '(unset)'}")
