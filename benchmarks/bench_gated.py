@@ -2,7 +2,7 @@
 backward, float32, the same inputs in one process, rounds interleaved, medians (rnnfast.bench's timer).
 Prints a markdown table and writes JSON. Not a correctness test (tests/test_gated.py) nor the vanilla suite
 (benchmarks/bench_cpu.py). Usage: python benchmarks/bench_gated.py [--configs charrnn,mid] [--budget 2]
-[--out docs/bench/gated.json]"""
+[--threads 1] [--out docs/bench/gated.json]"""
 import argparse
 import json
 import os
@@ -100,6 +100,8 @@ def main(argv=None):
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     ap.add_argument("--cells", default="lstm,gru")
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of timing per row (min 3 rounds)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both rnnfast's BLAS and torch (default: each library's own default)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     a = ap.parse_args(argv)
     configs = [c for c in a.configs.split(",") if c]
@@ -109,16 +111,28 @@ def main(argv=None):
     cells = [c for c in a.cells.split(",") if c]
     if any(c not in GATES for c in cells):
         ap.error("cells must be lstm and/or gru")
+    if a.threads is not None:
+        if a.threads < 1:
+            ap.error("--threads must be >= 1")
+        from rnnfast.backends import set_num_threads
+        set_num_threads(a.threads)
+        try:
+            import torch
+            torch.set_num_threads(a.threads)
+        except Exception:
+            pass
     t0 = time.time()
     sg = sgemm_gflops()
     rows = run(configs, cells, a.budget, log=lambda s: print(s, file=sys.stderr))
     print(markdown(rows))
-    print(f"\nSGEMM (1024^3, NumPy's BLAS) in the same run: {sg:.1f} GFLOP/s; load average "
+    thr = f"{a.threads} thread(s) for both" if a.threads else "each library's default threads"
+    print(f"\n{thr}; SGEMM (1024^3, NumPy's BLAS) in the same run: {sg:.1f} GFLOP/s; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:
-            json.dump({"machine": machine_info(), "sgemm_gflops": sg, "loadavg": os.getloadavg(),
+            json.dump({"machine": machine_info(), "threads": a.threads, "sgemm_gflops": sg,
+                       "loadavg": os.getloadavg(),
                        "seconds": time.time() - t0, "rows": rows}, f, indent=1)
     return 0
 

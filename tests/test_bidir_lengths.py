@@ -200,7 +200,8 @@ def test_bad_lengths(cell):
         fwd(lengths=np.array([1, 5, 2]))
     with pytest.raises(ValueError, match=r"lengths\[2\] = -1 is outside"):
         fwd(lengths=[1, 2, -1])
-    with pytest.raises(TypeError, match=r"lengths must be an integer array of shape \(N,\) = \(3,\), got dtype float64"):
+    with pytest.raises(TypeError,
+                       match=r"lengths must be an integer array of shape \(N,\) = \(3,\), got dtype float64"):
         fwd(lengths=np.array([1.0, 2.0, 3.0]))
     with pytest.raises(TypeError, match="got dtype bool"):
         fwd(lengths=np.array([True, True, False]))
@@ -223,3 +224,24 @@ def test_bad_bidirectional_shapes():
         F.gru_backward(np.zeros((4, 3, 5)), None, cache, [tuple(np.zeros_like(a) for a in w) for w in ws])
     with pytest.raises(TypeError, match="cache must come from rnn_forward, got the cache of a GRU forward"):
         F.rnn_backward(None, None, cache, [])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_with_lengths_matches_training_forward(cell):
+    """need_cache=False (an LSTM keeps a cache internally for c_n at each end, then drops it) gives the
+    training forward's outputs and final states; float32 on the best backend."""
+    x, states, ws, douts, _ = _problem(6, cell, 5, 4, 3, 6, 2, 2)
+    f = np.float32
+    x, states = x.astype(f), tuple(s.astype(f) for s in states)
+    ws = [tuple(a.astype(f) for a in w) for w in ws]
+    fwd = {"rnn": lambda nc: F.rnn_forward(x, states[0], ws, None, "tanh", nc, BACKENDS[-1], lengths=[5, 0, 2, 3],
+                                           bidirectional=True),
+           "lstm": lambda nc: F.lstm_forward(x, *states, ws, nc, BACKENDS[-1], lengths=[5, 0, 2, 3],
+                                             bidirectional=True),
+           "gru": lambda nc: F.gru_forward(x, states[0], ws, nc, BACKENDS[-1], lengths=[5, 0, 2, 3],
+                                           bidirectional=True)}[cell]
+    train, infer = fwd(True), fwd(False)
+    assert infer[-1] is None and train[-1] is not None
+    for a, b in zip(train[:-1], infer[:-1]):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)

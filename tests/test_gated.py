@@ -103,12 +103,13 @@ def _problem(seed, cell, T, N, D, H, L, dtype, bias, with_h0, with_d):
 
 
 @requires_cpu
-@pytest.mark.parametrize("path", ["matvec", "blas"])
+@pytest.mark.parametrize("path", ["matvec", "blas", "auto"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-N{}-D{}-H{}-L{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS)
 def test_cpu_matches_reference(cell, shape, path):
     """cpu vs numpy, forward and every gradient, float64 (tight) and float32 (DESIGN.md 4's rule), with
-    each recurrence path forced (small-batch matrix-vector kernel, BLAS GEMM per step)."""
+    each recurrence path forced: small-batch matrix-vector kernels, a BLAS GEMM per step ("packed" has no
+    gated kernel and means BLAS) and the automatic choice."""
     from rnnfast import _C
     i = SHAPES.index(shape)
     bias, with_h0, with_d = i % 2 == 0, i % 3 != 2, i % 4 != 3
@@ -297,3 +298,34 @@ def test_layer_protocol(cell):
     with pytest.raises(KeyError, match="missing"):
         lay.load_state_dict({})
     assert repr(lay).startswith(cls.__name__ + "(5, 6")
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("cpu", marks=requires_cpu)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_sizes_nan_and_readonly(cell, backend):
+    """T = 0 keeps the initial states and passes dh_n/dc_n to dh0/dc0; N = 0 gives empty results; NaN in
+    the input propagates instead of crashing; read-only gradients are refused by name."""
+    rng = np.random.default_rng(2)
+    ws = make_weights(rng, cell, 3, 4, 2, np.float64)
+    ns = 2 if cell == "lstm" else 1
+    st = tuple(rng.standard_normal((2, 2, 4)) for _ in range(ns))
+    d = (np.zeros((0, 2, 4)),) + tuple(rng.standard_normal((2, 2, 4)) for _ in range(ns))
+    r = run_cell(cell, backend, np.zeros((0, 2, 3)), st, ws, d)
+    for j in range(ns):
+        np.testing.assert_array_equal(r[1 + j], st[j])             # final states = initial states
+        np.testing.assert_array_equal(r[2 + ns + j], d[1 + j])     # dh0 = dh_n (dc0 = dc_n)
+    assert all(not g.any() for g in r[2 + 2 * ns:])
+    r = run_cell(cell, backend, np.zeros((3, 0, 3)), tuple(s[:, :0] for s in st), ws,
+                 (np.zeros((3, 0, 4)),) + tuple(s[:, :0] for s in d[1:]))
+    assert r[0].shape == (3, 0, 4) and all(not g.any() for g in r[2 + 2 * ns:])
+    x = rng.standard_normal((4, 2, 3))
+    x[1, 0, 0] = np.nan
+    r = run_cell(cell, backend, x, st, ws, (rng.standard_normal((4, 2, 4)),) + d[1:])
+    assert np.isnan(r[0][1:, 0]).all() and np.isfinite(r[0][:, 1]).all()
+    fwd = F.lstm_forward if cell == "lstm" else F.gru_forward
+    bwd = F.lstm_backward if cell == "lstm" else F.gru_backward
+    cache = fwd(x, *st, ws, True, backend)[-1]
+    g = zero_grads(ws)
+    g[1][0].flags.writeable = False
+    with pytest.raises(ValueError, match="dW_ih_l1 must be writeable"):
+        bwd(None, *d[1:], cache, g, backend)

@@ -1,4 +1,5 @@
-"""rnn_forward / rnn_backward on arrays, dispatching to a backend (numpy reference, C++ cpu, cuda).
+"""rnn_forward / rnn_backward (and lstm_ / gru_ forward / backward) on arrays, dispatching to a backend
+(numpy reference, C++ cpu, cuda); `lengths` and `bidirectional` route through rnnfast._stack.
 
 What it is: the array-level API and, for the Python-side backends, the argument validation (the C++
 bindings validate their own arguments with the same messages). What it is not: layers or parameter
