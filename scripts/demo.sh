@@ -3,11 +3,6 @@
 # `rnnfast demo` (a char-level RNN trained for about a minute on the Python standard library's own sources,
 # then sampled and timed against the NumPy reference and PyTorch if installed). Extra args go to the demo.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-VENV="${RNNFAST_VENV:-.venv}"
-case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
-PY="${PYTHON:-python3}"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q ".[bench]"
+EXTRAS="bench"
+source "$(dirname "$0")/_venv.sh"
 exec "$VENV/bin/rnnfast" demo "$@"

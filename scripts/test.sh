@@ -3,13 +3,8 @@
 # test extra, add torch==2.13.0 as the external oracle when it can be installed, and run the whole suite.
 # Not a developer shortcut: it always rebuilds from source. Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-VENV="${RNNFAST_VENV:-.venv}"
-case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
-PY="${PYTHON:-python3}"
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install ".[test,bench]"
+EXTRAS="test,bench"
+source "$(dirname "$0")/_venv.sh"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" || echo "note: torch==2.13.0 not installable here; its oracle tests will skip"
 fi

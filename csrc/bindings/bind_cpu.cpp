@@ -12,12 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "bindings/validate.h"
 #include "cblas.h"
 #include "cpu/blas.h"
 #include "cpu/rnn_cpu.h"
 
 namespace py = pybind11;
 using namespace rnnfast;
+using namespace rnnfast::bind;
 
 #ifndef RNNFAST_VERSION
 #define RNNFAST_VERSION "dev"
@@ -25,59 +27,7 @@ using namespace rnnfast;
 
 namespace {
 
-struct Dim {
-  const char* name;
-  int64_t value;
-};
-
-std::string shape_str(const std::vector<Dim>& dims) {
-  std::ostringstream s;
-  s << "(";
-  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].name;
-  s << ") = (";
-  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].value;
-  s << ")";
-  return s.str();
-}
-
-std::string got_shape(const py::array& a) {
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i) << (a.ndim() == 1 ? "," : "");
-  s << ")";
-  return s.str();
-}
-
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// The argument as a C-contiguous array of dtype `dt` and shape `dims`; copies non-contiguous input.
-py::array take(const char* name, const py::handle& obj, const py::dtype& dt, const std::vector<Dim>& dims) {
-  if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(std::string(name) + " must be a numpy array of shape " + shape_str(dims) + ", got " +
-                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
-  }
-  py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(dt) && !a.dtype().equal(dt)) {
-    throw py::type_error(std::string(name) + " must have dtype " + py::str(dt).cast<std::string>() +
-                         " (the dtype of x), got " + dtype_str(a));
-  }
-  bool ok = a.ndim() == py::ssize_t(dims.size());
-  for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(py::ssize_t(i)) == dims[i].value;
-  if (!ok) {
-    throw py::value_error(std::string(name) + " must have shape " + shape_str(dims) + ", got " + got_shape(a));
-  }
-  if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
-  return a;
-}
-
-// Like take, for an output that is accumulated into: it must already be contiguous and writeable.
-py::array take_grad(const std::string& name, const py::handle& obj, const py::dtype& dt,
-                    const std::vector<Dim>& dims) {
-  py::array a = take(name.c_str(), obj, dt, dims);
-  if (!a.is(obj)) throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
-  if (!a.writeable()) throw py::value_error(name + " must be writeable (gradients accumulate into it in place)");
-  return a;
-}
 
 Act parse_act(const std::string& s) {
   if (s == "tanh") return Act::Tanh;
@@ -85,87 +35,9 @@ Act parse_act(const std::string& s) {
   throw py::value_error("nonlinearity must be 'tanh' or 'relu', got '" + s + "'");
 }
 
-void check_fits_blas(const char* what, int64_t v) {
-  if (v > int64_t(INT_MAX))
-    throw py::value_error(std::string(what) + " = " + std::to_string(v) + " exceeds the supported maximum " +
-                          std::to_string(INT_MAX) + " (BLAS leading dimensions are 32-bit)");
-}
-
 template <typename T>
 py::array_t<T> empty(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape);
-}
-
-// Everything about the weights list, validated: contiguous arrays kept alive + raw pointers.
-template <typename T>
-struct Weights {
-  std::vector<py::array> keep;
-  std::vector<LayerWeights<T>> layers;
-  bool bias = true;
-};
-
-template <typename T>
-Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H, const py::dtype& dt) {
-  Weights<T> w;
-  const int64_t L = int64_t(py::len(weights));
-  w.layers.resize(size_t(L));
-  for (int64_t k = 0; k < L; ++k) {
-    py::object item = weights[size_t(k)];
-    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
-      throw py::value_error("weights[" + std::to_string(k) + "] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
-    py::sequence t = item.cast<py::sequence>();
-    const std::string ks = std::to_string(k);
-    const int64_t Dk = k == 0 ? D : H;
-    py::array W_ih = take(("weight_ih_l" + ks).c_str(), t[0], dt, {{"H", H}, {k == 0 ? "D" : "H", Dk}});
-    py::array W_hh = take(("weight_hh_l" + ks).c_str(), t[1], dt, {{"H", H}, {"H", H}});
-    w.layers[size_t(k)].W_ih = static_cast<const T*>(W_ih.data());
-    w.layers[size_t(k)].W_hh = static_cast<const T*>(W_hh.data());
-    w.keep.push_back(W_ih);
-    w.keep.push_back(W_hh);
-    const bool has_bi = !t[2].is_none(), has_bh = !t[3].is_none();
-    if (has_bi != has_bh)
-      throw py::value_error("bias_ih_l" + ks + " and bias_hh_l" + ks + " must both be given or both be None");
-    if (k == 0) w.bias = has_bi;
-    else if (has_bi != w.bias) throw py::value_error("all layers must have biases, or none (layer " + ks + ")");
-    if (has_bi) {
-      py::array b_ih = take(("bias_ih_l" + ks).c_str(), t[2], dt, {{"H", H}});
-      py::array b_hh = take(("bias_hh_l" + ks).c_str(), t[3], dt, {{"H", H}});
-      w.layers[size_t(k)].b_ih = static_cast<const T*>(b_ih.data());
-      w.layers[size_t(k)].b_hh = static_cast<const T*>(b_hh.data());
-      w.keep.push_back(b_ih);
-      w.keep.push_back(b_hh);
-    }
-  }
-  return w;
-}
-
-py::array take_x(const py::handle& x_obj) {
-  if (!py::isinstance<py::array>(x_obj))
-    throw py::type_error("x must be a numpy array of shape (T, N, D), got " +
-                         py::str(py::type::of(x_obj).attr("__name__")).cast<std::string>());
-  py::array x = py::reinterpret_borrow<py::array>(x_obj);
-  const char kind = x.dtype().kind();
-  if (kind != 'f' || (x.itemsize() != 4 && x.itemsize() != 8))
-    throw py::type_error("x must have dtype float32 or float64, got " + dtype_str(x));
-  if (x.ndim() != 3)
-    throw py::value_error("x must have shape (T, N, D), got " + got_shape(x) + " (rank " +
-                          std::to_string(x.ndim()) + ")");
-  return x;
-}
-
-int64_t hidden_size(const py::sequence& weights) {
-  if (py::len(weights) == 0)
-    throw py::value_error("weights must be a non-empty list of L tuples (W_ih, W_hh, b_ih, b_hh)");
-  py::object w0 = weights[0];
-  if (!py::isinstance<py::sequence>(w0) || py::len(w0) != 4)
-    throw py::value_error("weights[0] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
-  py::object whh = w0.cast<py::sequence>()[1];
-  if (!py::isinstance<py::array>(whh))
-    throw py::type_error("weight_hh_l0 must be a numpy array of shape (H, H)");
-  py::array a = py::reinterpret_borrow<py::array>(whh);
-  if (a.ndim() != 2 || a.shape(0) != a.shape(1) || a.shape(0) < 1)
-    throw py::value_error("weight_hh_l0 must have shape (H, H) with H >= 1, got " + got_shape(a));
-  return a.shape(0);
 }
 
 template <typename T>
@@ -173,11 +45,11 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
                        Act act, bool need_cache) {
   const py::dtype dt = x.dtype();
   const int64_t Tn = x.shape(0), N = x.shape(1), D = x.shape(2);
-  const int64_t H = hidden_size(weights), L = int64_t(py::len(weights));
+  const int64_t H = hidden_size(weights, 1), L = int64_t(py::len(weights));
   check_fits_blas("D", D);
   check_fits_blas("H", H);
   check_fits_blas("N", N);
-  Weights<T> w = take_weights<T>(weights, D, H, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, 1, dt);
   if (!(x.flags() & py::array::c_style)) x = py::array::ensure(x, py::array::c_style);
   py::object h0 = py::none(), c = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
@@ -235,39 +107,12 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
   const int64_t D = x.shape(2);
   x = take("cache.x", x, dt, {{"T", Tn}, {"N", N}, {"D", D}});
   py::array h0 = take("cache.h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
-  Weights<T> w = take_weights<T>(weights, D, H, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, 1, dt);
   py::object dout = py::none(), dh_n = py::none();
   if (!dout_obj.is_none()) dout = take("dout", dout_obj, dt, {{"T", Tn}, {"N", N}, {"H", H}});
   if (!dh_n_obj.is_none()) dh_n = take("dh_n", dh_n_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
-  if (int64_t(py::len(grads)) != L)
-    throw py::value_error("grads must be a list of L = " + std::to_string(L) +
-                          " tuples (dW_ih, dW_hh, db_ih, db_hh)");
   std::vector<py::array> keep;
-  std::vector<LayerGrads<T>> g(static_cast<size_t>(L));
-  for (int64_t k = 0; k < L; ++k) {
-    py::object item = grads[size_t(k)];
-    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
-      throw py::value_error("grads[" + std::to_string(k) + "] must be a tuple (dW_ih, dW_hh, db_ih, db_hh)");
-    py::sequence t = item.cast<py::sequence>();
-    const std::string ks = std::to_string(k);
-    const int64_t Dk = k == 0 ? D : H;
-    py::array a = take_grad("dW_ih_l" + ks, t[0], dt, {{"H", H}, {k == 0 ? "D" : "H", Dk}});
-    py::array b = take_grad("dW_hh_l" + ks, t[1], dt, {{"H", H}, {"H", H}});
-    g[size_t(k)].dW_ih = static_cast<T*>(a.mutable_data());
-    g[size_t(k)].dW_hh = static_cast<T*>(b.mutable_data());
-    keep.push_back(a);
-    keep.push_back(b);
-    if (w.bias) {
-      if (t[2].is_none() || t[3].is_none())
-        throw py::value_error("db_ih_l" + ks + " and db_hh_l" + ks + " must be given (the layer has biases)");
-      py::array bi = take_grad("db_ih_l" + ks, t[2], dt, {{"H", H}});
-      py::array bh = take_grad("db_hh_l" + ks, t[3], dt, {{"H", H}});
-      g[size_t(k)].db_ih = static_cast<T*>(bi.mutable_data());
-      g[size_t(k)].db_hh = static_cast<T*>(bh.mutable_data());
-      keep.push_back(bi);
-      keep.push_back(bh);
-    }
-  }
+  std::vector<LayerGrads<T>> g = take_grads<T>(grads, w, D, H, 1, dt, keep);
   auto dx = empty<T>({Tn, N, D});
   auto dh0 = empty<T>({L, N, H});
   py::object dc = py::none();

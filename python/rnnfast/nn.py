@@ -24,7 +24,61 @@ def _to_numpy(v):
     return np.asarray(v)
 
 
-class RNN:
+class _Layer:
+    """The parameter bookkeeping every leaf layer shares (RNN, LSTM, GRU, Embedding, Linear): params/grads
+    dicts, zero_grad, state_dict/load_state_dict, train/eval, and one backward per forward."""
+
+    def _init_params(self, params):
+        self.params = params
+        self.grads = {k: np.zeros_like(v) for k, v in params.items()}
+        self.training = True
+        self._cache = None
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g.fill(0)
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def state_dict(self):
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Load arrays (or torch tensors) named and shaped as torch's modules name them; cast to this dtype."""
+        missing = [k for k in self.params if k not in state]
+        unexpected = [k for k in state if k not in self.params]
+        if missing or unexpected:
+            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        new = {}
+        for k, ref in self.params.items():
+            v = _to_numpy(state[k])
+            if v.shape != ref.shape:
+                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
+            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
+        self.params.update(self._place(new))
+        self._cache = None
+
+    def _place(self, arrays):
+        """Where loaded parameters live: host arrays here; the RNN layer moves them to the GPU on cuda."""
+        return arrays
+
+    def train(self, mode=True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _take_cache(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a preceding forward() in training mode "
+                               f"(or with need_cache=True); backward may run only once per forward")
+        cache, self._cache = self._cache, None
+        return cache
+
+
+class RNN(_Layer):
     """Stacked vanilla RNN, h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh [+ c]).
 
     forward(x, h0=None, c=None) -> (out, h_n): x (T, N, D) (or (N, T, D) with batch_first), h0 (L, N, H),
@@ -94,37 +148,8 @@ class RNN:
         g = self.grads
         return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._layer_keys()]
 
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
-
-    def load_state_dict(self, state):
-        """Load arrays (or torch tensors) named and shaped as torch.nn.RNN's; cast to this layer's dtype."""
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
-        if missing or unexpected:
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        new = {}
-        for k, ref in self.params.items():
-            v = _to_numpy(state[k])
-            if v.shape != ref.shape:
-                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
-            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
-        self.params.update(self._to_gpu(new) if self._gpu else new)
-        self._cache = None
-
-    def parameters(self):
-        return list(self.params.values())
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
+    def _place(self, arrays):
+        return self._to_gpu(arrays) if self._gpu else arrays
 
     # ---- computation ----
     def forward(self, x, h0=None, c=None, need_cache=None, lengths=None):
@@ -237,54 +262,6 @@ def _scatter_add_rows(table, ids, rows):
     s = ids[order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     table[s[starts]] += np.add.reduceat(rows[order], starts, axis=0)
-
-
-class _Layer:
-    """The parameter bookkeeping shared by the leaf layers below (the same protocol as RNN)."""
-
-    def _init_params(self, params):
-        self.params = params
-        self.grads = {k: np.zeros_like(v) for k, v in params.items()}
-        self.training = True
-        self._cache = None
-
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def parameters(self):
-        return list(self.params.values())
-
-    def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
-
-    def load_state_dict(self, state):
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
-        if missing or unexpected:
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        new = {}
-        for k, ref in self.params.items():
-            v = _to_numpy(state[k])
-            if v.shape != ref.shape:
-                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
-            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
-        self.params.update(new)
-        self._cache = None
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def _take_cache(self):
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() needs a preceding forward() in training mode "
-                               f"(or with need_cache=True); backward may run only once per forward")
-        cache, self._cache = self._cache, None
-        return cache
 
 
 class Module:
@@ -630,7 +607,7 @@ def mse(pred, target, mask=None, reduction="mean"):
 # state_dict/load_state_dict, train/eval, one backward per forward), plus bidirectional and lengths.
 
 
-class _Gated:
+class _Gated(_Layer):
     """What LSTM and GRU share: parameters (G gate blocks of H rows each), bookkeeping, input checks."""
 
     _G = 0
@@ -675,38 +652,6 @@ class _Gated:
         g = self.grads
         return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._keys]
 
-    def zero_grad(self):
-        for g in self.grads.values():
-            g.fill(0)
-
-    def parameters(self):
-        return list(self.params.values())
-
-    def state_dict(self):
-        return {k: v.copy() for k, v in self.params.items()}
-
-    def load_state_dict(self, state):
-        """Load arrays (or torch tensors) named and shaped as torch.nn.LSTM's / GRU's; cast to this dtype."""
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
-        if missing or unexpected:
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        new = {}
-        for k, ref in self.params.items():
-            v = _to_numpy(state[k])
-            if v.shape != ref.shape:
-                raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
-            new[k] = np.ascontiguousarray(v, dtype=self.dtype)
-        self.params.update(new)
-        self._cache = None
-
-    def train(self, mode=True):
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
     # ---- helpers ----
     def _input(self, x):
         x = _to_numpy(x)
@@ -723,13 +668,6 @@ class _Gated:
                 raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
             dout = dout.transpose(1, 0, 2)
         return dout
-
-    def _take_cache(self):
-        if self._cache is None:
-            raise RuntimeError("backward() needs a preceding forward() with need_cache=True (training mode); "
-                               "backward may run only once per forward")
-        cache, self._cache = self._cache, None
-        return cache
 
     def _kw(self, lengths):
         return {} if lengths is None and not self.bidirectional else \

@@ -1,0 +1,200 @@
+// Argument validation shared by the CPU bindings (bind_cpu.cpp for the vanilla RNN, bind_gated.cpp for LSTM
+// and GRU): arrays taken with a checked dtype and shape (messages name the argument and the expected shape
+// in the letters T N D H L, e.g. "weight_hh_l0 must have shape (4H, H) = (400, 100), got (100, 100)"),
+// weights and gradient lists unpacked into the kernels' structs. Not used by the kernels themselves.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "rnnfast/params.h"
+
+namespace rnnfast {
+namespace bind {
+
+namespace py = pybind11;
+
+
+struct Dim {
+  std::string name;
+  int64_t value;
+};
+
+inline std::string shape_str(const std::vector<Dim>& dims) {
+  std::ostringstream s;
+  s << "(";
+  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].name;
+  s << ") = (";
+  for (size_t i = 0; i < dims.size(); ++i) s << (i ? ", " : "") << dims[i].value;
+  s << ")";
+  return s.str();
+}
+
+inline std::string got_shape(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i) << (a.ndim() == 1 ? "," : "");
+  s << ")";
+  return s.str();
+}
+
+inline std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
+
+// The argument as a C-contiguous array of dtype `dt` and shape `dims`; copies non-contiguous input.
+inline py::array take(const std::string& name, const py::handle& obj, const py::dtype& dt, const std::vector<Dim>& dims) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(name + " must be a numpy array of shape " + shape_str(dims) + ", got " + type_name(obj));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(dt) && !a.dtype().equal(dt))
+    throw py::type_error(name + " must have dtype " + py::str(dt).cast<std::string>() + " (the dtype of x), got " +
+                         py::str(a.dtype()).cast<std::string>());
+  bool ok = a.ndim() == py::ssize_t(dims.size());
+  for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(py::ssize_t(i)) == dims[i].value;
+  if (!ok) throw py::value_error(name + " must have shape " + shape_str(dims) + ", got " + got_shape(a));
+  if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+  return a;
+}
+
+// Like take, for an output that is accumulated into: it must already be contiguous and writeable.
+inline py::array take_grad(const std::string& name, const py::handle& obj, const py::dtype& dt,
+                    const std::vector<Dim>& dims) {
+  py::array a = take(name, obj, dt, dims);
+  if (!a.is(obj)) throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
+  if (!a.writeable()) throw py::value_error(name + " must be writeable (gradients accumulate into it in place)");
+  return a;
+}
+
+inline py::array take_x(const py::handle& x_obj, const char* name = "x") {
+  if (!py::isinstance<py::array>(x_obj))
+    throw py::type_error(std::string(name) + " must be a numpy array of shape (T, N, D), got " + type_name(x_obj));
+  py::array x = py::reinterpret_borrow<py::array>(x_obj);
+  if (x.dtype().kind() != 'f' || (x.itemsize() != 4 && x.itemsize() != 8))
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, got " +
+                         py::str(x.dtype()).cast<std::string>());
+  if (x.ndim() != 3)
+    throw py::value_error(std::string(name) + " must have shape (T, N, D), got " + got_shape(x) + " (rank " +
+                          std::to_string(x.ndim()) + ")");
+  return x;
+}
+
+inline void check_fits_blas(const char* what, int64_t v) {
+  if (v > int64_t(INT_MAX))
+    throw py::value_error(std::string(what) + " = " + std::to_string(v) + " exceeds the supported maximum " +
+                          std::to_string(INT_MAX) + " (BLAS leading dimensions are 32-bit)");
+}
+
+template <typename T>
+inline const T* ptr(const py::object& a) {
+  return a.is_none() ? nullptr : static_cast<const T*>(a.cast<py::array>().data());
+}
+
+// "4H", "3H" or "H": the name of the (gate-stacked) dimension.
+inline std::string gh_name(int G) { return G == 1 ? std::string("H") : std::to_string(G) + "H"; }
+
+// H from weights[0][1] = weight_hh_l0, which must be (G*H, H).
+inline int64_t hidden_size(const py::sequence& weights, int G) {
+  if (py::len(weights) == 0)
+    throw py::value_error("weights must be a non-empty list of L tuples (W_ih, W_hh, b_ih, b_hh)");
+  py::object w0 = weights[0];
+  if (!py::isinstance<py::sequence>(w0) || py::len(w0) != 4)
+    throw py::value_error("weights[0] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
+  py::object whh = w0.cast<py::sequence>()[1];
+  const std::string want = "(" + gh_name(G) + ", H)";
+  if (!py::isinstance<py::array>(whh)) throw py::type_error("weight_hh_l0 must be a numpy array of shape " + want);
+  py::array a = py::reinterpret_borrow<py::array>(whh);
+  if (a.ndim() != 2 || a.shape(1) < 1 || a.shape(0) != G * a.shape(1))
+    throw py::value_error("weight_hh_l0 must have shape " + want + " with H >= 1, got " + got_shape(a));
+  return a.shape(1);
+}
+
+template <typename T>
+struct Weights {
+  std::vector<py::array> keep;
+  std::vector<LayerWeights<T>> layers;
+  bool bias = true;
+};
+
+template <typename T>
+inline Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H, int G, const py::dtype& dt) {
+  Weights<T> w;
+  const int64_t L = int64_t(py::len(weights));
+  const std::string gn = gh_name(G);
+  w.layers.resize(size_t(L));
+  for (int64_t k = 0; k < L; ++k) {
+    py::object item = weights[size_t(k)];
+    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
+      throw py::value_error("weights[" + std::to_string(k) + "] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
+    py::sequence t = item.cast<py::sequence>();
+    const std::string ks = std::to_string(k);
+    py::array W_ih = take("weight_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    py::array W_hh = take("weight_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
+    w.layers[size_t(k)].W_ih = static_cast<const T*>(W_ih.data());
+    w.layers[size_t(k)].W_hh = static_cast<const T*>(W_hh.data());
+    w.keep.push_back(W_ih);
+    w.keep.push_back(W_hh);
+    const bool has_bi = !t[2].is_none(), has_bh = !t[3].is_none();
+    if (has_bi != has_bh)
+      throw py::value_error("bias_ih_l" + ks + " and bias_hh_l" + ks + " must both be given or both be None");
+    if (k == 0) w.bias = has_bi;
+    else if (has_bi != w.bias) throw py::value_error("all layers must have biases, or none (layer " + ks + ")");
+    if (has_bi) {
+      py::array b_ih = take("bias_ih_l" + ks, t[2], dt, {{gn, G * H}});
+      py::array b_hh = take("bias_hh_l" + ks, t[3], dt, {{gn, G * H}});
+      w.layers[size_t(k)].b_ih = static_cast<const T*>(b_ih.data());
+      w.layers[size_t(k)].b_hh = static_cast<const T*>(b_hh.data());
+      w.keep.push_back(b_ih);
+      w.keep.push_back(b_hh);
+    }
+  }
+  return w;
+}
+
+template <typename T>
+inline std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const Weights<T>& w, int64_t D, int64_t H, int G,
+                                      const py::dtype& dt, std::vector<py::array>& keep) {
+  const int64_t L = int64_t(w.layers.size());
+  const std::string gn = gh_name(G);
+  if (int64_t(py::len(grads)) != L)
+    throw py::value_error("grads must be a list of L = " + std::to_string(L) + " tuples (dW_ih, dW_hh, db_ih, db_hh)");
+  std::vector<LayerGrads<T>> g(static_cast<size_t>(L));
+  for (int64_t k = 0; k < L; ++k) {
+    py::object item = grads[size_t(k)];
+    if (!py::isinstance<py::sequence>(item) || py::len(item) != 4)
+      throw py::value_error("grads[" + std::to_string(k) + "] must be a tuple (dW_ih, dW_hh, db_ih, db_hh)");
+    py::sequence t = item.cast<py::sequence>();
+    const std::string ks = std::to_string(k);
+    py::array a = take_grad("dW_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    py::array b = take_grad("dW_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
+    g[size_t(k)].dW_ih = static_cast<T*>(a.mutable_data());
+    g[size_t(k)].dW_hh = static_cast<T*>(b.mutable_data());
+    keep.push_back(a);
+    keep.push_back(b);
+    if (w.bias) {
+      if (t[2].is_none() || t[3].is_none())
+        throw py::value_error("db_ih_l" + ks + " and db_hh_l" + ks + " must be given (the layer has biases)");
+      py::array bi = take_grad("db_ih_l" + ks, t[2], dt, {{gn, G * H}});
+      py::array bh = take_grad("db_hh_l" + ks, t[3], dt, {{gn, G * H}});
+      g[size_t(k)].db_ih = static_cast<T*>(bi.mutable_data());
+      g[size_t(k)].db_hh = static_cast<T*>(bh.mutable_data());
+      keep.push_back(bi);
+      keep.push_back(bh);
+    }
+  }
+  return g;
+}
+
+template <typename T>
+inline py::array_t<T> zeros(std::vector<py::ssize_t> shape) {
+  py::array_t<T> a(shape);
+  std::fill(a.mutable_data(), a.mutable_data() + a.size(), T(0));
+  return a;
+}
+
+}  // namespace bind
+}  // namespace rnnfast
