@@ -145,3 +145,17 @@ def test_state_dict_round_trip_casts_dtype():
     for k, v in a.params.items():
         assert b.params[k].dtype == np.float64
         np.testing.assert_array_equal(b.params[k], v.astype(np.float64))
+
+
+def test_set_num_threads_validates_and_applies():
+    if "cpu" not in BACKENDS:
+        pytest.skip("cpu backend missing")
+    from rnnfast import _C
+    old = _C.blas_num_threads()
+    try:
+        rnnfast.set_num_threads(1)
+        assert _C.blas_num_threads() == 1 and _C.step_threads() == 1
+    finally:
+        rnnfast.set_num_threads(old)
+    with pytest.raises(ValueError, match="positive integer"):
+        rnnfast.set_num_threads(0)

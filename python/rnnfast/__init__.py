@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
 from . import functional, reference
-from .backends import available, backends
+from .backends import available, backends, set_num_threads
 from .functional import rnn_backward, rnn_forward
 from .nn import RNN, Embedding, Linear, Module, OneHotRNN, TemporalAffine, mse, softmax_cross_entropy
 from .nn import GRU, LSTM
@@ -30,7 +30,7 @@ def info() -> dict:
 
 
 __all__ = ["RNN", "LSTM", "GRU", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "rnn_forward", "rnn_backward", "backends", "available", "functional", "reference", "info",
+           "rnn_forward", "rnn_backward", "backends", "available", "set_num_threads", "functional", "reference", "info",
            "__version__",
            "Module", "Embedding", "OneHotRNN", "Linear", "TemporalAffine", "softmax_cross_entropy", "mse",
            "topologies", "OneToOne", "OneToMany", "ManyToOne", "ManyToMany", "Seq2Seq",
