@@ -1,10 +1,11 @@
-"""PyTorch char-model training step with torch.nn.RNN vs with rnnfast.torch.RNN, same process, interleaved.
+"""PyTorch char-model training step with torch.nn.RNN / LSTM / GRU vs with rnnfast.torch's, same process, interleaved.
 
-What it is: a timing script for the PyTorch drop-in (Embedding -> RNN -> Linear, cross-entropy, Adam step,
-float32, CPU) that prints a table and writes JSON; both models start from the same weights and see the same
-batches, and the script reports how far their losses drift apart. What it is not: a correctness test
+What it is: a timing script for the PyTorch drop-ins (Embedding -> RNN/LSTM/GRU -> Linear, cross-entropy,
+Adam step, float32, CPU) that prints a table and writes JSON; both models start from the same weights and see
+the same batches, and the script reports how far their losses drift apart. What it is not: a correctness test
 (tests/test_torch_dropin.py) or the kernel benchmark suite. Needs torch.
-Usage: PYTHONPATH=python python benchmarks/bench_torch_dropin.py [--repeats 10] [--threads K] [--out PATH]
+Usage: PYTHONPATH=python python benchmarks/bench_torch_dropin.py [--repeats 10] [--threads K] [--cells rnn,lstm,gru]
+       [--shapes char-h128,...] [--out PATH]
 """
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ SHAPES = [("char-h128", 65, 32, 64, 128, 1), ("char-h256-l2", 65, 32, 64, 256, 2
           ("char-h512", 65, 32, 64, 512, 1), ("char-h128-n1", 65, 1, 64, 128, 1)]
 
 
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
 class CharModel(nn.Module):
-    def __init__(self, V, H, L):
+    def __init__(self, V, H, L, cell="rnn"):
         super().__init__()
         self.embed = nn.Embedding(V, H)
-        self.rnn = nn.RNN(H, H, num_layers=L, batch_first=True)
+        self.rnn = CELLS[cell](H, H, num_layers=L, batch_first=True)
         self.head = nn.Linear(H, V)
 
     def forward(self, idx):
@@ -57,14 +61,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated subset of rnn,lstm,gru")
+    ap.add_argument("--shapes", default=",".join(s[0] for s in SHAPES), help="comma-separated shape names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "torch_dropin.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    cells = [c for c in args.cells.split(",") if c]
+    shapes = [s for s in SHAPES if s[0] in args.shapes.split(",")]
+    bad = [c for c in cells if c not in CELLS]
+    if bad or not shapes:
+        ap.error(f"unknown cells {bad}" if bad else f"no shape among {[s[0] for s in SHAPES]}")
     rows = []
-    for name, V, N, T, H, L in SHAPES:
+    for cell, (name, V, N, T, H, L) in ((c, s) for c in cells for s in shapes):
         torch.manual_seed(0)
-        ref = CharModel(V, H, L)
+        ref = CharModel(V, H, L, cell)
         fast = rt.convert(copy.deepcopy(ref))
         opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
         opt_fast = torch.optim.Adam(fast.parameters(), lr=1e-3)
@@ -96,21 +107,21 @@ def main():
                 l_fast.append(t2 - t1)
         r, f = float(np.median(t_ref)), float(np.median(t_fast))
         lr, lf = float(np.median(l_ref)), float(np.median(l_fast))
-        rows.append({"shape": name, "V": V, "N": N, "T": T, "H": H, "L": L, "torch_nn_rnn_ms": r * 1e3,
+        rows.append({"cell": cell, "shape": name, "V": V, "N": N, "T": T, "H": H, "L": L, "torch_ms": r * 1e3,
                      "rnnfast_ms": f * 1e3, "speedup": r / f, "layer_torch_ms": lr * 1e3,
                      "layer_rnnfast_ms": lf * 1e3, "layer_speedup": lr / lf, "max_loss_diff": drift})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, float32, CPU; "
           f"median of {args.repeats} training steps")
-    print(f"{'':<30}{'--- training step ---':^33}{'--- RNN layer fwd+bwd ---':^33}")
-    print(f"{'shape':<14}{'N':>4}{'T':>4}{'H':>5}{'L':>3}{'nn.RNN ms':>11}{'rnnfast ms':>12}{'speed-up':>10}"
-          f"{'nn.RNN ms':>11}{'rnnfast ms':>12}{'speed-up':>10}{'max |dloss|':>13}")
+    print(f"{'':<36}{'--- training step ---':^33}{'--- recurrent layer fwd+bwd ---':^33}")
+    print(f"{'cell':<6}{'shape':<14}{'N':>4}{'T':>4}{'H':>5}{'L':>3}{'torch ms':>11}{'rnnfast ms':>12}{'speed-up':>10}"
+          f"{'torch ms':>11}{'rnnfast ms':>12}{'speed-up':>10}{'max |dloss|':>13}")
     for r in rows:
-        print(f"{r['shape']:<14}{r['N']:>4}{r['T']:>4}{r['H']:>5}{r['L']:>3}{r['torch_nn_rnn_ms']:>11.2f}"
+        print(f"{r['cell']:<6}{r['shape']:<14}{r['N']:>4}{r['T']:>4}{r['H']:>5}{r['L']:>3}{r['torch_ms']:>11.2f}"
               f"{r['rnnfast_ms']:>12.2f}{r['speedup']:>9.2f}x{r['layer_torch_ms']:>11.2f}"
               f"{r['layer_rnnfast_ms']:>12.2f}{r['layer_speedup']:>9.2f}x{r['max_loss_diff']:>13.2e}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"benchmark": "char-model training step, nn.RNN vs rnnfast.torch.RNN",
+        json.dump({"benchmark": "char-model training step, torch.nn.RNN/LSTM/GRU vs rnnfast.torch's",
                    "torch": torch.__version__, "rnnfast": rnnfast.__version__, "torch_threads":
                    torch.get_num_threads(), "machine": platform.machine(), "repeats": args.repeats,
                    "rows": rows}, fh, indent=2)

@@ -1,7 +1,14 @@
-"""The five sequence topologies on top of the RNN layer: one-to-one, one-to-many, many-to-one, many-to-many
-and sequence-to-sequence, each a small Module with forward, backward, loss (+ gradients) and, where it
-generates, generate. Time-major throughout: sequences are (T, N, D) floats or (T, N) token ids.
-What it is not: the kernels (rnnfast.functional), the layers (rnnfast.nn) or training loops (rnnfast.train).
+"""The five sequence topologies on top of a recurrent layer: one-to-one, one-to-many, many-to-one,
+many-to-many and sequence-to-sequence, each a small Module with forward, backward, loss (+ gradients) and,
+where it generates, generate. Time-major throughout: sequences are (T, N, D) floats or (T, N) token ids.
+Every topology takes cell="rnn" (vanilla), "lstm" or "gru". What it is not: the kernels
+(rnnfast.functional), the layers (rnnfast.nn) or training loops (rnnfast.train).
+
+States: for "rnn" and "gru" a state is one array (L, N, H); for "lstm" it is the pair (h, c), each
+(L, N, H) (a (2, L, N, H) array is accepted wherever a state goes in). OneToMany derives h0 from its code
+vector and an LSTM's c0 is then 0; Seq2Seq hands the LSTM decoder the encoder's final (h, c). The constant input `c`
+(OneToMany feed_code, Seq2Seq feed_context) exists only for cell="rnn": the gated kernels have no
+constant input, so those combinations raise ValueError.
 """
 from __future__ import annotations
 
@@ -9,9 +16,11 @@ import contextlib
 
 import numpy as np
 
-from .nn import RNN, Embedding, Linear, Module, OneHotRNN, _check_size, mse, softmax_cross_entropy
+from .nn import (GRU, LSTM, RNN, Embedding, Linear, Module, OneHotRNN, _check_ids, _check_size,
+                 _scatter_add_rows, mse, softmax_cross_entropy)
 
 _TASKS = ("classification", "regression")
+CELLS = ("rnn", "lstm", "gru")
 
 
 def _seeds(seed, k):
@@ -33,6 +42,44 @@ def _check_lengths(lengths, T, N):
         bad = int(lengths.min()) if lengths.min() < 1 else int(lengths.max())
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got {bad}")
     return lengths.astype(np.int64)
+
+
+def check_cell(cell, nonlinearity="tanh"):
+    """The cell name, validated: one of CELLS; nonlinearity other than "tanh" only with cell="rnn"."""
+    if not isinstance(cell, str) or cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(repr(c) for c in CELLS)}, got {cell!r}")
+    if cell != "rnn" and nonlinearity != "tanh":
+        raise ValueError(f"nonlinearity applies to cell='rnn' only (the {cell.upper()} gates fix their own), "
+                         f"got nonlinearity={nonlinearity!r} with cell={cell!r}")
+    return cell
+
+
+def _no_constant_input(cell, what):
+    if cell != "rnn":
+        raise ValueError(f"{what} needs the RNN's constant input c, which only cell='rnn' has (the "
+                         f"{cell.upper()} kernels have no constant input); use cell='rnn' or turn {what} off")
+
+
+def lstm_state(state, name="h0"):
+    """An LSTM state as the pair (h, c): from a tuple/list of two arrays or one (2, L, N, H) array."""
+    if isinstance(state, (tuple, list)) and len(state) == 2:
+        return state[0], state[1]
+    if getattr(state, "ndim", None) == 4 and state.shape[0] == 2:
+        return state[0], state[1]
+    got = f"a {type(state).__name__} of length {len(state)}" if isinstance(state, (tuple, list)) else \
+        f"shape {tuple(np.shape(state))}"
+    raise ValueError(f"{name} for cell='lstm' must be a pair (h, c) of (L, N, H) arrays or one (2, L, N, H) "
+                     f"array, got {got}")
+
+
+def _smap(fn, state):
+    """fn applied to each array of a state (one array, or the LSTM pair)."""
+    return tuple(fn(a) for a in state) if isinstance(state, tuple) else fn(state)
+
+
+def _hidden(state):
+    """The hidden-state array of a state (the h of an LSTM's pair)."""
+    return state[0] if isinstance(state, tuple) else state
 
 
 def _check_task(task):
@@ -58,30 +105,132 @@ def _head_loss(task, y, targets, mask, reduction):
     return mse(y, targets, mask=mask, reduction="mean" if reduction == "mean" else "sum")
 
 
+class _OneHotGated:
+    """LSTM(V, H) / GRU(V, H) fed one-hot vectors of token ids (T, N), as OneHotRNN is for the vanilla cell.
+
+    Parameters are exactly the gated layer's (weight_ih_l0 is (G*H, V)), so state dicts move to and from
+    rnnfast.LSTM / GRU and torch.nn.LSTM / GRU. Path "dense" builds the (T, N, V) one-hot and uses the
+    ordinary input GEMM; path "gather" takes rows of W_ih^T (T*N x G*H values) and runs the kernels with
+    layer 0's input weight set to the identity I_{G*H} (x @ I is exact), then scatters the kernels' dx
+    back into the columns of dW_ih. The identity GEMM costs (G*H)^2 per row against V*G*H for the one-hot
+    one, so "auto" picks "dense" when V <= G*H and "gather" otherwise. Results are identical either way.
+    """
+
+    def _init_onehot(self, path):
+        if path not in ("auto", "gather", "dense"):
+            raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
+        self.vocab_size = self.input_size
+        GH = self._G * self.hidden_size
+        self.path = ("dense" if self.vocab_size <= GH else "gather") if path == "auto" else path
+        self._eye = np.eye(GH, dtype=self.dtype) if self.path == "gather" else None
+        self._ids = None
+
+    def _onehot_input(self, ids):
+        ids = _check_ids("ids", ids, self.vocab_size, "(T, N)")
+        if ids.ndim != 2:
+            raise ValueError(f"ids must have shape (T, N), got {ids.shape}")
+        self._ids = ids
+        if self.path == "dense":
+            x = np.zeros(ids.shape + (self.vocab_size,), dtype=self.dtype)
+            np.put_along_axis(x, ids[..., None], 1, axis=2)
+            return x
+        return np.ascontiguousarray(self.params["weight_ih_l0"].T)[ids]   # (T, N, G*H)
+
+    def _input(self, x):            # the layer's own check expects D = V; x was built from checked ids
+        return x
+
+    def _weights(self):
+        w = super()._weights()
+        if self.path == "gather":
+            w[0] = (self._eye,) + w[0][1:]
+        return w
+
+    def _grad_list(self):
+        g = super()._grad_list()
+        if self.path == "gather":   # the identity's gradient is not a parameter: a scratch array takes it
+            g[0] = (np.zeros_like(self._eye),) + g[0][1:]
+        return g
+
+    def _scatter(self, dx):
+        if self.path == "gather":
+            gT = np.zeros((self.vocab_size, self._G * self.hidden_size), dtype=self.dtype)
+            _scatter_add_rows(gT, self._ids, dx)    # into the columns of W_ih that were read
+            self.grads["weight_ih_l0"] += gT.T
+
+
+class _OneHotLSTM(_OneHotGated, LSTM):
+    def __init__(self, vocab_size, hidden_size, num_layers=1, dtype=np.float32, backend=None, seed=None,
+                 path="auto"):
+        LSTM.__init__(self, vocab_size, hidden_size, num_layers, dtype=dtype, backend=backend, seed=seed)
+        self._init_onehot(path)
+
+    def forward(self, ids, hc0=None, need_cache=None, lengths=None):
+        return LSTM.forward(self, self._onehot_input(ids), hc0, need_cache, lengths)
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None, dc_n=None):
+        dx, states = LSTM.backward(self, dout, dh_n, dc_n)
+        self._scatter(dx)
+        return None, states
+
+
+class _OneHotGRU(_OneHotGated, GRU):
+    def __init__(self, vocab_size, hidden_size, num_layers=1, dtype=np.float32, backend=None, seed=None,
+                 path="auto"):
+        GRU.__init__(self, vocab_size, hidden_size, num_layers, dtype=dtype, backend=backend, seed=seed)
+        self._init_onehot(path)
+
+    def forward(self, ids, h0=None, need_cache=None, lengths=None):
+        return GRU.forward(self, self._onehot_input(ids), h0, need_cache, lengths)
+
+    __call__ = forward
+
+    def backward(self, dout, dh_n=None):
+        dx, dh0 = GRU.backward(self, dout, dh_n)
+        self._scatter(dx)
+        return None, dh0
+
+
+_GATED = {"lstm": (LSTM, _OneHotLSTM), "gru": (GRU, _OneHotGRU)}
+
+
 class _SeqInput(Module):
-    """The input side shared by the topologies: floats (T, N, D) -> RNN(D, H); token ids (T, N) ->
-    Embedding(V, E) -> RNN(E, H) when embed_size is given, else OneHotRNN(V, H) (no (T*N, V) GEMM).
-    With layerwise=True the stack is L single-layer RNNs (children rnn_l0, rnn_l1, ...) so that every
-    layer's outputs are visible and can receive gradient (the seq2seq encoder needs each layer's state at
-    each sequence's last valid step)."""
+    """The input side shared by the topologies: floats (T, N, D) -> cell(D, H); token ids (T, N) ->
+    Embedding(V, E) -> cell(E, H) when embed_size is given, else the one-hot layer (OneHotRNN(V, H), or
+    LSTM/GRU(V, H) fed one-hot ids; no (T*N, V) GEMM when V is large). cell "rnn", "lstm" or "gru".
+
+    With layerwise=True (cell "rnn" only) the stack is L single-layer RNNs (children rnn_l0, rnn_l1, ...)
+    so that every layer's outputs are visible and can receive gradient (the vanilla seq2seq encoder reads
+    each layer's state at each sequence's last valid step). The gated cells get the same from their own
+    `lengths` argument (h_n, c_n at each sequence's end), so they always use one stacked child "rnn".
+    """
 
     def __init__(self, hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity, dtype,
-                 backend, seed, layerwise=False):
+                 backend, seed, layerwise=False, cell="rnn"):
         super().__init__()
         if (input_size is None) == (vocab_size is None):
             raise ValueError("give exactly one of input_size (float inputs) or vocab_size (token ids)")
         if input_size is not None and embed_size is not None:
             raise ValueError("embed_size applies to token inputs (vocab_size), not to input_size")
+        self.cell = check_cell(cell, nonlinearity)
         H = _check_size("hidden_size", hidden_size)
         L = _check_size("num_layers", num_layers)
         self.kind = "float" if input_size is not None else ("embed" if embed_size is not None else "onehot")
+        layerwise = layerwise and self.cell == "rnn"
         self.dtype, self.layerwise, self.num_layers, self.hidden_size = np.dtype(dtype), layerwise, L, H
         self.vocab_size = None if vocab_size is None else _check_size("vocab_size", vocab_size)
         s = _seeds(seed, L + 1)
-        kw = dict(nonlinearity=nonlinearity, dtype=dtype, backend=backend)
         if self.kind == "embed":
             self.embed = Embedding(self.vocab_size, _check_size("embed_size", embed_size), dtype=dtype, seed=s[L])
         D = input_size if self.kind == "float" else embed_size
+        if self.cell != "rnn":
+            dense, onehot = _GATED[self.cell]
+            kw = dict(dtype=dtype, backend=backend, seed=s[0])
+            self.rnn = onehot(self.vocab_size, H, L, **kw) if self.kind == "onehot" else \
+                dense(_check_size("input_size", D), H, L, **kw)
+            return
+        kw = dict(nonlinearity=nonlinearity, dtype=dtype, backend=backend)
         first_layers = 1 if layerwise else L
         if self.kind == "onehot":
             first = OneHotRNN(self.vocab_size, H, first_layers, seed=s[0], **kw)
@@ -111,10 +260,28 @@ class _SeqInput(Module):
             raise ValueError(f"empty batch: N = 0 sequences (input shape {tuple(x.shape)})")
         return T, N
 
-    def forward(self, x, h0=None, c=None, need_cache=None):
-        """-> (out (T, N, H), h_n (L, N, H)); in layerwise mode self.layer_outputs holds every layer's out."""
+    def zero_state(self, N):
+        """The all-zero initial state for N sequences: (L, N, H), or the pair (h, c) for an LSTM."""
+        z = np.zeros((self.num_layers, N, self.hidden_size), dtype=self.dtype)
+        return (z, z.copy()) if self.cell == "lstm" else z
+
+    def forward(self, x, h0=None, c=None, need_cache=None, lengths=None):
+        """-> (out (T, N, H), state): h_n (L, N, H), or (h_n, c_n) for an LSTM. In layerwise mode
+        self.layer_outputs holds every layer's out. lengths (gated cells only): each sequence's final state
+        is taken at its own last valid step."""
+        if c is not None:
+            _no_constant_input(self.cell, "the constant input c")
         if self.kind == "embed":
             x = self.embed.forward(x, need_cache)
+        if self.cell == "lstm":
+            hc0 = None if h0 is None else lstm_state(h0, "h0")
+            out, (h_n, c_n) = self.rnn.forward(x, hc0, need_cache, lengths)
+            return out, (h_n, c_n)
+        if self.cell == "gru":
+            return self.rnn.forward(x, h0, need_cache, lengths)
+        if lengths is not None:
+            raise ValueError("lengths are taken by the gated cells here; the vanilla topologies read each "
+                             "sequence's last valid step from the outputs")
         if not self.layerwise:
             return self.rnn.forward(x, h0, c, need_cache)
         outs, hns = [], []
@@ -128,12 +295,19 @@ class _SeqInput(Module):
     __call__ = forward
 
     def backward(self, dout, dh_n=None, dlayers=None):
-        """-> (dh0 (L, N, H), dc or None). dlayers: optional per-layer extra output gradients (layerwise)."""
-        if not self.layerwise:
+        """-> (dstate0, dc or None): dh0 (L, N, H), or (dh0, dc0) for an LSTM. dlayers: optional per-layer
+        extra output gradients (layerwise). dh_n: the final state's gradient, shaped as the state."""
+        dc = None
+        if self.cell == "lstm":
+            dh, dcn = (None, None) if dh_n is None else lstm_state(dh_n, "dh_n")
+            dx, dh0 = self.rnn.backward(dout, dh, dcn)
+        elif self.cell == "gru":
+            dx, dh0 = self.rnn.backward(dout, dh_n)
+        elif not self.layerwise:
             res = self.rnn.backward(dout, dh_n)
             dx, dh0, dc = res if len(res) == 3 else (res[0], res[1], None)
         else:
-            dh0s, d, dc = [None] * self.num_layers, dout, None
+            dh0s, d = [None] * self.num_layers, dout
             for k in reversed(range(self.num_layers)):
                 if dlayers is not None and dlayers[k] is not None:
                     d = dlayers[k] if d is None else d + dlayers[k]
@@ -148,16 +322,18 @@ class _SeqInput(Module):
 
 
 class OneToOne(Module):
-    """A single step, the degenerate case: x (N, D) or ids (N,) -> RNN step from h = 0 -> Linear head.
-    forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or (N, output_size) floats)."""
+    """A single step, the degenerate case: x (N, D) or ids (N,) -> one cell step from h = 0 (and c = 0 for
+    an LSTM) -> Linear head. forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or
+    (N, output_size) floats)."""
 
     def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
-                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
         super().__init__()
         self.task = _check_task(task)
         s = _seeds(seed, 2)
         self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
-                                 dtype, backend, s[0])
+                                 dtype, backend, s[0], cell=cell)
+        self.cell = self.encoder.cell
         self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
 
     def forward(self, x):
@@ -194,12 +370,13 @@ class ManyToOne(Module):
     """
 
     def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
-                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
         super().__init__()
         self.task = _check_task(task)
         s = _seeds(seed, 2)
         self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
-                                 dtype, backend, s[0])
+                                 dtype, backend, s[0], cell=cell)
+        self.cell = self.encoder.cell
         self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
 
     def forward(self, x, lengths=None):
@@ -237,15 +414,17 @@ class ManyToMany(Module):
     forward(x, h0=None) -> (y (T, N, output_size), h_n (L, N, H)). loss(x, targets, mask=None,
     reduction="sum", h0=None, return_state=False) -> loss, or (loss, h_n): the protocol the truncated-BPTT
     trainer uses (h_n is plain data: carrying it into the next chunk passes no gradient back).
+    With cell="lstm" the state (h0, h_n, dh_n, dh0) is the pair (h, c) (or one (2, L, N, H) array going in).
     """
 
     def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
-                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
         super().__init__()
         self.task = _check_task(task)
         s = _seeds(seed, 2)
         self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
-                                 dtype, backend, s[0])
+                                 dtype, backend, s[0], cell=cell)
+        self.cell = self.encoder.cell
         self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
 
     def forward(self, x, h0=None):
@@ -256,7 +435,7 @@ class ManyToMany(Module):
     __call__ = forward
 
     def backward(self, dy, dh_n=None):
-        """-> dh0 (L, N, H), the gradient reaching the initial state."""
+        """-> dh0 (L, N, H) (the pair (dh0, dc0) for an LSTM), the gradient reaching the initial state."""
         dout = self.head.backward(dy)
         dh0, _ = self.encoder.backward(dout, dh_n)
         return dh0
@@ -285,17 +464,22 @@ def _log_softmax(z):
 
 class OneToMany(Module):
     """A code vector -> a token sequence. h0 (L, N, H) = Linear(code_size, L*H)(code) (an affine map); with
-    feed_code also c = Linear(code_size, H)(code), added at every step of layer 0 (as image features in
-    captioning). Teacher forcing in training: the decoder reads [start_token, targets[:-1]].
+    cell="lstm" that is the hidden state and the cell state starts at c0 = 0. With feed_code (cell="rnn"
+    only: the gated kernels have no constant input) also c = Linear(code_size, H)(code), added at every
+    step of layer 0 (as image features in captioning). Teacher forcing in training: the decoder reads
+    [start_token, targets[:-1]].
 
     forward(code (N, C), inputs (T, N) ids) -> logits (T, N, V); loss(code, targets (T, N), mask=None);
     generate(code, T, ...) -> ids (T, N).
     """
 
     def __init__(self, code_size, hidden_size, vocab_size, embed_size=None, num_layers=1, feed_code=False,
-                 start_token=0, nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+                 start_token=0, nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
         super().__init__()
         s = _seeds(seed, 4)
+        self.cell = check_cell(cell, nonlinearity)
+        if feed_code:
+            _no_constant_input(self.cell, "feed_code")
         H, L = _check_size("hidden_size", hidden_size), _check_size("num_layers", num_layers)
         self.code_size, self.vocab_size = _check_size("code_size", code_size), _check_size("vocab_size", vocab_size)
         if not 0 <= start_token < vocab_size:
@@ -304,7 +488,8 @@ class OneToMany(Module):
         self.init = Linear(self.code_size, L * H, dtype=dtype, seed=s[0])
         if feed_code:
             self.code_in = Linear(self.code_size, H, dtype=dtype, seed=s[1])
-        self.decoder = _SeqInput(H, L, None, vocab_size, embed_size, nonlinearity, dtype, backend, s[2])
+        self.decoder = _SeqInput(H, L, None, vocab_size, embed_size, nonlinearity, dtype, backend, s[2],
+                                 cell=self.cell)
         self.head = Linear(H, self.vocab_size, dtype=dtype, seed=s[3])
 
     def _start(self, code, need_cache=None):
@@ -315,6 +500,8 @@ class OneToMany(Module):
             raise ValueError("empty batch: code has N = 0 rows")
         N, L, H = code.shape[0], self.decoder.num_layers, self.decoder.hidden_size
         h0 = np.ascontiguousarray(self.init.forward(code, need_cache).reshape(N, L, H).transpose(1, 0, 2))
+        if self.cell == "lstm":
+            h0 = (h0, np.zeros_like(h0))                # the code sets h0; the cell state starts at zero
         c = self.code_in.forward(code, need_cache) if self.feed_code else None
         return h0, c
 
@@ -332,6 +519,8 @@ class OneToMany(Module):
     def backward(self, dlogits):
         dout = self.head.backward(dlogits)
         dh0, dc = self.decoder.backward(dout)
+        if self.cell == "lstm":
+            dh0 = dh0[0]                                # c0 = 0 is a constant: its gradient goes nowhere
         L, N, H = dh0.shape
         self.init.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(N, L * H))
         if self.feed_code:
@@ -359,7 +548,7 @@ class OneToMany(Module):
         rng = np.random.default_rng(seed)
         with _inference(self):
             h, c = self._start(code, need_cache=False)
-            N = h.shape[1]
+            N = _hidden(h).shape[1]
             ids = np.empty((T, N), dtype=np.int64)
             prev = np.full(N, self.start_token, dtype=np.int64)
             done = np.zeros(N, dtype=bool)
@@ -378,17 +567,23 @@ class Seq2Seq(Module):
     from its final state; source and target vocabularies differ.
 
     The context is every encoder layer's state at each sequence's last valid step, (L, N, H); the decoder
-    starts from h0 = context and, with feed_context, also gets c = Linear(H, H)(context[L-1]) at every step.
+    starts from h0 = context and, with feed_context (cell="rnn" only), also gets c = Linear(H, H)(context[L-1])
+    at every step. With cell="lstm" the context is the pair (h, c) of every layer's hidden and cell state,
+    each at its sequence's last valid step, and the decoder starts from both; with cell="gru" it is h.
     Training is teacher-forced (decoder inputs [start_token, tgt[:-1]]); generate decodes greedily or with
-    beam search. Parameter names: encoder.rnn_l{k}.*, decoder.rnn.*, [encoder|decoder].embed.weight,
-    context.*, head.*.
+    beam search. Parameter names: encoder.rnn_l{k}.* (cell="rnn": one single-layer RNN per layer) or
+    encoder.rnn.* (gated cells: one stacked layer run with the source lengths), decoder.rnn.*,
+    [encoder|decoder].embed.weight, context.*, head.*.
     """
 
     def __init__(self, src_vocab, tgt_vocab, hidden_size, num_layers=1, src_embed=None, tgt_embed=None,
                  feed_context=False, start_token=0, end_token=1, nonlinearity="tanh", dtype=np.float32,
-                 backend=None, seed=0):
+                 backend=None, seed=0, cell="rnn"):
         super().__init__()
         s = _seeds(seed, 4)
+        self.cell = check_cell(cell, nonlinearity)
+        if feed_context:
+            _no_constant_input(self.cell, "feed_context")
         H, L = _check_size("hidden_size", hidden_size), _check_size("num_layers", num_layers)
         self.tgt_vocab = _check_size("tgt_vocab", tgt_vocab)
         for name, v in (("start_token", start_token), ("end_token", end_token)):
@@ -397,16 +592,21 @@ class Seq2Seq(Module):
         self.start_token, self.end_token = int(start_token), int(end_token)
         self.feed_context, self.dtype = bool(feed_context), np.dtype(dtype)
         self.encoder = _SeqInput(H, L, None, src_vocab, src_embed, nonlinearity, dtype, backend, s[0],
-                                 layerwise=True)
+                                 layerwise=True, cell=self.cell)
         if feed_context:
             self.context = Linear(H, H, dtype=dtype, seed=s[1])
-        self.decoder = _SeqInput(H, L, None, tgt_vocab, tgt_embed, nonlinearity, dtype, backend, s[2])
+        self.decoder = _SeqInput(H, L, None, tgt_vocab, tgt_embed, nonlinearity, dtype, backend, s[2],
+                                 cell=self.cell)
         self.head = Linear(H, self.tgt_vocab, dtype=dtype, seed=s[3])
 
     def encode(self, src, src_lengths=None, need_cache=None):
-        """-> (context (L, N, H), c (N, H) or None)."""
+        """-> (context (L, N, H) (the pair (h, c) for an LSTM), c (N, H) or None)."""
         T, N = self.encoder.dims(src)
         lengths = _check_lengths(src_lengths, T, N)
+        if self.cell != "rnn":                         # the gated layer stops each sequence at its length
+            _, ctx = self.encoder.forward(src, need_cache=need_cache, lengths=lengths)
+            self._enc = (lengths, T, N)
+            return ctx, None
         self.encoder.forward(src, need_cache=need_cache)
         idx = (lengths - 1, np.arange(N))
         ctx = np.ascontiguousarray(np.stack([o[idx] for o in self.encoder.layer_outputs]))
@@ -417,9 +617,9 @@ class Seq2Seq(Module):
     def forward(self, src, tgt_in, src_lengths=None):
         ctx, c = self.encode(src, src_lengths)
         T, N = self.decoder.dims(tgt_in)
-        if N != ctx.shape[1]:
-            raise ValueError(f"tgt_in must have shape (T, N) with N = {ctx.shape[1]} (the source batch), got "
-                             f"{tuple(np.shape(tgt_in))}")
+        if N != _hidden(ctx).shape[1]:
+            raise ValueError(f"tgt_in must have shape (T, N) with N = {_hidden(ctx).shape[1]} (the source batch), "
+                             f"got {tuple(np.shape(tgt_in))}")
         out, _ = self.decoder.forward(tgt_in, ctx, c)
         return self.head.forward(out)
 
@@ -428,6 +628,9 @@ class Seq2Seq(Module):
     def backward(self, dlogits):
         dout = self.head.backward(dlogits)
         dctx, dc = self.decoder.backward(dout)          # into the context (the decoder's h0) and c
+        if self.cell != "rnn":                          # the layer routes it to each sequence's last step
+            self.encoder.backward(None, dctx)
+            return
         if self.feed_context:
             dctx[-1] += self.context.backward(dc)
         lengths, T, N = self._enc
@@ -477,9 +680,9 @@ class Seq2Seq(Module):
         return (ids, scores) if return_scores else ids
 
     def _beam(self, ctx, c, max_len, K):
-        L, N, H = ctx.shape
+        L, N, H = _hidden(ctx).shape
         V, end = self.tgt_vocab, self.end_token
-        h = np.repeat(ctx, K, axis=1)                   # (L, N*K, H): beam k of source n is row n*K + k
+        h = _smap(lambda a: np.repeat(a, K, axis=1), ctx)   # (L, N*K, H): beam k of source n is row n*K + k
         cb = None if c is None else np.repeat(c, K, axis=0)
         scores = np.full((N, K), -np.inf)
         scores[:, 0] = 0.0                              # one live beam at the start
@@ -499,7 +702,7 @@ class Seq2Seq(Module):
             toks = toks[:, rows, beam]
             toks[t] = tok
             done = done[rows, beam] | (tok == end)
-            h = np.ascontiguousarray(h.reshape(L, N, K, H)[:, rows, beam].reshape(L, N * K, H))
+            h = _smap(lambda a: np.ascontiguousarray(a.reshape(L, N, K, H)[:, rows, beam].reshape(L, N * K, H)), h)
             prev = tok.reshape(-1)
             if done.all():
                 break

@@ -1,7 +1,9 @@
-"""Image captioning: image feature vector v -> RNN language model that writes the caption word by word.
+"""Image captioning: image feature vector v -> RNN, LSTM or GRU language model that writes the caption word
+by word.
 
 What it is: the captioning model (conditioning through an affine map of v to the initial hidden state,
-through W v added at every step as the RNN's constant input `c`, or both), <START>/<END>/<NULL> handling
+through W v added at every step as the RNN's constant input `c` (vanilla cell only), or both), the cell
+choice, <START>/<END>/<NULL> handling
 with <NULL> masked out of the loss, greedy decoding that stops at <END>, BLEU and exact-match evaluation,
 the built-in shapes pipeline (CNN trained on an auxiliary task, frozen, truncated to give v), training with
 checkpoints and resume, and the picture of held-out results. What it is not: the layers, losses,
@@ -16,7 +18,8 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from .. import train as _train
-from ..nn import RNN, Embedding, Linear, Module, softmax_cross_entropy
+from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, softmax_cross_entropy
+from ..topologies import check_cell
 from . import shapes as _shapes
 from ._progress import Progress
 from .bleu import corpus_bleu, exact_match
@@ -65,19 +68,32 @@ def decode_captions(ids, idx_to_word):
 
 
 # ---------------------------------------------------------------- model
-class CaptioningRNN(Module):
-    """features (N, F) -> caption ids. Word embedding (V, E) -> RNN(E, H, L) -> Linear(H, V).
+def check_conditioning(cell, conditioning):
+    """The cell, after checking that it can take this conditioning: "c" and "both" need the vanilla RNN's
+    constant input, which the LSTM and GRU kernels do not have (ValueError)."""
+    if cell != "rnn" and conditioning != "h0":
+        raise ValueError(f"conditioning={conditioning!r} needs the RNN's constant input c, which only "
+                         f"cell='rnn' has (the {cell.upper()} kernels have no constant input); use "
+                         f"conditioning='h0' with cell={cell!r}")
+    return cell
 
-    conditioning "h0": h0 = reshape(Linear(F, L*H)(v)) (an affine map to every layer's initial state);
-    "c": c = Linear(F, H)(v) added to layer 0's input at every step (the kernel's constant input), h0 = 0;
-    "both": the two together.
+
+class CaptioningRNN(Module):
+    """features (N, F) -> caption ids. Word embedding (V, E) -> cell(E, H, L) -> Linear(H, V), with cell
+    "rnn" (RNN, the default), "lstm" (LSTM) or "gru" (GRU).
+
+    conditioning "h0": h0 = reshape(Linear(F, L*H)(v)) (an affine map to every layer's initial state; an
+    LSTM's cell state starts at c0 = 0); "c": c = Linear(F, H)(v) added to layer 0's input at every step
+    (the kernel's constant input), h0 = 0; "both": the two together. "c" and "both" need cell="rnn": the
+    gated kernels have no constant input, so those combinations raise ValueError.
     """
 
     def __init__(self, feature_dim, vocab_size, hidden_size=128, embed_size=64, num_layers=1, conditioning="both",
-                 nonlinearity="tanh", dtype=np.float32, backend=None, seed=0):
+                 nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
+        self.cell = check_conditioning(check_cell(cell, nonlinearity), conditioning)
         s = [int(x) for x in np.random.default_rng(seed).integers(0, 2**31 - 1, size=5)]
         self.F, self.V, self.H, self.L = int(feature_dim), int(vocab_size), int(hidden_size), int(num_layers)
         self.conditioning = conditioning
@@ -88,14 +104,19 @@ class CaptioningRNN(Module):
             self.proj_c = Linear(self.F, self.H, dtype=dtype, seed=s[1])
         self.embed = Embedding(self.V, int(embed_size), dtype=dtype, seed=s[2])
         self.embed.params["weight"] *= 0.1          # small initial embeddings: tanh stays out of saturation
-        self.rnn = RNN(int(embed_size), self.H, self.L, nonlinearity=nonlinearity, dtype=dtype, backend=backend,
-                       seed=s[3])
+        self.nonlinearity = nonlinearity
+        if self.cell == "rnn":
+            self.rnn = RNN(int(embed_size), self.H, self.L, nonlinearity=nonlinearity, dtype=dtype,
+                           backend=backend, seed=s[3])
+        else:
+            layer = LSTM if self.cell == "lstm" else GRU
+            self.rnn = layer(int(embed_size), self.H, self.L, dtype=dtype, backend=backend, seed=s[3])
         self.head = Linear(self.H, self.V, dtype=dtype, seed=s[4])
 
     def config(self):
         return {"feature_dim": self.F, "vocab_size": self.V, "hidden_size": self.H,
                 "embed_size": self.embed.embedding_dim, "num_layers": self.L, "conditioning": self.conditioning,
-                "nonlinearity": self.rnn.nonlinearity, "dtype": self.dtype.name}
+                "nonlinearity": self.nonlinearity, "dtype": self.dtype.name, "cell": self.cell}
 
     def _check_features(self, features):
         features = np.asarray(features)
@@ -125,17 +146,27 @@ class CaptioningRNN(Module):
         x_in = np.ascontiguousarray(captions[:, :-1].T)           # (T, N)
         y = np.ascontiguousarray(captions[:, 1:].T)                 # (T, N)
         h0, c = self._condition(v, True)
-        out, _ = self.rnn.forward(self.embed.forward(x_in), h0, c)
+        out, _ = self._run(self.embed.forward(x_in), h0, c, None)
         logits = self.head.forward(out)
         loss, dlogits = softmax_cross_entropy(logits, y, mask=y != NULL)
         dout = self.head.backward(dlogits)                          # into the head
         res = self.rnn.backward(dout)                               # through time
         self.embed.backward(res[0])                                 # into the word vectors
+        dh0 = res[1][0] if self.cell == "lstm" else res[1]          # (an LSTM's c0 = 0 is a constant)
         if self.conditioning in ("h0", "both"):                     # into the h0 map
-            self.proj_h0.backward(np.ascontiguousarray(res[1].transpose(1, 0, 2)).reshape(len(v), -1))
+            self.proj_h0.backward(np.ascontiguousarray(dh0.transpose(1, 0, 2)).reshape(len(v), -1))
         if self.conditioning in ("c", "both"):                      # into the constant-input map
             self.proj_c.backward(res[2])
         return loss
+
+    def _run(self, x, h, c, need_cache):
+        """The recurrent layer over x (T, N, E) from state h (None, (L, N, H), or the LSTM pair) -> (out,
+        state)."""
+        if self.cell == "rnn":
+            return self.rnn.forward(x, h, c, need_cache)
+        if self.cell == "lstm" and h is not None and not isinstance(h, tuple):
+            h = (h, np.zeros_like(h))                               # the image sets h0; c0 starts at zero
+        return self.rnn.forward(x, h, need_cache)
 
     def generate(self, features, max_length=20):
         """Greedy decoding from <START>: ids (N, max_length); after a sequence emits <END> the rest is
@@ -145,11 +176,13 @@ class CaptioningRNN(Module):
         h, c = self._condition(v, False)
         if h is None:
             h = np.zeros((self.L, N, self.H), self.dtype)
+        if self.cell == "lstm":
+            h = (h, np.zeros_like(h))
         out = np.full((N, max_length), NULL, np.int64)
         prev = np.full(N, START, np.int64)
         done = np.zeros(N, bool)
         for t in range(max_length):
-            o, h = self.rnn.forward(self.embed.forward(prev[None], need_cache=False), h, c, need_cache=False)
+            o, h = self._run(self.embed.forward(prev[None], need_cache=False), h, c, False)
             nxt = self.head.forward(o[0], need_cache=False).argmax(axis=1)
             out[:, t] = np.where(done, NULL, nxt)
             done |= nxt == END
@@ -276,9 +309,10 @@ def build_model(meta, backend=None):
     return CaptionPipeline(captioner, cnn)
 
 
-def load_model(path, backend=None):
-    """(CaptionPipeline, load_checkpoint info) from a checkpoint written by train_captioner; a checkpoint of
-    another kind of model raises ValueError."""
+def load_model(path, backend=None, cell=None):
+    """(CaptionPipeline, load_checkpoint info) from a checkpoint written by train_captioner, with the
+    checkpoint's cell (checkpoints without one are "rnn"); a checkpoint of another kind of model, or (when
+    `cell` is given) of another cell, raises ValueError."""
     from .char_lm import read_checkpoint_info
 
     info = read_checkpoint_info(path)
@@ -286,6 +320,10 @@ def load_model(path, backend=None):
     if meta.get("kind") != KIND:
         raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a captioning "
                          f"model ({KIND!r})")
+    saved = meta.get("captioner", {}).get("cell", "rnn")
+    if cell is not None and check_cell(cell) != saved:
+        raise ValueError(f"checkpoint {path} holds a cell={saved!r} model, not cell={cell!r}; leave the cell "
+                         f"out to use the checkpoint's, or start a new run")
     model = build_model(meta, backend)
     info = _train.load_checkpoint(path, model=model)
     return model, info
@@ -294,18 +332,19 @@ def load_model(path, backend=None):
 def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1, conditioning="both",
                     batch_size=50, lr=5e-3, lr_decay=1.0, max_steps=None, max_seconds=None, seed=0, clip_norm=5.0,
                     eval_every=None, eval_images=200, checkpoint=None, checkpoint_every=None, resume=None,
-                    metadata=None, progress=True, log=print, backend=None):
+                    metadata=None, progress=True, log=print, backend=None, cell=None):
     """Train on data (the layout of load_coco_h5 / prepare_shapes) with minibatches of captions drawn by a
     seeded RNG; Adam with optional per-epoch lr decay. Stops after max_steps or max_seconds. With `resume`
-    the run continues exactly (model, optimizer, step, RNG). Returns {"model", "history", "val", "steps",
-    "seconds"}."""
+    the run continues exactly (model, optimizer, step, RNG). cell: "rnn" (the default for a new run), "lstm"
+    or "gru" (those two need conditioning="h0"); a resumed run uses the checkpoint's cell (giving a
+    different one raises ValueError). Returns {"model", "history", "val", "steps", "seconds"}."""
     if max_steps is None and max_seconds is None:
         raise ValueError("give max_steps or max_seconds (a step or a time budget)")
     caps, idxs, feats = data["train_captions"], data["train_image_idxs"], data["train_features"]
     if len(caps) == 0:
         raise ValueError("no training captions")
     if resume is not None:
-        model, info = load_model(resume, backend)
+        model, info = load_model(resume, backend, cell=cell)
         meta = info["metadata"]
         opt = _train.Adam(model.captioner, lr=lr)
         rng = np.random.default_rng()
@@ -316,7 +355,7 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
         extra = {k: meta[k] for k in ("batch_size", "lr_decay", "clip_norm", "data") if k in meta}
     else:
         captioner = CaptioningRNN(feats.shape[1], len(data["idx_to_word"]), hidden_size, embed_size, num_layers,
-                                  conditioning, backend=backend, seed=seed)
+                                  conditioning, backend=backend, seed=seed, cell="rnn" if cell is None else cell)
         model = CaptionPipeline(captioner, cnn)
         opt = _train.Adam(model.captioner, lr=lr)
         rng = np.random.default_rng(seed)

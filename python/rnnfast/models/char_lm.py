@@ -1,4 +1,4 @@
-"""Character-level language model: one-hot characters -> stacked RNN -> linear head -> softmax.
+"""Character-level language model: one-hot characters -> stacked RNN, LSTM or GRU -> linear head -> softmax.
 
 What it is: the corpus (the running interpreter's standard-library sources by default, or any UTF-8
 file), the character vocabulary, N parallel streams trained by truncated BPTT with the hidden state
@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 
 from .. import train as _train
-from ..topologies import ManyToMany
+from ..topologies import ManyToMany, check_cell
 from ._progress import Progress
 
 KIND = "char_lm"
@@ -182,18 +182,21 @@ def _xent(logits, y):
 
 
 class CharLM:
-    """The model and its vocabulary. `net` is a topologies.ManyToMany over one-hot ids (no embedding)."""
+    """The model and its vocabulary. `net` is a topologies.ManyToMany over one-hot ids (no embedding) with
+    cell "rnn" (default), "lstm" or "gru". The carried state is an array: (L, N, H), or (2, L, N, H) for an
+    LSTM (its hidden and cell states stacked), so it is stored in checkpoints the same way for every cell."""
 
     def __init__(self, vocab, hidden_size=128, num_layers=1, nonlinearity="tanh", dtype=np.float32,
-                 backend=None, seed=0):
+                 backend=None, seed=0, cell="rnn"):
         if not isinstance(vocab, CharVocab):
             vocab = CharVocab(vocab)
         self.vocab = vocab
+        self.cell = check_cell(cell, nonlinearity)
         self.config = {"hidden_size": int(hidden_size), "num_layers": int(num_layers),
-                       "nonlinearity": nonlinearity, "dtype": np.dtype(dtype).name}
+                       "nonlinearity": nonlinearity, "dtype": np.dtype(dtype).name, "cell": self.cell}
         self.net = ManyToMany(vocab_size=vocab.size, embed_size=None, hidden_size=int(hidden_size),
                               num_layers=int(num_layers), output_size=vocab.size, task="classification",
-                              nonlinearity=nonlinearity, dtype=dtype, backend=backend, seed=seed)
+                              nonlinearity=nonlinearity, dtype=dtype, backend=backend, seed=seed, cell=self.cell)
         self.dtype = np.dtype(dtype)
         self.flat = FlatParams(self.net)
 
@@ -207,7 +210,10 @@ class CharLM:
         logits, h_n = self.net.forward(x, h0=h)
         loss, dlogits = _xent(logits, y)
         self.net.backward(dlogits)
-        return loss, h_n
+        return loss, self._state(h_n)
+
+    def _state(self, h_n):
+        return np.stack(h_n) if self.cell == "lstm" else h_n
 
     @property
     def H(self):
@@ -217,8 +223,12 @@ class CharLM:
     def L(self):
         return self.config["num_layers"]
 
+    def state_shape(self, N):
+        """The carried state's shape: (L, N, H), or (2, L, N, H) for an LSTM."""
+        return ((2,) if self.cell == "lstm" else ()) + (self.L, N, self.H)
+
     def zero_state(self, N):
-        return np.zeros((self.L, N, self.H), self.dtype)
+        return np.zeros(self.state_shape(N), self.dtype)
 
     def metadata(self):
         return {"kind": KIND, "vocab": self.vocab.chars, **self.config}
@@ -230,7 +240,7 @@ class CharLM:
             y, h_n = self.net.forward(np.asarray(ids, np.int64), h0=h)
         finally:
             self.net.train()
-        return y, h_n
+        return y, self._state(h_n)
 
     def evaluate(self, ids, N=16, T=256, max_chars=None):
         """Validation loss in bits per character over an id sequence, N streams, state carried."""
@@ -293,16 +303,21 @@ def read_checkpoint_info(path):
         raise ValueError(f"{path} is not an rnnfast checkpoint ({type(e).__name__}: {e})") from None
 
 
-def load_model(path, backend=None):
-    """Build a CharLM from a checkpoint written by train_char_lm. Returns (model, info) where info is
-    load_checkpoint's dict. A checkpoint of another kind of model raises ValueError."""
+def load_model(path, backend=None, cell=None):
+    """Build a CharLM from a checkpoint written by train_char_lm, with the checkpoint's cell (checkpoints
+    without one are "rnn"). Returns (model, info) where info is load_checkpoint's dict. A checkpoint of
+    another kind of model, or (when `cell` is given) of another cell, raises ValueError."""
     info = read_checkpoint_info(path)
     meta = info.get("metadata") or {}
     if meta.get("kind") != KIND:
         raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a character-level "
                          f"language model ({KIND!r})")
+    saved = meta.get("cell", "rnn")
+    if cell is not None and check_cell(cell) != saved:
+        raise ValueError(f"checkpoint {path} holds a cell={saved!r} model, not cell={cell!r}; leave the cell "
+                         f"out to use the checkpoint's, or start a new run")
     model = CharLM(meta["vocab"], meta["hidden_size"], meta["num_layers"], meta["nonlinearity"],
-                   np.dtype(meta["dtype"]), backend=backend)
+                   np.dtype(meta["dtype"]), backend=backend, cell=saved)
     info = _train.load_checkpoint(path, model=model.net)
     model.flat.rebind()
     return model, info
@@ -333,8 +348,11 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
                   optimizer="adam", max_steps=None, max_seconds=None, seed=0, clip_norm=5.0,
                   val_fraction=0.1, val_max_chars=50_000, eval_every=None, sample_every=None, sample_length=200,
                   checkpoint=None, checkpoint_every=None, resume=None, progress=True, log=print,
-                  backend=None, nonlinearity="tanh", dtype=np.float32, text_source=None):
+                  backend=None, nonlinearity="tanh", dtype=np.float32, text_source=None, cell=None):
     """Train by truncated BPTT over N = batch_size parallel streams, chunks of T = seq_length.
+
+    cell: "rnn" (the default for a new run), "lstm" or "gru"; a resumed run uses the checkpoint's cell
+    (giving a different one raises ValueError).
 
     Stops after max_steps updates or max_seconds of training (whichever first; at least one must be
     given). With `resume` (a checkpoint path) the model, optimizer, step, RNG, stream position and
@@ -348,7 +366,7 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
     if text is None:
         text, _ = default_corpus()
     if resume is not None:
-        model, info = load_model(resume, backend=backend)
+        model, info = load_model(resume, backend=backend, cell=cell)
         meta = info["metadata"]
         state = meta["train_state"]
         seq_length, batch_size = state["seq_length"], state["batch_size"]
@@ -357,12 +375,13 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         info = _train.load_checkpoint(resume, optimizer=opt, rng=rng)
         step = int(info["step"])
         pos = int(state["pos"])
-        h = np.asarray(state["h"], model.dtype).reshape(model.L, batch_size, model.H)
+        h = np.asarray(state["h"], model.dtype).reshape(model.state_shape(batch_size))
         history = {k: list(v) for k, v in (info.get("history") or {"step": [], "loss": []}).items()}
         history["val_step"], history["val_bpc"] = list(state["val_step"]), list(state["val_bpc"])
         val_fraction, clip_norm = state["val_fraction"], state["clip_norm"]
     else:
-        model = CharLM(CharVocab(text), hidden_size, num_layers, nonlinearity, dtype, backend, seed)
+        model = CharLM(CharVocab(text), hidden_size, num_layers, nonlinearity, dtype, backend, seed,
+                       cell="rnn" if cell is None else cell)
         opt = make_optimizer(optimizer, model, lr)
         rng = np.random.default_rng(seed)
         step, pos, h = 0, 0, None

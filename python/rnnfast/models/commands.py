@@ -55,7 +55,8 @@ def _cmd_train_char(args):
                       max_seconds=seconds, seed=args.seed, clip_norm=args.clip, val_fraction=args.val_fraction,
                       sample_every=args.sample_every, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
-                      backend=args.backend, text_source=os.path.abspath(source) if source else None)
+                      backend=args.backend, text_source=os.path.abspath(source) if source else None,
+                      cell=args.cell)
     m = r["model"]
     print(f"trained {r['steps']} steps in {r['seconds']:.1f} s ({r['chars_per_sec']:,.0f} chars/s); "
           f"validation {r['val_bpc']:.3f} bits/char (uniform over {m.vocab.size} chars: {r['uniform_bpc']:.3f})"
@@ -118,8 +119,11 @@ def _cmd_caption_train(args):
 
     dinfo = _data_info(args)
     cnn = images = None
+    conditioning = args.conditioning or ("both" if args.cell in (None, "rnn") else "h0")
+    if args.resume is None:             # before any data is made: a gated cell cannot take "c" or "both"
+        C.check_conditioning(args.cell or "rnn", conditioning)
     if args.resume is not None:
-        model, info = C.load_model(args.resume, args.backend)
+        model, info = C.load_model(args.resume, args.backend, cell=args.cell)
         meta = info["metadata"]
         dinfo = meta["data"]
         if dinfo["source"] == "shapes":
@@ -137,10 +141,10 @@ def _cmd_caption_train(args):
         data = load_coco_h5(dinfo["source"], max_train=args.max_train)
     steps, seconds = _budget(args, 60.0)
     r = C.train_captioner(data, cnn, hidden_size=args.hidden, embed_size=args.embed, num_layers=args.layers,
-                          conditioning=args.conditioning, batch_size=args.batch, lr=args.lr, max_steps=steps,
+                          conditioning=conditioning, batch_size=args.batch, lr=args.lr, max_steps=steps,
                           max_seconds=seconds, seed=args.seed, checkpoint=args.checkpoint,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, metadata={"data": dinfo},
-                          progress=not args.no_progress, backend=args.backend)
+                          progress=not args.no_progress, backend=args.backend, cell=args.cell)
     print(f"trained {r['steps']} steps in {r['seconds']:.1f} s")
     model = r["model"]
     split = "test" if "test_captions" in data else "val"
@@ -315,6 +319,8 @@ def add_commands(sub):
     q.add_argument("--max-chars", type=_positive_int, default=None, help="use at most this many characters")
     q.add_argument("--hidden", type=_positive_int, default=128, help="hidden size H (default 128)")
     q.add_argument("--layers", type=_positive_int, default=1, help="stacked layers L (default 1)")
+    q.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=None,
+                   help="recurrent cell (default rnn; a resumed run keeps the checkpoint's)")
     q.add_argument("--seq-length", type=_positive_int, default=50, help="chunk length T of truncated BPTT")
     q.add_argument("--batch", type=_positive_int, default=32, help="parallel streams N (default 32)")
     q.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
@@ -355,8 +361,11 @@ def add_commands(sub):
     q.add_argument("--hidden", type=_positive_int, default=128)
     q.add_argument("--embed", type=_positive_int, default=64)
     q.add_argument("--layers", type=_positive_int, default=1)
-    q.add_argument("--conditioning", choices=["h0", "c", "both"], default="both",
-                   help="image -> initial state (h0), -> constant input every step (c), or both")
+    q.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=None,
+                   help="recurrent cell (default rnn; a resumed run keeps the checkpoint's)")
+    q.add_argument("--conditioning", choices=["h0", "c", "both"], default=None,
+                   help="image -> initial state (h0), -> constant input every step (c), or both (default: both "
+                        "for the rnn cell, h0 for lstm and gru, which have no constant input)")
     q.add_argument("--batch", type=_positive_int, default=50)
     q.add_argument("--lr", type=float, default=5e-3)
     _budget_args(q, "exact on resume")

@@ -1,0 +1,314 @@
+"""Tests of the `cell` choice ("rnn" | "lstm" | "gru") in the topologies, the character-level LM, captioning
+and the CLI: float64 central-difference gradient checks of every topology with the gated cells, the
+seq2seq context and the one-hot input paths against independent oracles, short learning runs, checkpoints
+that carry the cell, and bad input. Not the gated layers themselves (test_gated.py, test_bidir_lengths.py).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast.models import captioning as C
+from rnnfast.models import char_lm as LM
+from rnnfast.topologies import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, _OneHotGRU, _OneHotLSTM
+from rnnfast.train import Adam
+
+GATED = ["lstm", "gru"]
+
+
+def numeric(f, a, idx, eps=1e-6):
+    old = a[idx]
+    a[idx] = old + eps
+    fp = f()
+    a[idx] = old - eps
+    fm = f()
+    a[idx] = old
+    return (fp - fm) / (2 * eps)
+
+
+def entries(shape, k=12, seed=0):
+    """Every index of a small array, else k random ones (always the first and the last)."""
+    all_idx = list(np.ndindex(shape))
+    if len(all_idx) <= k:
+        return all_idx
+    pick = np.random.default_rng(seed).choice(len(all_idx), k - 2, replace=False)
+    return [all_idx[0], all_idx[-1]] + [all_idx[i] for i in pick]
+
+
+def gradcheck(model, loss_fn, extra=()):
+    """model.grads after one loss_fn() against central differences, for sampled entries of every parameter
+    and of the arrays in `extra` ((name, array, analytic gradient) triples)."""
+    model.zero_grad()
+    loss_fn()
+    analytic = {k: v.copy() for k, v in model.grads.items()}
+    assert analytic
+    for name, p in model.params.items():
+        for idx in entries(p.shape):
+            assert analytic[name][idx] == pytest.approx(numeric(loss_fn, p, idx), rel=1e-5, abs=1e-8), (name, idx)
+    for name, a, g in extra:
+        for idx in entries(a.shape):
+            assert g[idx] == pytest.approx(numeric(loss_fn, a, idx), rel=1e-5, abs=1e-8), (name, idx)
+
+
+def state_arrays(cell, rng, L, N, H):
+    h = rng.standard_normal((L, N, H)) * 0.5
+    return (h, rng.standard_normal((L, N, H)) * 0.5) if cell == "lstm" else h
+
+
+# ---------------------------------------------------------------- gradient checks, every topology
+@pytest.mark.parametrize("cell", GATED)
+def test_one_to_one_gradients(cell):
+    rng = np.random.default_rng(0)
+    m = OneToOne(3, 4, vocab_size=13, num_layers=2, cell=cell, dtype=np.float64, seed=1)   # one-hot, gather
+    assert m.encoder.rnn.path == "gather"
+    ids, t = rng.integers(0, 13, 5), rng.integers(0, 4, 5)
+    gradcheck(m, lambda: m.loss(ids, t))
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_many_to_one_gradients_with_lengths(cell):
+    rng = np.random.default_rng(1)
+    m = ManyToOne(3, 2, input_size=2, num_layers=2, task="regression", cell=cell, dtype=np.float64, seed=2)
+    x, y, lengths = rng.standard_normal((5, 4, 2)), rng.standard_normal((4, 2)), np.array([5, 1, 3, 4])
+    gradcheck(m, lambda: m.loss(x, y, lengths=lengths))
+    # the padding after each length changes nothing
+    x2 = x.copy()
+    x2[3:, 1:3] = 7.0
+    np.testing.assert_array_equal(m.predict(x2, lengths), m.predict(x, lengths))
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_many_to_many_gradients_including_state(cell):
+    rng = np.random.default_rng(2)
+    L, N, H, V = 2, 3, 2, 6
+    m = ManyToMany(H, V, vocab_size=V, embed_size=3, num_layers=L, cell=cell, dtype=np.float64, seed=3)
+    x, t = rng.integers(0, V, (4, N)), rng.integers(0, V, (4, N))
+    h0 = state_arrays(cell, rng, L, N, H)
+    wy = rng.standard_normal((4, N, V))
+    wh = state_arrays(cell, rng, L, N, H)
+    flat = lambda s: s if isinstance(s, tuple) else (s,)   # noqa: E731
+    grad0 = []
+
+    def loss():     # sum(y * wy) + sum(h_n * wh): its gradients reach every parameter and the initial state
+        y, h_n = m.forward(x, h0)
+        grad0[:] = [g.copy() for g in flat(m.backward(wy, wh))]
+        return float((y * wy).sum() + sum((a * b).sum() for a, b in zip(flat(h_n), flat(wh))))
+
+    loss()
+    extra = [(f"state{i}", a, g) for i, (a, g) in enumerate(zip(flat(h0), list(grad0)))]
+    assert len(extra) == (2 if cell == "lstm" else 1)
+    gradcheck(m, loss, extra)
+    # the truncated-BPTT protocol: the final state comes back shaped as it goes in
+    _, h_n = m.loss(x, t, h0=h0, return_state=True)
+    assert (len(h_n) == 2 and h_n[0].shape == (L, N, H)) if cell == "lstm" else h_n.shape == (L, N, H)
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_one_to_many_gradients(cell):
+    rng = np.random.default_rng(3)
+    m = OneToMany(4, 3, 7, num_layers=2, cell=cell, dtype=np.float64, seed=4)     # one-hot, dense path
+    assert m.decoder.rnn.path == "dense"
+    code, t = rng.standard_normal((3, 4)), rng.integers(0, 7, (5, 3))
+    mask = np.ones((5, 3), bool)
+    mask[3:, 1] = False
+    gradcheck(m, lambda: m.loss(code, t, mask=mask))
+    ids = m.generate(code, 6, method="sample", seed=0)
+    assert ids.shape == (6, 3) and np.array_equal(ids, m.generate(code, 6, method="sample", seed=0))
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_seq2seq_gradients(cell):
+    rng = np.random.default_rng(4)
+    m = Seq2Seq(11, 6, 2, num_layers=2, tgt_embed=3, cell=cell, dtype=np.float64, seed=5)
+    assert m.encoder.rnn.path == "gather" and "encoder.rnn.weight_ih_l1" in m.params
+    src, tgt, sl = rng.integers(0, 11, (5, 3)), rng.integers(0, 6, (4, 3)), np.array([2, 5, 1])
+    gradcheck(m, lambda: m.loss(src, tgt, src_lengths=sl))
+
+
+# ---------------------------------------------------------------- oracles
+@pytest.mark.parametrize("cell", GATED)
+def test_seq2seq_context_is_each_sequence_alone(cell):
+    """The context equals the encoder run on each sequence's valid prefix alone (no lengths at all)."""
+    rng = np.random.default_rng(5)
+    m = Seq2Seq(9, 5, 4, num_layers=2, src_embed=3, cell=cell, dtype=np.float64, seed=6)
+    src, sl = rng.integers(0, 9, (6, 4)), np.array([6, 1, 3, 5])
+    ctx, c = m.encode(src, sl, need_cache=False)
+    assert c is None
+    for n in range(4):
+        x = m.encoder.embed.forward(src[:sl[n], n:n + 1], need_cache=False)
+        _, alone = m.encoder.rnn.forward(x, need_cache=False)
+        for got, want in zip(ctx if cell == "lstm" else (ctx,), alone if cell == "lstm" else (alone,)):
+            np.testing.assert_allclose(got[:, n:n + 1], want, rtol=1e-12, atol=1e-14)
+    # decoding carries the state (the LSTM pair, re-indexed per beam): each returned score equals the
+    # teacher-forced log-probability of the returned sequence
+    for method in ("greedy", "beam"):
+        ids, scores = m.generate(src, 5, sl, method=method, beam_size=3, return_scores=True)
+        np.testing.assert_allclose(scores, m.sequence_log_prob(src, ids, sl), rtol=1e-10)
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_one_hot_paths_agree_with_the_plain_layer(cell):
+    """Gather and dense one-hot inputs give the plain LSTM/GRU's outputs and gradients on explicit one-hots."""
+    rng = np.random.default_rng(6)
+    V, H, L, T, N = 10, 2, 2, 4, 3
+    ids = rng.integers(0, V, (T, N))
+    onehot = np.eye(V)[ids]
+    dout = rng.standard_normal((T, N, H))
+    plain = (rnnfast.LSTM if cell == "lstm" else rnnfast.GRU)(V, H, L, dtype=np.float64, seed=0)
+    out_ref, _ = plain.forward(onehot)
+    plain.backward(dout)
+    for path in ("gather", "dense"):
+        layer = (_OneHotLSTM if cell == "lstm" else _OneHotGRU)(V, H, L, dtype=np.float64, seed=1, path=path)
+        assert layer.path == path
+        layer.load_state_dict(plain.state_dict())
+        out, _ = layer.forward(ids)
+        dx, _ = layer.backward(dout)
+        assert dx is None
+        np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-14)
+        for k in plain.grads:
+            np.testing.assert_allclose(layer.grads[k], plain.grads[k], rtol=1e-12, atol=1e-14, err_msg=(path, k))
+
+
+def test_default_cell_is_rnn_and_unchanged():
+    m = ManyToMany(4, 3, input_size=2, seed=0)
+    r = ManyToMany(4, 3, input_size=2, seed=0, cell="rnn")
+    assert m.cell == "rnn" and isinstance(m.encoder.rnn, rnnfast.RNN)
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    assert np.array_equal(m.predict(x), r.predict(x))
+    assert "encoder.rnn_l1.weight_hh_l0" in Seq2Seq(5, 5, 3, num_layers=2).params     # vanilla layout kept
+
+
+# ---------------------------------------------------------------- learning
+@pytest.mark.parametrize("cell", GATED)
+def test_many_to_one_learns_sign_of_running_sum(cell):
+    rng = np.random.default_rng(7)
+    T, N = 10, 64
+    m = ManyToOne(16, 2, input_size=1, cell=cell, seed=0)
+    opt = Adam(m, lr=0.02)
+    for _ in range(120):
+        x = rng.standard_normal((T, N, 1)).astype(np.float32)
+        opt.zero_grad()
+        m.loss(x, (x.sum(axis=(0, 2)) > 0).astype(np.int64), reduction="mean")
+        opt.step()
+    x = rng.standard_normal((T, 500, 1)).astype(np.float32)
+    acc = (m.predict(x) == (x.sum(axis=(0, 2)) > 0)).mean()
+    assert acc > 0.9, acc
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_char_lm_hello(cell, tmp_path):
+    ck = tmp_path / "hello.npz"
+    r = LM.train_char_lm("hello", hidden_size=8, seq_length=4, batch_size=1, lr=0.05, max_steps=200,
+                         val_fraction=0.0, seed=0, eval_every=0, progress=False, cell=cell, checkpoint=str(ck))
+    m = r["model"]
+    assert m.cell == cell and m.zero_state(1).shape == ((2,) if cell == "lstm" else ()) + (1, 1, 8)
+    assert "h" + m.sample("h", 4, temperature=0) == "hello"
+    back, info = LM.load_model(str(ck))
+    assert back.cell == cell and info["metadata"]["cell"] == cell
+    assert "h" + back.sample("h", 4, temperature=0) == "hello"
+    other = "gru" if cell == "lstm" else "lstm"
+    with pytest.raises(ValueError, match=f"holds a cell='{cell}' model, not cell='{other}'"):
+        LM.load_model(str(ck), cell=other)
+
+
+def test_char_lm_lstm_resume_is_exact(tmp_path):
+    text = "abcabdabe" * 20
+    kw = dict(hidden_size=6, num_layers=2, seq_length=5, batch_size=3, val_fraction=0.0, eval_every=0,
+              progress=False, seed=1, cell="lstm")
+    full = LM.train_char_lm(text, max_steps=12, **kw)
+    ck = str(tmp_path / "lm.npz")
+    LM.train_char_lm(text, max_steps=6, checkpoint=ck, **kw)
+    res = LM.train_char_lm(text, max_steps=12, resume=ck, **kw)     # the carried (2, L, N, H) state too
+    assert res["history"]["loss"] == full["history"]["loss"]
+    with pytest.raises(ValueError, match="holds a cell='lstm' model"):
+        LM.train_char_lm(text, max_steps=14, resume=ck, **dict(kw, cell="gru"))
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_captioner_gradients_and_checkpoint(cell, tmp_path):
+    rng = np.random.default_rng(8)
+    m = C.CaptioningRNN(5, 7, hidden_size=3, embed_size=3, num_layers=2, conditioning="h0", dtype=np.float64,
+                        seed=2, cell=cell)
+    feats = rng.standard_normal((3, 5))
+    caps = np.array([[1, 4, 5, 2, 0], [1, 6, 2, 0, 0], [1, 4, 4, 6, 2]])
+    gradcheck(m, lambda: m.loss(feats, caps))
+    assert m.generate(feats, 4).shape == (3, 4)
+    data = {"idx_to_word": C.SPECIAL + ["a", "b", "c"], "train_captions": caps,
+            "train_image_idxs": np.arange(3, dtype=np.int32), "train_features": feats.astype(np.float32)}
+    ck = str(tmp_path / "cap.npz")
+    C.train_captioner(data, hidden_size=4, embed_size=3, conditioning="h0", batch_size=2, max_steps=2,
+                      checkpoint=ck, progress=False, cell=cell)
+    model, info = C.load_model(ck)
+    assert model.captioner.cell == cell and info["metadata"]["captioner"]["cell"] == cell
+    with pytest.raises(ValueError, match=f"holds a cell='{cell}' model, not cell='rnn'"):
+        C.load_model(ck, cell="rnn")
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_cell_and_unsupported_combinations():
+    allowed = "'rnn', 'lstm', 'gru'"
+    makers = [lambda c: OneToOne(3, 2, input_size=2, cell=c), lambda c: ManyToOne(3, 2, input_size=2, cell=c),
+              lambda c: ManyToMany(3, 2, input_size=2, cell=c), lambda c: OneToMany(2, 3, 4, cell=c),
+              lambda c: Seq2Seq(4, 4, 3, cell=c), lambda c: LM.CharLM("ab", 4, cell=c),
+              lambda c: C.CaptioningRNN(3, 5, cell=c, conditioning="h0")]
+    for make in makers:
+        with pytest.raises(ValueError, match=f"cell must be one of {allowed}, got 'LSTM'"):
+            make("LSTM")
+    with pytest.raises(ValueError, match="feed_code needs the RNN's constant input c"):
+        OneToMany(2, 3, 4, feed_code=True, cell="lstm")
+    with pytest.raises(ValueError, match="feed_context needs the RNN's constant input c"):
+        Seq2Seq(4, 4, 3, feed_context=True, cell="gru")
+    with pytest.raises(ValueError, match="conditioning='both' needs the RNN's constant input c"):
+        C.CaptioningRNN(3, 5, cell="lstm")
+    with pytest.raises(ValueError, match="nonlinearity applies to cell='rnn' only"):
+        ManyToMany(3, 2, input_size=2, nonlinearity="relu", cell="gru")
+    m = ManyToMany(3, 2, input_size=2, num_layers=2, cell="lstm")
+    x = np.zeros((4, 1, 2), np.float32)
+    with pytest.raises(ValueError, match=r"h0 for cell='lstm' must be a pair \(h, c\)"):
+        m.forward(x, np.zeros((2, 1, 3), np.float32))
+    with pytest.raises(ValueError, match="token id 9"):
+        OneToOne(3, 2, vocab_size=5, cell="gru").forward(np.array([9]))
+
+
+# ---------------------------------------------------------------- CLI
+def cli(*args):
+    p = subprocess.run([sys.executable, "-m", "rnnfast.cli", *map(str, args)], capture_output=True, text=True,
+                       timeout=240, env=os.environ.copy())
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_cli_train_char_gru_then_sample(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog.\n" * 40, encoding="utf-8")
+    ck = tmp_path / "g.npz"
+    rc, out, err = cli("train-char", "--text", f, "--cell", "gru", "--steps", 20, "--hidden", 16, "--seq-length",
+                       10, "--batch", 4, "--checkpoint", ck, "--sample-every", 0, "--plot", tmp_path / "p.png",
+                       "--no-progress")
+    assert rc == 0, err
+    assert "trained 20 steps" in out
+    assert LM.read_checkpoint_info(str(ck))["metadata"]["cell"] == "gru"
+    rc, out, err = cli("sample", ck, "--prime", "the ", "--length", 30, "--seed", 0)
+    assert rc == 0, err
+    assert out.startswith("the ") and len(out) == len("the ") + 30 + 1
+    rc, out, err = cli("train-char", "--resume", ck, "--cell", "lstm", "--steps", 25, "--no-progress")
+    assert rc == 2 and "holds a cell='gru' model, not cell='lstm'" in err
+    rc, out, err = cli("caption", "train", "--cell", "lstm", "--conditioning", "both", "--steps", 1)
+    assert rc == 2 and "conditioning='both' needs the RNN's constant input c" in err
+
+
+def test_checkpoint_without_cell_loads_as_rnn(tmp_path):
+    """Checkpoints written before the cell choice have no "cell" in their metadata: they are vanilla RNNs."""
+    from rnnfast.train import save_checkpoint
+
+    m = LM.CharLM("abc", hidden_size=4, seed=0)
+    meta = m.metadata()
+    del meta["cell"]
+    ck = str(tmp_path / "old.npz")
+    save_checkpoint(ck, m.net, metadata=meta)
+    back, _ = LM.load_model(ck)
+    assert back.cell == "rnn" and isinstance(back.net.encoder.rnn, rnnfast.RNN)
+    for k, v in m.net.params.items():
+        np.testing.assert_array_equal(back.net.params[k], v)
