@@ -68,7 +68,6 @@ def test_backend_matches_reference(shape, act, path):
 @requires_cpu
 @pytest.mark.parametrize("need_cache", [True, False])
 def test_inference_equals_training_forward(need_cache):
-    rng = np.random.default_rng(5)
     x, h0, ws, c, _, _ = _problem(5, 9, 3, 4, 33, 3, True, True, False, "tanh")
     out_t, hn_t, cache = rnnfast.rnn_forward(x, h0, ws, c, "tanh", True, backend="cpu")
     out_i, hn_i, none = rnnfast.rnn_forward(x, h0, ws, c, "tanh", need_cache, backend="cpu")

@@ -1,7 +1,6 @@
 """Bad input on every backend gives a clear Python exception naming the argument and the expected shape or
 dtype, or a correct answer (non-contiguous, read-only, NaN/inf, empty sizes) - never a crash.
 Not a correctness test of valid input (test_backends.py)."""
-import os
 
 import numpy as np
 import pytest

@@ -195,11 +195,9 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     return da @ Wx.T, da @ Wh.T, dprev_c, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
-# Whole-sequence LSTM. The two private functions below take torch's layout (gates i, f, g, o stacked in the
-# rows of W_ih (4H, D) and W_hh (4H, H)), time-major x (T, N, D), which is the layout of the LSTM kernels
-# planned in the LSTM/GRU issue: switching lstm_forward/lstm_backward to a kernel means replacing these two
-# calls. Until then they are vectorised NumPy: one input GEMM for all steps, whole-batch ops per step, and
-# the weight gradients as one GEMM each after the loop.
+# lstm_forward / lstm_backward run on rnnfast's fused LSTM kernels (rnnfast.functional.lstm_forward), which
+# use torch's gate order (i, f, g, o) and layout W_ih (4H, D): the assignment's (i, f, o, g) columns are
+# permuted on the way in and the gradients permuted back on the way out.
 
 def _gate_perm(H):
     """Column indices taking the assignment's gate order (i, f, o, g) to torch's (i, f, g, o)."""
@@ -207,64 +205,12 @@ def _gate_perm(H):
 
 
 class LSTMCache:
-    """What lstm_forward keeps: x (T, N, D), h0, c0 (N, H), the weights in torch layout, the gate
-    activations (T, N, 4H) in order i, f, g, o, the cell states cs and hidden states hs (T, N, H)."""
+    """What lstm_forward keeps: rnnfast's own LSTM cache (time-major, torch layout) and the hidden size."""
 
-    __slots__ = ("x", "h0", "c0", "W_ih", "W_hh", "gates", "cs", "hs")
+    __slots__ = ("inner", "H")
 
-    def __init__(self, x, h0, c0, W_ih, W_hh, gates, cs, hs):
-        self.x, self.h0, self.c0, self.W_ih, self.W_hh = x, h0, c0, W_ih, W_hh
-        self.gates, self.cs, self.hs = gates, cs, hs
-
-
-def _lstm_forward_tm(x, h0, c0, W_ih, W_hh, b):
-    T, N, D = x.shape
-    H = W_hh.shape[1]
-    P = (x.reshape(T * N, D) @ W_ih.T + b).reshape(T, N, 4 * H)   # input projections of all steps at once
-    gates = np.empty((T, N, 4 * H), x.dtype)
-    cs = np.empty((T, N, H), x.dtype)
-    hs = np.empty((T, N, H), x.dtype)
-    h, c = h0, c0
-    for t in range(T):
-        a = P[t] + h @ W_hh.T
-        gt = gates[t]
-        gt[:] = sigmoid(a)
-        gt[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
-        i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        cs[t], hs[t] = c, h
-    return hs, LSTMCache(x, h0, c0, W_ih, W_hh, gates, cs, hs)
-
-
-def _lstm_backward_tm(dout, cache):
-    x, W_ih, W_hh, gates, cs, hs = cache.x, cache.W_ih, cache.W_hh, cache.gates, cache.cs, cache.hs
-    T, N, D = x.shape
-    H = W_hh.shape[1]
-    dA = np.empty((T, N, 4 * H), x.dtype)           # gradient of the gate pre-activations
-    dh_next = np.zeros((N, H), x.dtype)
-    dc_next = np.zeros((N, H), x.dtype)
-    for t in reversed(range(T)):
-        gt = gates[t]
-        i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
-        c_prev = cs[t - 1] if t > 0 else cache.c0
-        tanh_c = np.tanh(cs[t])
-        dh = dout[t] + dh_next
-        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)   # into c_t from h_t and from c_{t+1}
-        da = dA[t]
-        da[:, :H] = dc * g * i * (1 - i)                 # input gate
-        da[:, H:2 * H] = dc * c_prev * f * (1 - f)       # forget gate
-        da[:, 2 * H:3 * H] = dc * i * (1 - g * g)        # candidate
-        da[:, 3 * H:] = dh * tanh_c * o * (1 - o)        # output gate
-        dc_next = dc * f                                 # into c_{t-1}
-        dh_next = da @ W_hh                              # into h_{t-1}
-    dA2 = dA.reshape(T * N, 4 * H)
-    h_prev = np.concatenate([cache.h0[None], hs[:-1]], axis=0).reshape(T * N, H)
-    dW_ih = dA2.T @ x.reshape(T * N, D)                  # into W_ih
-    dW_hh = dA2.T @ h_prev                               # into W_hh
-    db = dA2.sum(axis=0)                                 # into b
-    dx = (dA2 @ W_ih).reshape(T, N, D)                   # into the inputs
-    return dx, dh_next, dc_next, dW_ih, dW_hh, db
+    def __init__(self, inner, H):
+        self.inner, self.H = inner, H
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
@@ -288,19 +234,25 @@ def lstm_forward(x, h0, Wx, Wh, b):
     h0c = np.array(h0, dtype=dt)
     W_ih = np.ascontiguousarray(Wx[:, perm].T, dtype=dt)
     W_hh = np.ascontiguousarray(Wh[:, perm].T, dtype=dt)
-    hs, cache = _lstm_forward_tm(x_tm, h0c, np.zeros((N, H), dt), W_ih, W_hh, np.asarray(b, dt)[perm])
-    return np.ascontiguousarray(hs.transpose(1, 0, 2)), cache
+    b_ih = np.ascontiguousarray(np.asarray(b, dt)[perm])
+    weights = [(W_ih, W_hh, b_ih, np.zeros_like(b_ih))]       # one bias: the second is zero
+    hs, _, _, inner = _F.lstm_forward(x_tm, h0c[None], None, weights)
+    return np.ascontiguousarray(hs.transpose(1, 0, 2)), LSTMCache(inner, H)
 
 
 def lstm_backward(dh, cache):
     """dh (N, T, H). Returns (dx (N, T, D), dh0 (N, H), dWx (D, 4H), dWh (H, 4H), db (4H,))."""
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the cache returned by lstm_forward, got {type(cache).__name__}")
-    T, N, H = cache.hs.shape
+    inner, H = cache.inner, cache.H
+    T, N = inner.x.shape[:2]
     dh = _arr("dh", dh)
     _shape("dh", dh, ("N", "T", "H"), (N, T, H))
-    dout = np.ascontiguousarray(dh.transpose(1, 0, 2), dtype=cache.hs.dtype)
-    dx, dh0, _, dW_ih, dW_hh, db = _lstm_backward_tm(dout, cache)
+    dout = np.ascontiguousarray(dh.transpose(1, 0, 2), dtype=inner.x.dtype)
+    grads = [tuple(np.zeros_like(w) for w in inner.weights[0])]
+    dx, dh0, _ = _F.lstm_backward(dout, None, None, inner, grads)
+    dW_ih, dW_hh, db, _ = grads[0]
+    dh0 = dh0[0]
     perm = _gate_perm(H)
     dWx = np.empty((dW_ih.shape[1], 4 * H), dW_ih.dtype)
     dWh = np.empty((H, 4 * H), dW_hh.dtype)
