@@ -197,23 +197,3 @@ def test_gil_is_released_while_the_kernel_runs():
     th.join()
     # With the GIL held for each whole call, this loop could only tick between the 3 calls.
     assert ticks > 10, (ticks, one)
-
-
-@requires_cpu
-@pytest.mark.parametrize("threads", [2, 3])
-def test_weight_gradients_split_over_threads(threads):
-    """dW_hh and dW_ih sum over T*N rows; with threads the rows are split between one-thread BLAS calls
-    and the partial sums added. Lowering the size threshold sends even this small problem down that path."""
-    from rnnfast import _C
-    x, h0, ws, c, dout, dh_n = _problem(50 + threads, 40, 7, 9, 37, 2, True, True, True, "tanh")
-    ref = run("numpy", x, h0, ws, c, "tanh", dout, dh_n)
-    old = _C.blas_num_threads(), _C.thread_threshold()
-    _C.set_blas_num_threads(threads)
-    _C.set_thread_threshold(0)
-    try:
-        got = run("cpu", x, h0, ws, c, "tanh", dout, dh_n)
-    finally:
-        _C.set_blas_num_threads(old[0])
-        _C.set_thread_threshold(old[1])
-    for g, r in zip(got, ref):
-        np.testing.assert_allclose(g, r, **TOL64)

@@ -178,7 +178,6 @@ PYBIND11_MODULE(_C, m) {
     blas::max_threads() = n;
     cpu::tuning().threads = n;
   });
-  m.def("thread_threshold", []() { return blas::thread_threshold(); });
   m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
         "GEMMs with fewer multiply-adds than this run on one thread");
   m.def("recurrence", []() {

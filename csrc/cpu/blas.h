@@ -6,13 +6,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "cblas.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace rnnfast {
 namespace blas {
@@ -41,15 +36,8 @@ inline std::atomic<int>& max_threads() {
 // Sets OpenBLAS's (global) thread count to 1 for small calls and back to max_threads() for large ones,
 // calling into OpenBLAS only when the wanted count changes. The count only changes how OpenBLAS splits a
 // call, never its result, so concurrent callers stay correct. (This wheel exports no per-thread setter.)
-// Set inside our own parallel regions: every BLAS call there runs on its calling thread alone.
-inline bool& inside_team() {
-  thread_local bool v = false;
-  return v;
-}
-
 inline void threads_for(int64_t M, int64_t N, int64_t K) {
   static std::atomic<int> current{-1};
-  if (inside_team()) return;   // the region's owner has already set one thread
   if (max_threads().load(std::memory_order_relaxed) == 0) max_threads() = scipy_openblas_get_num_threads();
   const int want = double(M) * double(N) * double(K) < double(thread_threshold()) ? 1 : max_threads().load();
   if (current.load(std::memory_order_relaxed) != want) {
@@ -97,38 +85,6 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
       gemm_raw(ta, tb, mb, N, kb, alpha, Ak, lda, Bk, ldb, k0 == 0 ? beta : T(1), Cm, ldc);
     }
   }
-}
-
-// C (M, N) += A^T B with A (K, M) and B (K, N) row-major and K long (the weight gradients: K = T*N rows).
-// BLAS parallelises such a GEMM over its small M x N output and scales poorly; here K is split between
-// `nt` threads instead, each running a one-thread BLAS call on its slice into its own buffer, and the
-// partial sums are added at the end. Falls back to one gemm() call when nt < 2 or the GEMM is small.
-template <typename T>
-void gemm_tn_accumulate(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                        int64_t ldc, int nt) {
-  const bool split = nt > 1 && K >= 64 * nt && double(M) * double(N) * double(K) >= double(thread_threshold());
-#ifdef _OPENMP
-  if (split) {
-    std::vector<T> part(size_t((nt - 1) * M * N), T(0));
-    threads_for(1, 1, 1);   // one BLAS thread per caller inside the team
-#pragma omp parallel num_threads(nt)
-    {
-      inside_team() = true;
-      const int id = omp_get_thread_num(), n = omp_get_num_threads();
-      const int64_t k0 = K * id / n, k1 = K * (id + 1) / n;
-      T* out = id == 0 ? C : part.data() + (id - 1) * M * N;
-      gemm<T>(true, false, M, N, k1 - k0, T(1), A + k0 * lda, lda, B + k0 * ldb, ldb, T(1), out, id == 0 ? ldc : N);
-      inside_team() = false;
-    }
-    for (int t = 0; t < nt - 1; ++t) {
-      const T* src = part.data() + t * M * N;
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += src[i * N + j];
-    }
-    return;
-  }
-#endif
-  gemm<T>(true, false, M, N, K, T(1), A, lda, B, ldb, T(1), C, ldc);
 }
 
 // ---- small-batch microkernels ----

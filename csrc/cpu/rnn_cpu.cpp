@@ -254,7 +254,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   // 2. Everything else as whole-sequence GEMMs and reductions.
   auto into_hh_bias = [&]() {
     if (Tn > 1)                                                         // into W_hh, steps 1..T-1
-      blas::gemm_tn_accumulate<T>(H, H, (Tn - 1) * N, DZ + NH, H, Hs, H, g.dW_hh, H, tu.threads);
+      blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
     if (Tn > 0 && h0k)                                                  // into W_hh, step 0 reads h0
       blas::gemm<T>(true, false, H, H, N, T(1), DZ, H, h0k, H, T(1), g.dW_hh, H);
     if (g.db_ih || dc) {                                                // into the biases and c
@@ -275,7 +275,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
   };
   auto into_ih_input = [&]() {
-    blas::gemm_tn_accumulate<T>(H, Dk, Tn * N, DZ, H, X, Dk, g.dW_ih, Dk, tu.threads);   // into W_ih
+    blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
     blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);  // into the input
   };
   into_hh_bias();
