@@ -120,21 +120,28 @@ def _time_interleaved(cases, mode, budget_s, rounds=5, min_reps=3, max_reps=400)
 
 
 _MEM_SNIPPET = r"""
-import resource, sys, json, numpy as np
+import sys, json
 peer, T, N, D, H, L = sys.argv[1], *map(int, sys.argv[2:7])
 sys.path[:0] = json.loads(sys.argv[7])
 from rnnfast.bench import _Case
 c = _Case(peer, T, N, D, H, L)
 import gc; gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")           # reset the peak-RSS mark (VmHWM) to the current RSS
+base = kb("VmRSS")
 c.fns["fwdbwd"]()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+print((kb("VmHWM") - base) * 1024)
 """
 
 
 def peak_memory(peer, cfg):
-    """Peak resident-memory growth (bytes) of one forward+backward in a fresh process (includes the
-    library's own buffers, not just NumPy's)."""
+    """Peak resident-memory growth (bytes) of the first forward+backward in a fresh process that has
+    built the model and inputs: the kernel's and the library's own buffers included, not just NumPy's
+    (a first call, since the allocator keeps freed memory for reuse afterwards). Linux only (None
+    elsewhere)."""
     T, N, D, H, L = cfg
     r = subprocess.run([sys.executable, "-c", _MEM_SNIPPET, peer, str(T), str(N), str(D), str(H), str(L),
                         json.dumps([p for p in sys.path if p])], capture_output=True, text=True, timeout=600)
