@@ -169,6 +169,22 @@ inline void team_start(SpinBarrier& b) {
 #endif
 }
 
+// Runs body(p0, p1, barrier) on `nthreads` threads, each owning the panels [p0, p1) of np; the threads
+// share one SpinBarrier for their per-step synchronisation.
+template <typename Body>
+inline void run_team(int64_t np, int nthreads, Body&& body) {
+  SpinBarrier bar;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+#endif
+  {
+    team_start(bar);
+    int64_t p0, p1;
+    my_panels(np, thread_id(), bar.n, p0, p1);
+    body(p0, p1, bar);
+  }
+}
+
 // For each of this thread's panels [p0, p1) and each block of up to MR rows: the product of rows of A
 // (N, H; nullptr = zeros) with the panel, handed to epi(R, n0, p, cols, lo, hi) for the fused epilogue.
 template <typename Epi>
@@ -193,20 +209,7 @@ inline void forward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_hh
                     float* Y, int nthreads) {
   const std::vector<float> Wp = pack(W_hh, H, /*from_rows_of_W=*/true);
   const int64_t np = (H + NR - 1) / NR, NH = N * H;
-  SpinBarrier bar;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
-  {
-    team_start(bar);
-    const int tid = thread_id();
-#ifdef _OPENMP
-    const int nt = omp_get_num_threads();
-#else
-    const int nt = 1;
-#endif
-    int64_t p0, p1;
-    my_panels(np, tid, nt, p0, p1);
+  run_team(np, nthreads, [&](int64_t p0, int64_t p1, SpinBarrier& bar) {
     for (int64_t t = 0; t < Tn; ++t) {
       float* Yt = Y + t * NH;
       tiles(t > 0 ? Y + (t - 1) * NH : h0, N, H, Wp, p0, p1,
@@ -225,7 +228,7 @@ inline void forward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_hh
             });
       bar.wait();
     }
-  }
+  });
 }
 
 // dz = (dy + dh) * act'(y) on columns [c0, c0 + cols) of row block rows; dy may be nullptr (zeros).
@@ -240,20 +243,7 @@ inline void backward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_h
                      const float* dh_n, float* DZ, float* dh0, int nthreads) {
   const std::vector<float> Wp = pack(W_hh, H, /*from_rows_of_W=*/false);
   const int64_t np = (H + NR - 1) / NR, NH = N * H;
-  SpinBarrier bar;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-#endif
-  {
-    team_start(bar);
-    const int tid = thread_id();
-#ifdef _OPENMP
-    const int nt = omp_get_num_threads();
-#else
-    const int nt = 1;
-#endif
-    int64_t p0, p1;
-    my_panels(np, tid, nt, p0, p1);
+  run_team(np, nthreads, [&](int64_t p0, int64_t p1, SpinBarrier& bar) {
     const __m256 zero = _mm256_setzero_ps();
     // step T-1: dz = (dy + dh_n) * act'(h), elementwise
     if (Tn > 0) {
@@ -306,7 +296,7 @@ inline void backward(int64_t Tn, int64_t N, int64_t H, Act act, const float* W_h
             });
       bar.wait();
     }
-  }
+  });
 }
 
 }  // namespace avx2_rec
