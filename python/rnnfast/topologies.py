@@ -321,10 +321,9 @@ class _SeqInput(Module):
         return dh0, dc
 
 
-class OneToOne(Module):
-    """A single step, the degenerate case: x (N, D) or ids (N,) -> one cell step from h = 0 (and c = 0 for
-    an LSTM) -> Linear head. forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or
-    (N, output_size) floats)."""
+class _SequenceWithHead(Module):
+    """What one-to-one, many-to-one and many-to-many share: an input side (floats, embedding or one-hot)
+    into a stacked RNN/LSTM/GRU, and a Linear head on its outputs."""
 
     def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
                  task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
@@ -335,6 +334,12 @@ class OneToOne(Module):
                                  dtype, backend, s[0], cell=cell)
         self.cell = self.encoder.cell
         self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
+
+
+class OneToOne(_SequenceWithHead):
+    """A single step, the degenerate case: x (N, D) or ids (N,) -> one cell step from h = 0 (and c = 0 for
+    an LSTM) -> Linear head. forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or
+    (N, output_size) floats)."""
 
     def forward(self, x):
         x = np.asarray(x) if not hasattr(x, "shape") else x
@@ -361,23 +366,13 @@ class OneToOne(Module):
         return y.argmax(axis=-1) if self.task == "classification" else y
 
 
-class ManyToOne(Module):
+class ManyToOne(_SequenceWithHead):
     """A sequence -> one output from the top layer's state at each sequence's last valid step.
 
     forward(x (T, N, D) or ids (T, N), lengths=None) -> y (N, output_size). With lengths (N,) in [1, T],
     sequence n reads the top-layer output at step lengths[n] - 1; the RNN is causal, so the padding after it
     cannot change that value, and backward puts the head's gradient exactly there (padding gets none).
     """
-
-    def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
-                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
-        super().__init__()
-        self.task = _check_task(task)
-        s = _seeds(seed, 2)
-        self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
-                                 dtype, backend, s[0], cell=cell)
-        self.cell = self.encoder.cell
-        self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
 
     def forward(self, x, lengths=None):
         T, N = self.encoder.dims(x)
@@ -408,7 +403,7 @@ class ManyToOne(Module):
         return y.argmax(axis=-1) if self.task == "classification" else y
 
 
-class ManyToMany(Module):
+class ManyToMany(_SequenceWithHead):
     """Aligned sequence -> sequence: an output at every step, loss summed over steps, masks for padding.
 
     forward(x, h0=None) -> (y (T, N, output_size), h_n (L, N, H)). loss(x, targets, mask=None,
@@ -416,16 +411,6 @@ class ManyToMany(Module):
     trainer uses (h_n is plain data: carrying it into the next chunk passes no gradient back).
     With cell="lstm" the state (h0, h_n, dh_n, dh0) is the pair (h, c) (or one (2, L, N, H) array going in).
     """
-
-    def __init__(self, hidden_size, output_size, input_size=None, vocab_size=None, embed_size=None, num_layers=1,
-                 task="classification", nonlinearity="tanh", dtype=np.float32, backend=None, seed=0, cell="rnn"):
-        super().__init__()
-        self.task = _check_task(task)
-        s = _seeds(seed, 2)
-        self.encoder = _SeqInput(hidden_size, num_layers, input_size, vocab_size, embed_size, nonlinearity,
-                                 dtype, backend, s[0], cell=cell)
-        self.cell = self.encoder.cell
-        self.head = Linear(hidden_size, _check_size("output_size", output_size), dtype=dtype, seed=s[1])
 
     def forward(self, x, h0=None):
         self.encoder.dims(x)
