@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cache import StackCache
+from .functional import _check   # the one argument check, messages in the T N D H L letters
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _STATES = {"rnn": ("h0",), "lstm": ("h0", "c0"), "gru": ("h0",)}
@@ -22,16 +23,6 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _shape(a):
     return tuple(getattr(a, "shape", ()))
-
-
-def _check(name, a, names, dims, dtype):
-    want = "(" + ", ".join(names) + ") = (" + ", ".join(str(d) for d in dims) + ")"
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{name} must be an array of shape {want}, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got {a.dtype}")
-    if tuple(a.shape) != tuple(dims):
-        raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}")
 
 
 def check_lengths(lengths, T, N):

@@ -83,9 +83,14 @@ def validate_backward(dout, dh_n, cache, grads):
         _check("dout", dout, ("T", "N", "H"), (T, N, H), dt)
     if dh_n is not None:
         _check("dh_n", dh_n, ("L", "N", "H"), (L, N, H), dt)
+    _check_grads(grads, cache.weights, L, dt)
+
+
+def _check_grads(grads, weights, L, dt):
+    """grads: L tuples shaped like the weights, of dtype dt, writeable (they are accumulated into)."""
     if not isinstance(grads, (list, tuple)) or len(grads) != L:
         raise ValueError(f"grads must be a list of L = {L} tuples (dW_ih, dW_hh, db_ih, db_hh)")
-    for k, (g, w) in enumerate(zip(grads, cache.weights)):
+    for k, (g, w) in enumerate(zip(grads, weights)):
         for gname, ga, wa in zip(("dW_ih", "dW_hh", "db_ih", "db_hh"), g, w):
             if wa is None:
                 continue
@@ -167,17 +172,7 @@ def validate_gated_backward(cell, dout, dfinals, cache, grads):
     for sname, df in zip(("dh_n", "dc_n"), dfinals):
         if df is not None:
             _check(sname, df, ("L", "N", "H"), (L, N, H), dt)
-    if not isinstance(grads, (list, tuple)) or len(grads) != L:
-        raise ValueError(f"grads must be a list of L = {L} tuples (dW_ih, dW_hh, db_ih, db_hh)")
-    for k, (g, w) in enumerate(zip(grads, cache.weights)):
-        for gname, ga, wa in zip(("dW_ih", "dW_hh", "db_ih", "db_hh"), g, w):
-            if wa is None:
-                continue
-            if ga is None:
-                raise ValueError(f"{gname}_l{k} must be given (the layer has that parameter)")
-            _check(f"{gname}_l{k}", ga, tuple("?" * wa.ndim), wa.shape, dt)
-            if not getattr(ga.flags, "writeable", True):
-                raise ValueError(f"{gname}_l{k} must be writeable (gradients accumulate into it)")
+    _check_grads(grads, cache.weights, L, dt)
 
 
 def _check_cell(cache, cell, fwd):
