@@ -1,12 +1,25 @@
 """The "cpu" backend: a thin adapter from the functional API to the C++ extension rnnfast._C.
 
-What it is: packing the cache record around what _C returns. What it is not: validation (the bindings
-do it) or math (csrc/cpu).
+What it is: packing the cache record around what _C returns (the backend interface of rnnfast._cells:
+<cell>_forward / <cell>_backward). What it is not: validation (the bindings do it) or math (csrc/cpu).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _C
 from ._cache import GRUCache, LSTMCache, RNNCache
+
+VALIDATES_ARGUMENTS = True   # the bindings check every argument (csrc/bindings/validate.h)
+HOST_ARRAYS = True           # NumPy in, NumPy out: usable by the lengths / bidirectional path
+
+
+def _own(kept, given):
+    """The cache keeps its own copy of a caller's array: _C hands back the caller's array itself when it was
+    already C-contiguous, and changing it in place before backward would change the gradients."""
+    if kept is not None and given is not None and np.may_share_memory(kept, given):
+        return kept.copy()
+    return kept
 
 
 def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
@@ -14,7 +27,7 @@ def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
     if kept is None:
         return out, h_n, None
     xc, h0c, hs, cc = kept
-    return out, h_n, RNNCache(xc, h0c, hs, cc, list(weights), nonlinearity, "cpu")
+    return out, h_n, RNNCache(_own(xc, x), _own(h0c, h0), hs, _own(cc, c), list(weights), nonlinearity, "cpu")
 
 
 def rnn_backward(dout, dh_n, cache, grads):
@@ -30,7 +43,7 @@ def lstm_forward(x, h0, c0, weights, need_cache):
     if kept is None:
         return out, h_n, c_n, None
     xc, h0c, c0c, hs, cs, gates = kept
-    return out, h_n, c_n, LSTMCache(xc, h0c, c0c, hs, cs, gates, list(weights), "cpu")
+    return out, h_n, c_n, LSTMCache(_own(xc, x), _own(h0c, h0), _own(c0c, c0), hs, cs, gates, list(weights), "cpu")
 
 
 def lstm_backward(dout, dh_n, dc_n, cache, grads, dcs=None):
@@ -46,7 +59,7 @@ def gru_forward(x, h0, weights, need_cache):
     if kept is None:
         return out, h_n, None
     xc, h0c, hs, gates, ghn = kept
-    return out, h_n, GRUCache(xc, h0c, hs, gates, ghn, list(weights), "cpu")
+    return out, h_n, GRUCache(_own(xc, x), _own(h0c, h0), hs, gates, ghn, list(weights), "cpu")
 
 
 def gru_backward(dout, dh_n, cache, grads):

@@ -2,7 +2,7 @@
 
 What it is: array handling (CuPy arrays, torch CUDA tensors and anything with __cuda_array_interface__ or
 DLPack are used in place; NumPy inputs are copied to the GPU and the results back), shape/dtype checks
-(rnnfast.functional's validators, run on the converted arrays), output allocation, and the run-time
+(rnnfast._checks, run on the converted arrays), output allocation, and the run-time
 loading of cuBLAS. What it is not: math (csrc/cuda/rnn_cuda.cu). Importing it never fails for want of
 CuPy, the CUDA runtime or a GPU: is_available() then says why.
 
@@ -26,8 +26,11 @@ import sys
 
 import numpy as np
 
+from . import _cells, _checks
 from ._cache import RNNCache
 
+VALIDATES_ARGUMENTS = True   # checked here, on the converted arrays (rnnfast._checks)
+HOST_ARRAYS = False          # GPU arrays: not for the NumPy-indexing lengths / bidirectional path
 _REC_MODES = {"auto": 0, "persistent": 1, "stepwise": 2}
 _GEMM_MODES = {"auto": 0, "cublas": 1, "internal": 2}
 _state: dict = {}
@@ -238,8 +241,6 @@ def _layers_dev(weights, device):
 
 def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
     """See rnnfast.reference.rnn_forward. GPU input -> CuPy results; NumPy input -> NumPy results."""
-    from .functional import validate_forward
-
     C, cp = _need()
     host = not _is_gpu(x)
     xa = as_array(x)
@@ -248,7 +249,7 @@ def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
         xd = _dev(xa, "x", device) if hasattr(xa, "dtype") else xa
         h0d, cd = _dev(h0, "h0", device), _dev(c, "c", device)
         wd = _layers_dev(weights, device) if isinstance(weights, (list, tuple)) else weights
-        T, N, D, H, L = validate_forward(xd, h0d, wd, cd, nonlinearity)
+        T, N, D, H, L = _checks.validate_forward(_cells.RNN, xd, (h0d,), wd, 1, cd, nonlinearity)
         dt = xd.dtype
         rec, gemm = _modes()
         out = cp.empty((T, N, H), dtype=dt)
@@ -266,12 +267,13 @@ def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
                       _cluster_allowed())
         cache = None
         if need_cache:
-            h0c = h0d if h0d is not None else cp.zeros((L, N, H), dtype=dt)
+            # the cache owns copies of x, h0 and c: the caller may change its arrays before backward
+            h0c = h0d.copy() if h0d is not None else cp.zeros((L, N, H), dtype=dt)
             if host:
-                cache = RNNCache(np.ascontiguousarray(xa), h0c.get(), hs.get(), None if cd is None else cd.get(),
-                                 list(weights), nonlinearity, "cuda")
+                cache = RNNCache(np.array(xa, order="C", copy=True), h0c.get(), hs.get(),
+                                 None if cd is None else cd.get(), list(weights), nonlinearity, "cuda")
             else:
-                cache = RNNCache(xd, h0c, hs, cd, wd, nonlinearity, "cuda")
+                cache = RNNCache(xd.copy(), h0c, hs, None if cd is None else cd.copy(), wd, nonlinearity, "cuda")
         if host:
             return out.get(), h_n.get(), cache
         return out, h_n, cache
@@ -280,8 +282,6 @@ def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
 def rnn_backward(dout, dh_n, cache, grads):
     """See rnnfast.reference.rnn_backward. Parameter gradients accumulate (+=) in place, on the GPU or on
     the host; results are CuPy arrays, or NumPy when the cache is a host cache."""
-    from .functional import validate_backward
-
     C, cp = _need()
     if not isinstance(cache, RNNCache):
         raise TypeError(f"cache must be the RNNCache returned by rnn_forward(..., need_cache=True), "
@@ -314,7 +314,7 @@ def rnn_backward(dout, dh_n, cache, grads):
                     writeback.append((ga, gd))
                 row.append(gd)
             gdev.append(tuple(row))
-        validate_backward(doutd, dh_nd, dcache, gdev)
+        _checks.validate_backward(_cells.RNN, doutd, (dh_nd,), dcache, gdev, "rnn_forward")
         L, T, N, H = dcache.hs.shape
         D = dcache.x.shape[2]
         dt = dcache.hs.dtype

@@ -2,7 +2,13 @@
 
 What it is: the one place that knows which backends can load, why any cannot, and which one a call gets
 (explicit `backend=` > the RNNFAST_BACKEND environment variable > the best available). It is not where
-arguments are validated (that is rnnfast.functional and the bindings).
+arguments are validated (that is rnnfast._checks and the bindings).
+
+The backend interface, the same for every backend module (rnnfast.reference, rnnfast._cpu_backend,
+rnnfast._cuda_backend): `<cell>_forward` / `<cell>_backward` for each cell it has kernels for (argument
+lists in rnnfast._cells), VALIDATES_ARGUMENTS (whether it checks its own arguments; if not,
+rnnfast.functional checks them first) and HOST_ARRAYS (whether it takes and returns NumPy arrays, as the
+lengths / bidirectional path needs).
 """
 from __future__ import annotations
 

@@ -7,10 +7,13 @@ handling and the forward->backward bookkeeping of each layer. What it is not: th
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from .backends import resolve as _resolve_backend
+from . import _cells
 from . import functional as F
+from .backends import resolve as _resolve_backend
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -78,7 +81,105 @@ class _Layer:
         return cache
 
 
-class RNN(_Layer):
+class _Recurrent(_Layer):
+    """What RNN, LSTM and GRU share: parameters laid out by their cell (rnnfast._cells: G gate blocks of H
+    rows, PyTorch's names and init), the weight and gradient tuples, the x / dout layout checks, and one
+    forward/backward through rnnfast.functional.forward/backward. A backward that raises keeps the cache
+    and changes no gradient, so the caller can retry."""
+
+    _cell = None   # a rnnfast._cells.Cell
+
+    def _init_recurrent(self, input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
+                        bidirectional):
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.num_layers = _check_size("num_layers", num_layers)
+        self.dtype = _check_dtype(dtype)
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.backend = backend
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        params = {}
+        for name, shape in self._cell.param_layout(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                                                   self._dirs):   # torch's order and init: U(-1/sqrt(H), 1/sqrt(H))
+            params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+        self._init_params(params)
+
+    @property
+    def _dirs(self):
+        return 2 if getattr(self, "bidirectional", False) else 1
+
+    @property
+    def _G(self):
+        return self._cell.gates
+
+    # ---- parameters ----
+    def _layer_keys(self):
+        keys = self.__dict__.get("_keys")
+        if keys is None:   # computed once: this runs on every call, so no string formatting per call
+            keys = self._keys = self._cell.layer_keys(self.num_layers, self._dirs)
+        return keys
+
+    def _weights(self):
+        p = self.params
+        return [(p[a], p[b], p.get(c), p.get(d)) for a, b, c, d in self._layer_keys()]
+
+    def _grad_list(self):
+        g = self.grads
+        return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._layer_keys()]
+
+    # ---- layout ----
+    def _input(self, x):
+        """x as the time-major (T, N, D) array of the layer's dtype (NumPy, or CuPy on the GPU)."""
+        if not hasattr(x, "dtype") or hasattr(x, "detach"):
+            x = _to_numpy(x)
+        lay = "(N, T, D)" if self.batch_first else "(T, N, D)"
+        if x.dtype != self.dtype:
+            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"x must have shape {lay} with D = {self.input_size}, got {tuple(x.shape)}")
+        return x.transpose(1, 0, 2) if self.batch_first else x
+
+    def _dout(self, dout):
+        if dout is not None and self.batch_first:
+            if getattr(dout, "ndim", 0) != 3:
+                raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
+            dout = dout.transpose(1, 0, 2)
+        return dout
+
+    def _kw(self, lengths):
+        return {} if lengths is None and not self.bidirectional else \
+            {"lengths": lengths, "bidirectional": self.bidirectional}
+
+    # ---- computation ----
+    def _forward(self, x, states, need_cache, lengths, weights=None, **kw):
+        """functional.forward on the layer's parameters; keeps the cache. -> (out, finals tuple)."""
+        x = self._input(x)
+        if need_cache is None:
+            need_cache = self.training
+        out, finals, cache = F.forward(self._cell, x, states, self._weights() if weights is None else weights,
+                                       need_cache, self.backend, **self._kw(lengths), **kw)
+        self._cache = cache
+        if self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, finals
+
+    def _backward(self, dout, dfinals, grads=None):
+        """functional.backward of the last forward -> (dx, dstates tuple, dc). On a bad argument nothing has
+        changed and the cache is kept."""
+        cache = self._take_cache()
+        try:
+            dx, dstates, dc = F.backward(self._cell, self._dout(dout), dfinals, cache,
+                                         self._grad_list() if grads is None else grads, self.backend)
+        except (ValueError, TypeError):
+            self._cache = cache    # bad arguments: keep the cache so the caller can retry
+            raise
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, dstates, dc
+
+
+class RNN(_Recurrent):
     """Stacked vanilla RNN, h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh [+ c]).
 
     forward(x, h0=None, c=None) -> (out, h_n): x (T, N, D) (or (N, T, D) with batch_first), h0 (L, N, H),
@@ -86,6 +187,8 @@ class RNN(_Layer):
     backward(dout, dh_n=None) -> (dx, dh0), or (dx, dh0, dc) when forward was given c. Parameter gradients
     accumulate (+=) into `grads` until zero_grad().
     """
+
+    _cell = _cells.RNN
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dtype=np.float32, backend=None, seed=None, bidirectional=False):
@@ -97,33 +200,15 @@ class RNN(_Layer):
                              f"({input_size}, {hidden_size}, {num_layers})")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in _DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        _check_dtype(dtype)
         if backend is not None:
             _resolve_backend(backend)   # fail now, with the reason, if it is unavailable
-        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), int(num_layers)
-        self.nonlinearity, self.bias, self.batch_first = nonlinearity, bool(bias), bool(batch_first)
-        self.dtype, self.backend = dtype, backend
-        self.bidirectional = bool(bidirectional)
-        self.training = True
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(hidden_size)
-        self.params = {}
-        dirs = 2 if self.bidirectional else 1
-        for k, sfx in ((k, sfx) for k in range(num_layers) for sfx in ("", "_reverse")[:dirs]):
-            Dk = input_size if k == 0 else hidden_size * dirs
-            shapes = [(f"weight_ih_l{k}{sfx}", (hidden_size, Dk)),
-                      (f"weight_hh_l{k}{sfx}", (hidden_size, hidden_size))]
-            if bias:
-                shapes += [(f"bias_ih_l{k}{sfx}", (hidden_size,)), (f"bias_hh_l{k}{sfx}", (hidden_size,))]
-            for name, shape in shapes:   # torch's order and distribution: U(-1/sqrt(H), 1/sqrt(H))
-                self.params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.nonlinearity = nonlinearity
+        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
+                             bidirectional)
         self._gpu = backend is not None and str(backend).lower() == "cuda"
         if self._gpu:   # parameters and gradients live on the GPU (CuPy arrays)
             self.params, self.grads = self._to_gpu(self.params), self._to_gpu(self.grads)
-        self._cache = None
         self._had_c = False
 
     @staticmethod
@@ -131,80 +216,28 @@ class RNN(_Layer):
         from ._cuda_backend import to_device
         return {k: to_device(v) for k, v in d.items()}
 
-    # ---- parameters ----
-    def _layer_keys(self):
-        keys = self.__dict__.get("_keys")
-        if keys is None:   # computed once: this runs on every call, so no string formatting per call
-            sfxs = ("", "_reverse") if getattr(self, "bidirectional", False) else ("",)
-            keys = self._keys = [(f"weight_ih_l{k}{s}", f"weight_hh_l{k}{s}", f"bias_ih_l{k}{s}", f"bias_hh_l{k}{s}")
-                                 for k in range(self.num_layers) for s in sfxs]
-        return keys
-
-    def _weights(self):
-        p = self.params
-        return [(p[a], p[b], p.get(c), p.get(d)) for a, b, c, d in self._layer_keys()]
-
-    def _grad_list(self):
-        g = self.grads
-        return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._layer_keys()]
-
     def _place(self, arrays):
         return self._to_gpu(arrays) if self._gpu else arrays
 
-    # ---- computation ----
-    def forward(self, x, h0=None, c=None, need_cache=None, lengths=None):
+    def forward(self, x, h0=None, c=None, need_cache: Optional[bool] = None, lengths=None):
         """Run the layer. need_cache defaults to self.training; without a cache backward is unavailable.
         lengths (N,) ints in [0, T]: a variable-length batch (outputs past each length are zero, h_n is taken
         at each sequence's last valid step). With bidirectional=True out is (T, N, 2H), h0/h_n (2L, N, H)."""
         if self._gpu:   # torch CUDA tensors and other GPU arrays become CuPy views (NumPy stays NumPy)
             from ._cuda_backend import as_array
             x, h0, c = as_array(x), as_array(h0), as_array(c)
-        x = np.asarray(x) if not hasattr(x, "dtype") else x
-        if x.dtype != self.dtype:
-            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
-        if x.ndim != 3:
-            lay = "(N, T, D)" if self.batch_first else "(T, N, D)"
-            raise ValueError(f"x must have shape {lay} with D = {self.input_size}, got {tuple(x.shape)}")
-        if self.batch_first:
-            x = x.transpose(1, 0, 2)
-        if x.shape[2] != self.input_size:
-            lay = "(N, T, D)" if self.batch_first else "(T, N, D)"
-            raise ValueError(f"x must have shape {lay} with D = {self.input_size}, got "
-                             f"{tuple(x.transpose(1, 0, 2).shape) if self.batch_first else tuple(x.shape)}")
-        if need_cache is None:
-            need_cache = self.training
-        if lengths is None and not self.bidirectional:
-            out, h_n, cache = F.rnn_forward(x, h0, self._weights(), c, self.nonlinearity, need_cache, self.backend)
-        else:
-            out, h_n, cache = F.rnn_forward(x, h0, self._weights(), c, self.nonlinearity, need_cache, self.backend,
-                                            lengths=lengths, bidirectional=self.bidirectional)
-        self._cache, self._had_c = cache, c is not None
-        if self.batch_first:
-            out = out.transpose(1, 0, 2)
+        out, (h_n,) = self._forward(x, (h0,), need_cache, lengths, c=c, nonlinearity=self.nonlinearity)
+        self._had_c = c is not None
         return out, h_n
 
     __call__ = forward
 
     def backward(self, dout, dh_n=None):
         """Gradients of the last forward. Returns (dx, dh0), or (dx, dh0, dc) when forward was given c."""
-        if self._cache is None:
-            raise RuntimeError("backward() needs a preceding forward() with need_cache=True (training mode); "
-                               "backward may run only once per forward")
-        cache, self._cache = self._cache, None
         if self._gpu:
             from ._cuda_backend import as_array
             dout, dh_n = as_array(dout), as_array(dh_n)
-        if dout is not None and self.batch_first:
-            if getattr(dout, "ndim", 0) != 3:
-                raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
-            dout = dout.transpose(1, 0, 2)
-        try:
-            dx, dh0, dc = F.rnn_backward(dout, dh_n, cache, self._grad_list(), self.backend)
-        except (ValueError, TypeError):
-            self._cache = cache    # bad arguments: keep the cache so the caller can retry
-            raise
-        if self.batch_first:
-            dx = dx.transpose(1, 0, 2)
+        dx, (dh0,), dc = self._backward(dout, (dh_n,))
         return (dx, dh0, dc) if self._had_c else (dx, dh0)
 
     def __repr__(self):
@@ -607,74 +640,20 @@ def mse(pred, target, mask=None, reduction="mean"):
 # state_dict/load_state_dict, train/eval, one backward per forward), plus bidirectional and lengths.
 
 
-class _Gated(_Layer):
-    """What LSTM and GRU share: parameters (G gate blocks of H rows each), bookkeeping, input checks."""
-
-    _G = 0
-    _name = ""
+class _Gated(_Recurrent):
+    """What LSTM and GRU share beyond _Recurrent: the constructor (no CUDA kernels yet) and the repr."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32,
                  backend=None, seed=None, bidirectional=False):
-        self.input_size = _check_size("input_size", input_size)
-        self.hidden_size = _check_size("hidden_size", hidden_size)
-        self.num_layers = _check_size("num_layers", num_layers)
-        self.dtype = _check_dtype(dtype)
         if backend is not None:
             name = _resolve_backend(backend)
             if name == "cuda":
-                raise ValueError(f"{self._name} has no CUDA kernels yet; use backend='cpu' or 'numpy'")
-        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        self.backend = backend
-        self.training = True
-        H, G = self.hidden_size, self._G
-        dirs = 2 if self.bidirectional else 1
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(H)
-        self.params = {}
-        self._keys = []
-        for k in range(self.num_layers):
-            for sfx in ("", "_reverse")[:dirs]:
-                Dk = self.input_size if k == 0 else H * dirs
-                names = (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}", f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}")
-                shapes = [(G * H, Dk), (G * H, H)] + ([(G * H,), (G * H,)] if self.bias else [])
-                for name, shape in zip(names, shapes):   # torch's order and init: U(-1/sqrt(H), 1/sqrt(H))
-                    self.params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-                self._keys.append(names)
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._cache = None
-
-    # ---- parameters (as RNN) ----
-    def _weights(self):
-        p = self.params
-        return [(p[a], p[b], p.get(c), p.get(d)) for a, b, c, d in self._keys]
-
-    def _grad_list(self):
-        g = self.grads
-        return [(g[a], g[b], g.get(c), g.get(d)) for a, b, c, d in self._keys]
-
-    # ---- helpers ----
-    def _input(self, x):
-        x = _to_numpy(x)
-        lay = "(N, T, D)" if self.batch_first else "(T, N, D)"
-        if x.dtype != self.dtype:
-            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"x must have shape {lay} with D = {self.input_size}, got {tuple(x.shape)}")
-        return x.transpose(1, 0, 2) if self.batch_first else x
-
-    def _dout(self, dout):
-        if dout is not None and self.batch_first:
-            if getattr(dout, "ndim", 0) != 3:
-                raise ValueError(f"dout must have shape (N, T, H), got {tuple(np.shape(dout))}")
-            dout = dout.transpose(1, 0, 2)
-        return dout
-
-    def _kw(self, lengths):
-        return {} if lengths is None and not self.bidirectional else \
-            {"lengths": lengths, "bidirectional": self.bidirectional}
+                raise ValueError(f"{self._cell.title} has no CUDA kernels yet; use backend='cpu' or 'numpy'")
+        self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
+                             bidirectional)
 
     def __repr__(self):
-        return (f"{self._name}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+        return (f"{self._cell.title}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dtype={self.dtype.name}, "
                 f"backend={self.backend!r}, bidirectional={self.bidirectional})")
 
@@ -693,32 +672,17 @@ class LSTM(_Gated):
       `grads` until zero_grad().
     """
 
-    _G = 4
-    _name = "LSTM"
+    _cell = _cells.LSTM
 
-    def forward(self, x, hc0=None, need_cache=None, lengths=None):
-        x = self._input(x)
+    def forward(self, x, hc0=None, need_cache: Optional[bool] = None, lengths=None):
         h0, c0 = (None, None) if hc0 is None else hc0
-        if need_cache is None:
-            need_cache = self.training
-        out, h_n, c_n, cache = F.lstm_forward(x, h0, c0, self._weights(), need_cache, self.backend,
-                                              **self._kw(lengths))
-        self._cache = cache
-        if self.batch_first:
-            out = out.transpose(1, 0, 2)
+        out, (h_n, c_n) = self._forward(x, (h0, c0), need_cache, lengths)
         return out, (h_n, c_n)
 
     __call__ = forward
 
     def backward(self, dout, dh_n=None, dc_n=None):
-        cache = self._take_cache()
-        try:
-            dx, dh0, dc0 = F.lstm_backward(self._dout(dout), dh_n, dc_n, cache, self._grad_list(), self.backend)
-        except (ValueError, TypeError):
-            self._cache = cache    # bad arguments: keep the cache so the caller can retry
-            raise
-        if self.batch_first:
-            dx = dx.transpose(1, 0, 2)
+        dx, (dh0, dc0), _ = self._backward(dout, (dh_n, dc_n))
         return dx, (dh0, dc0)
 
 
@@ -732,28 +696,14 @@ class GRU(_Gated):
     Shapes and lengths as in LSTM.
     """
 
-    _G = 3
-    _name = "GRU"
+    _cell = _cells.GRU
 
-    def forward(self, x, h0=None, need_cache=None, lengths=None):
-        x = self._input(x)
-        if need_cache is None:
-            need_cache = self.training
-        out, h_n, cache = F.gru_forward(x, h0, self._weights(), need_cache, self.backend, **self._kw(lengths))
-        self._cache = cache
-        if self.batch_first:
-            out = out.transpose(1, 0, 2)
+    def forward(self, x, h0=None, need_cache: Optional[bool] = None, lengths=None):
+        out, (h_n,) = self._forward(x, (h0,), need_cache, lengths)
         return out, h_n
 
     __call__ = forward
 
     def backward(self, dout, dh_n=None):
-        cache = self._take_cache()
-        try:
-            dx, dh0 = F.gru_backward(self._dout(dout), dh_n, cache, self._grad_list(), self.backend)
-        except (ValueError, TypeError):
-            self._cache = cache
-            raise
-        if self.batch_first:
-            dx = dx.transpose(1, 0, 2)
+        dx, (dh0,), _ = self._backward(dout, (dh_n,))
         return dx, dh0

@@ -1,14 +1,24 @@
 """The NumPy reference: the readable, per-step specification every kernel is tested against.
 
-It is also the "numpy" backend. It is deliberately simple (one time step at a time, no fusion, no hoisted
-GEMMs) and never deleted; the fast kernels must agree with it. Validation of arguments happens in
-`rnnfast.functional`, not here.
+It is also the "numpy" backend, with the backend interface every backend has (<cell>_forward /
+<cell>_backward per cell of rnnfast._cells, VALIDATES_ARGUMENTS, HOST_ARRAYS). It is deliberately simple
+(one time step at a time, no fusion, no hoisted GEMMs) and never deleted; the fast kernels must agree with
+it. Its arguments are checked by the caller (rnnfast.functional through rnnfast._checks), not here.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._cache import GRUCache, LSTMCache, RNNCache
+
+VALIDATES_ARGUMENTS = False   # rnnfast.functional checks the arguments before calling a function here
+HOST_ARRAYS = True            # NumPy in, NumPy out: usable by the lengths / bidirectional path
+
+
+def _keep(a):
+    """What a cache keeps of a caller's array: a C-contiguous copy, so that changing the array in place
+    between forward and backward cannot change the gradients (the cache contract, rnnfast._cache)."""
+    return None if a is None else np.array(a, order="C", copy=True)
 
 # ---- activations (same names as csrc/rnnfast/cell_math.h; derivatives take the output y) ----
 
@@ -89,7 +99,7 @@ def rnn_forward(x, h0, weights, c=None, nonlinearity="tanh", need_cache=True):
             hs[k, t] = h
         h_n[k] = h
     out = hs[L - 1].copy()
-    cache = RNNCache(x, h0, hs, c, weights, nonlinearity, "numpy") if need_cache else None
+    cache = RNNCache(_keep(x), _keep(h0), hs, _keep(c), list(weights), nonlinearity, "numpy") if need_cache else None
     return out, h_n, cache
 
 
@@ -202,7 +212,7 @@ def lstm_forward(x, h0, c0, weights, need_cache=True):
             hs[k, t], cs[k, t] = h, c
         h_n[k], c_n[k] = h, c
     out = hs[L - 1].copy()
-    cache = LSTMCache(x, h0, c0, hs, cs, gates, weights, "numpy") if need_cache else None
+    cache = LSTMCache(_keep(x), _keep(h0), _keep(c0), hs, cs, gates, list(weights), "numpy") if need_cache else None
     return out, h_n, c_n, cache
 
 
@@ -299,7 +309,7 @@ def gru_forward(x, h0, weights, need_cache=True):
             hs[k, t] = h
         h_n[k] = h
     out = hs[L - 1].copy()
-    cache = GRUCache(x, h0, hs, gates, ghn, weights, "numpy") if need_cache else None
+    cache = GRUCache(_keep(x), _keep(h0), hs, gates, ghn, list(weights), "numpy") if need_cache else None
     return out, h_n, cache
 
 
