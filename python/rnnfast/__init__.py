@@ -3,9 +3,6 @@
 The public surface only; see rnnfast.functional for arrays, rnnfast.nn for layers, rnnfast.reference
 for the NumPy specification.
 """
-from importlib.metadata import PackageNotFoundError as _PNF
-from importlib.metadata import version as _version
-
 from . import functional, reference
 from .backends import available, backends, set_num_threads
 from .functional import rnn_backward, rnn_forward
@@ -17,10 +14,9 @@ from .topologies import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq
 from .train import (SGD, Adagrad, Adam, RMSprop, Trainer, TrainingDiverged, clip_grad_norm, clip_grad_value,
                     load_checkpoint, plot_history, sample_logits, save_checkpoint)
 
-try:
-    __version__ = _version("rnnfast")
-except _PNF:  # running from a source tree
-    __version__ = "0.0.0+local"
+from ._info import version as _version
+
+__version__ = _version()
 
 
 def info() -> dict:

@@ -7,6 +7,15 @@ import os
 import platform
 
 
+def version() -> str:
+    """The installed distribution's version ("0.0.0+local" when running from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version as _version
+    try:
+        return _version("rnnfast")
+    except PackageNotFoundError:
+        return "0.0.0+local"
+
+
 def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
@@ -33,10 +42,9 @@ def _cpu_model():
 def collect() -> dict:
     import numpy as np
 
-    from . import __version__
     from .backends import _load, backends
 
-    d = {"version": __version__, "python": platform.python_version(), "numpy": np.__version__,
+    d = {"version": version(), "python": platform.python_version(), "numpy": np.__version__,
          "backends": backends(), "cpu": _cpu_model(), "cpu_features": _cpu_flags(), "cores": os.cpu_count()}
     cpu, _ = _load("cpu")
     if cpu is not None:
