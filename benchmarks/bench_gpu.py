@@ -14,8 +14,6 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 NS = (1, 4, 16, 64, 256)
 HS = (128, 256, 512, 1024, 1760)
 TS = (50, 1000)

@@ -52,7 +52,8 @@ def _apply_num_threads(mod):
             if n < 1:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, got {os.environ['RNNFAST_NUM_THREADS']!r}")
+            raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, "
+                             f"got {os.environ['RNNFAST_NUM_THREADS']!r}") from None
         mod._C.set_blas_num_threads(n)
 
 
