@@ -1,13 +1,14 @@
-"""Shared helpers for the gated-cell and lengths/bidirectional tests: weight builders, one call that runs
-forward + backward of any cell through rnnfast.functional, and the torch state-dict bridge.
-Not tests themselves; tolerances stay in rnn_helpers."""
+"""Shared helpers for the per-cell tests: weight builders, one call that runs forward + backward of any cell
+through rnnfast.functional.forward/backward (the cells table, no per-cell code), and the torch state-dict
+bridge. Not tests themselves; tolerances live in tolerances.py."""
 from __future__ import annotations
 
 import numpy as np
 
 import rnnfast.functional as F
+from rnnfast._cells import CELLS
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {name: cell.gates for name, cell in CELLS.items()}
 
 
 def make_weights(rng, cell, D, H, L, dtype, bias=True, dirs=1, scale=None):
@@ -38,18 +39,12 @@ def run_cell(cell, backend, x, states, ws, douts, lengths=None, bidirectional=Fa
     kw = {}
     if lengths is not None or bidirectional:
         kw = dict(lengths=lengths, bidirectional=bidirectional)
+    if CELLS[cell].constant_input:
+        kw.update(c=c, nonlinearity=act)
     g = zero_grads(ws)
-    if cell == "rnn":
-        out, h_n, cache = F.rnn_forward(x, states[0], ws, c, act, True, backend, **kw)
-        dx, dh0, dc = F.rnn_backward(douts[0], douts[1], cache, g, backend)
-        return [out, h_n, dx, dh0] + ([dc] if dc is not None else []) + flat(g)
-    if cell == "lstm":
-        out, h_n, c_n, cache = F.lstm_forward(x, states[0], states[1], ws, True, backend, **kw)
-        dx, dh0, dc0 = F.lstm_backward(douts[0], douts[1], douts[2], cache, g, backend)
-        return [out, h_n, c_n, dx, dh0, dc0] + flat(g)
-    out, h_n, cache = F.gru_forward(x, states[0], ws, True, backend, **kw)
-    dx, dh0 = F.gru_backward(douts[0], douts[1], cache, g, backend)
-    return [out, h_n, dx, dh0] + flat(g)
+    out, finals, cache = F.forward(cell, x, states, ws, True, backend, **kw)
+    dx, dstates, dc = F.backward(cell, douts[0], douts[1:], cache, g, backend)
+    return [out, *finals, dx, *dstates] + ([dc] if dc is not None else []) + flat(g)
 
 
 def torch_params(ws, L, dirs, bias=True):

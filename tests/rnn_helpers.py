@@ -1,4 +1,4 @@
-"""Shared test helpers: tolerances (in one place), random problem builders, backend lists.
+"""Shared test helpers: random problem builders, backend lists (tolerances: tolerances.py, re-exported).
 Not tests themselves."""
 from __future__ import annotations
 
@@ -7,14 +7,9 @@ import pytest
 
 import rnnfast
 from rnnfast.backends import backends as _backends
+from tolerances import F32_ATOL, F32_FACTOR, TOL64, assert_f32_close  # noqa: F401  (re-exported)
 
-# ---- tolerances, in one place ----
-# float64 kernels vs the float64 reference: essentially exact up to summation order.
-TOL64 = dict(rtol=1e-9, atol=1e-10)
-# float32: the kernel's error against a float64 reference may be at most F32_FACTOR times the float32
-# reference's own error, plus F32_ATOL (DESIGN.md 4).
-F32_FACTOR = 2.0
-F32_ATOL = 2e-5
+# tolerances live in tolerances.py; re-exported here for the tests that import them from rnn_helpers
 
 CPU_AVAILABLE = _backends()["cpu"]["available"]
 requires_cpu = pytest.mark.skipif(not CPU_AVAILABLE, reason=f"cpu backend missing: {_backends()['cpu']['reason']}")
@@ -52,14 +47,6 @@ def run(backend, x, h0, weights, c, act, dout, dh_n):
     dx, dh0, dc = rnnfast.rnn_backward(dout, dh_n, cache, grads, backend=backend)
     res = [out, h_n, dx, dh0] + ([dc] if dc is not None else []) + flat_grads(grads)
     return res
-
-
-def assert_f32_close(got32, ref64, ref32, name=""):
-    """got32 (float32 kernel) vs ref64; allowed error = F32_FACTOR * |ref32 - ref64| + F32_ATOL (elementwise max)."""
-    err = np.abs(got32.astype(np.float64) - ref64)
-    ref_err = np.abs(ref32.astype(np.float64) - ref64)
-    bound = F32_FACTOR * ref_err.max(initial=0.0) + F32_ATOL * max(1.0, np.abs(ref64).max(initial=0.0))
-    assert err.max(initial=0.0) <= bound, f"{name}: max err {err.max()} > bound {bound}"
 
 
 def available_backends():

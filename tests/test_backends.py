@@ -1,11 +1,14 @@
 """Every native backend against the NumPy reference: forward and every gradient, float32 and float64, odd
 shapes, both activations, both recurrence code paths (small-batch microkernel and per-step GEMM).
 Not the reference's own proof (test_reference.py) nor bad input (test_bad_input.py)."""
+import functools
+
 import numpy as np
 import pytest
 
 import rnnfast
 from rnn_helpers import TOL64, assert_f32_close, cast_weights, make_weights, requires_cpu, run
+from tolerances import EXACT64
 
 # Odd sizes on purpose (DESIGN.md 3.11): every value of T, N, D, H appears, with remainders against the
 # microkernel block (64 floats / 32 doubles) and BLAS tiles.
@@ -30,6 +33,21 @@ def _ids(s):
     return f"T{s[0]}-N{s[1]}-D{s[2]}-H{s[3]}-L{s[4]}"
 
 
+@functools.lru_cache(maxsize=None)
+def _case(i, act):
+    """Problem i and its NumPy-reference results in float64 and float32, computed once and shared by the
+    four recurrence paths (the reference does not depend on the path)."""
+    T, N, D, H, L = SHAPES[i]
+    bias, with_c, with_dhn = (i % 2 == 0), (i % 3 != 1), (i % 4 != 3)
+    x, h0, ws, c, dout, dh_n = _problem(i, T, N, D, H, L, bias, with_c, with_dhn, act)
+    use_h0 = h0 if i % 5 != 4 else None
+    args64 = (x, use_h0, ws, c, act, dout, dh_n)
+    f = np.float32
+    args32 = (x.astype(f), None if use_h0 is None else use_h0.astype(f), cast_weights(ws, f),
+              None if c is None else c.astype(f), act, dout.astype(f), None if dh_n is None else dh_n.astype(f))
+    return args64, run("numpy", *args64), args32, run("numpy", *args32)
+
+
 @requires_cpu
 @pytest.mark.parametrize("path", ["matvec", "blas", "packed", "auto"])
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -40,23 +58,14 @@ def test_backend_matches_reference(shape, act, path):
     from rnnfast import _C
     if path == "packed" and not _C.packed_available():
         pytest.skip("no AVX2+FMA on this CPU: the packed kernel is not built in")
+    args64, ref64, args32, ref32 = _case(SHAPES.index(shape), act)
     old = _C.recurrence()
     _C.set_recurrence(path)
     try:
-        T, N, D, H, L = shape
-        i = SHAPES.index(shape)
-        bias, with_c, with_dhn = (i % 2 == 0), (i % 3 != 1), (i % 4 != 3)
-        x, h0, ws, c, dout, dh_n = _problem(i, T, N, D, H, L, bias, with_c, with_dhn, act)
-        use_h0 = h0 if i % 5 != 4 else None
-        ref64 = run("numpy", x, use_h0, ws, c, act, dout, dh_n)
-        got64 = run("cpu", x, use_h0, ws, c, act, dout, dh_n)
+        got64 = run("cpu", *args64)
         for j, (g, r) in enumerate(zip(got64, ref64)):
             assert g.dtype == np.float64
             np.testing.assert_allclose(g, r, **TOL64, err_msg=f"float64 output {j}")
-        f = np.float32
-        args32 = (x.astype(f), None if use_h0 is None else use_h0.astype(f), cast_weights(ws, f),
-                  None if c is None else c.astype(f), act, dout.astype(f), None if dh_n is None else dh_n.astype(f))
-        ref32 = run("numpy", *args32)
         got32 = run("cpu", *args32)
         for j, (g, r64, r32) in enumerate(zip(got32, ref64, ref32)):
             assert g.dtype == np.float32
@@ -101,7 +110,7 @@ def test_parameter_gradients_accumulate_and_activation_gradients_overwrite():
     g2 = [tuple(None if a is None else np.full_like(a, 0.5) for a in g) for g in zero_grads(ws)]
     dx2, dh02, dc2 = rnnfast.rnn_backward(dout, dh_n, cache, g2, backend="cpu")
     for a, b in zip(flat_grads(g1), flat_grads(g2)):
-        np.testing.assert_allclose(b, a + 0.5, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(b, a + 0.5, **EXACT64)
     np.testing.assert_array_equal(dx1, dx2)
     np.testing.assert_array_equal(dh01, dh02)
     np.testing.assert_array_equal(dc1, dc2)

@@ -8,7 +8,7 @@ import pytest
 import rnnfast
 import rnnfast.functional as F
 from gated_helpers import make_weights, run_cell
-from rnn_helpers import TOL64
+from tolerances import SAME64, TOL64
 
 CELLS = ["rnn", "lstm", "gru"]
 BACKENDS = [b for b in ("numpy", "cpu") if rnnfast.backends()[b]["available"]]
@@ -147,9 +147,9 @@ def test_layers_match_torch_packed_sequences(cell, bidirectional):
             dx, dh0 = lay.backward(dout, dfin[0])
             got = [out, h_n, dx, dh0]
         for j, (g, w) in enumerate(zip(got, want)):
-            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-10, err_msg=f"{b} output {j}")
+            np.testing.assert_allclose(g, w, **TOL64, err_msg=f"{b} output {j}")
         for k in tgrads:
-            np.testing.assert_allclose(lay.grads[k], tgrads[k], rtol=1e-9, atol=1e-10, err_msg=f"{b} {k}")
+            np.testing.assert_allclose(lay.grads[k], tgrads[k], **TOL64, err_msg=f"{b} {k}")
 
 
 def test_rnn_bidirectional_matches_torch_with_relu_and_batch_first():
@@ -166,11 +166,11 @@ def test_rnn_bidirectional_matches_torch_with_relu_and_batch_first():
     (out_t.sum() + hn_t.sum()).backward()
     out, h_n = lay(x)
     dx, dh0 = lay.backward(np.ones_like(out), np.ones_like(h_n))
-    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(h_n, hn_t.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), **SAME64)
+    np.testing.assert_allclose(h_n, hn_t.detach().numpy(), **SAME64)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **TOL64)
     for k, p in m.named_parameters():
-        np.testing.assert_allclose(lay.grads[k], p.grad.numpy(), rtol=1e-9, atol=1e-10, err_msg=k)
+        np.testing.assert_allclose(lay.grads[k], p.grad.numpy(), **TOL64, err_msg=k)
 
 
 # ---- the vanilla RNN without the new arguments is unchanged ----

@@ -11,6 +11,7 @@ import rnnfast
 import rnnfast.functional as F
 from gated_helpers import flat, make_weights, zero_grads
 from rnn_helpers import available_backends
+from tolerances import EXACT64
 
 CELLS = ["rnn", "lstm", "gru"]
 BACKENDS = available_backends()
@@ -65,8 +66,8 @@ def _backward_fails_cleanly(cell, backend, kw, bad_grads_at, want_name):
         assert not a.any(), "a failed backward accumulated into a gradient"
     got = F.backward(cell, dout, (None,) * len(states), cache, g, backend)   # the retry counts once
     for a, b in zip(flat(g), flat(ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, b, **EXACT64)
+    np.testing.assert_allclose(got[0], want[0], **EXACT64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

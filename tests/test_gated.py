@@ -2,6 +2,8 @@
 reference on odd shapes (float32 and float64, both recurrence paths), PyTorch parity of the layers
 (nn.LSTM / nn.GRU state dicts, outputs, final states, every gradient), bad input and layer bookkeeping.
 Not lengths or bidirectional (test_bidir_lengths.py)."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ import rnnfast
 import rnnfast.functional as F
 from rnnfast import reference as R
 from gated_helpers import make_weights, run_cell, zero_grads
-from rnn_helpers import TOL64, assert_f32_close, requires_cpu
+from rnn_helpers import requires_cpu
+from tolerances import FD_GATED, HAND, TOL64, TORCH32_DX, TORCH32_GRAD, TORCH32_OUT, assert_f32_close
 
 CELLS = ["lstm", "gru"]
 
@@ -55,7 +58,7 @@ def test_reference_matches_finite_differences(cell, bias):
             lm = _loss(cell, x, h0, c0, ws, dout, dh_n, dc_n, dcs)
             a[idx] = old
             num[idx] = (lp - lm) / (2 * eps)
-        np.testing.assert_allclose(ga, num, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(ga, num, **FD_GATED)
 
 
 def test_reference_step_by_hand():
@@ -69,14 +72,14 @@ def test_reference_step_by_hand():
     i, f, g, o = s(a[0]), s(a[1]), np.tanh(a[2]), s(a[3])
     c1 = f * 0.2 + i * g
     h1, c1_, _ = R.lstm_step_forward(x, h, c, W_ih, W_hh, b, b)
-    np.testing.assert_allclose(c1_[0, 0], c1, rtol=1e-14)
-    np.testing.assert_allclose(h1[0, 0], o * np.tanh(c1), rtol=1e-14)
+    np.testing.assert_allclose(c1_[0, 0], c1, **HAND)
+    np.testing.assert_allclose(h1[0, 0], o * np.tanh(c1), **HAND)
     W_ih3, W_hh3, b3 = W_ih[:3], W_hh[:3], b[:3]
     r = s(0.1 * 0.5 + 0.01 - 0.5 * -0.3 + 0.01)
     z = s(0.2 * 0.5 + 0.02 + 0.6 * -0.3 + 0.02)
     n = np.tanh(0.3 * 0.5 + 0.03 + r * (-0.7 * -0.3 + 0.03))
     hg, _, _ = R.gru_step_forward(x, h, W_ih3, W_hh3, b3, b3)
-    np.testing.assert_allclose(hg[0, 0], (1 - z) * n + z * -0.3, rtol=1e-14)
+    np.testing.assert_allclose(hg[0, 0], (1 - z) * n + z * -0.3, **HAND)
 
 
 # ---- the C++ kernels against the reference ----
@@ -102,28 +105,33 @@ def _problem(seed, cell, T, N, D, H, L, dtype, bias, with_h0, with_d):
     return cast(x), states, [tuple(cast(a) for a in w) for w in ws], douts
 
 
+@functools.lru_cache(maxsize=None)
+def _case(cell, i):
+    """Problem i for `cell` and its NumPy-reference results in float64 and float32, computed once and shared
+    by the three recurrence paths (the reference does not depend on the path)."""
+    bias, with_h0, with_d = i % 2 == 0, i % 3 != 2, i % 4 != 3
+    args64 = _problem(i, cell, *SHAPES[i], np.float64, bias, with_h0, with_d)
+    args32 = _problem(i, cell, *SHAPES[i], np.float32, bias, with_h0, with_d)
+    return args64, run_cell(cell, "numpy", *args64), args32, run_cell(cell, "numpy", *args32)
+
+
 @requires_cpu
 @pytest.mark.parametrize("path", ["matvec", "blas", "auto"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-N{}-D{}-H{}-L{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS)
 def test_cpu_matches_reference(cell, shape, path):
-    """cpu vs numpy, forward and every gradient, float64 (tight) and float32 (DESIGN.md 4's rule), with
-    each recurrence path forced: small-batch matrix-vector kernels, a BLAS GEMM per step ("packed" has no
-    gated kernel and means BLAS) and the automatic choice."""
+    """cpu vs numpy, forward and every gradient, float64 (tight) and float32 (the float32 rule of
+    docs/design.md), with each recurrence path forced: small-batch matrix-vector kernels, a BLAS GEMM per
+    step ("packed" has no gated kernel and means BLAS) and the automatic choice."""
     from rnnfast import _C
-    i = SHAPES.index(shape)
-    bias, with_h0, with_d = i % 2 == 0, i % 3 != 2, i % 4 != 3
+    args64, ref64, args32, ref32 = _case(cell, SHAPES.index(shape))
     old = _C.recurrence()
     _C.set_recurrence(path)
     try:
-        args64 = _problem(i, cell, *shape, np.float64, bias, with_h0, with_d)
-        ref64 = run_cell(cell, "numpy", *args64)
         got64 = run_cell(cell, "cpu", *args64)
         for j, (g, r) in enumerate(zip(got64, ref64)):
             assert g.dtype == np.float64
             np.testing.assert_allclose(g, r, **TOL64, err_msg=f"float64 output {j}")
-        args32 = _problem(i, cell, *shape, np.float32, bias, with_h0, with_d)
-        ref32 = run_cell(cell, "numpy", *args32)
         got32 = run_cell(cell, "cpu", *args32)
         for j, (g, r64, r32) in enumerate(zip(got32, ref64, ref32)):
             assert g.dtype == np.float32
@@ -206,10 +214,10 @@ def test_layer_matches_torch(cell, bidirectional, batch_first):
             dx, dh0 = lay.backward(dout, dh_n)
             got = [out, h_n, dx, dh0]
         for j, (g, w) in enumerate(zip(got, want)):
-            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-10, err_msg=f"{b} output {j}")
+            np.testing.assert_allclose(g, w, **TOL64, err_msg=f"{b} output {j}")
         assert set(lay.grads) == set(tgrads)
         for k in tgrads:
-            np.testing.assert_allclose(lay.grads[k], tgrads[k], rtol=1e-9, atol=1e-10, err_msg=f"{b} {k}")
+            np.testing.assert_allclose(lay.grads[k], tgrads[k], **TOL64, err_msg=f"{b} {k}")
 
 
 @requires_cpu
@@ -227,10 +235,10 @@ def test_layer_float32_matches_torch(cell):
     out_t.sum().backward()
     out = lay(x)[0]
     dx = lay.backward(np.ones_like(out))[0]
-    np.testing.assert_allclose(out, out_t.detach().numpy(), atol=2e-6)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), **TORCH32_OUT)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **TORCH32_DX)
     for k, p in m.named_parameters():
-        np.testing.assert_allclose(lay.grads[k], p.grad.numpy(), atol=5e-5, err_msg=k)
+        np.testing.assert_allclose(lay.grads[k], p.grad.numpy(), **TORCH32_GRAD, err_msg=k)
 
 
 # ---- bad input ----

@@ -6,6 +6,7 @@ import pytest
 
 import rnnfast
 from rnn_helpers import available_backends, flat_grads, make_weights, zero_grads
+from tolerances import EXACT64, SAME64
 
 BACKENDS = available_backends()
 
@@ -24,8 +25,8 @@ def test_chunked_forward_equals_whole(backend, act):
     for s in range(0, T, 5):
         o, h, _ = rnnfast.rnn_forward(x[s:s + 5], h, ws, c, act, False, backend=backend)
         outs.append(o)
-    np.testing.assert_allclose(np.concatenate(outs), out, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(h, h_n, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.concatenate(outs), out, **EXACT64)
+    np.testing.assert_allclose(h, h_n, **EXACT64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -54,8 +55,8 @@ def test_bptt_with_gradient_carried_across_chunks_equals_full(backend):
         a, b = bounds[i]
         dxs[i], carry, dci = rnnfast.rnn_backward(dout[a:b], carry, caches[i], g_chunk, backend=backend)
         dc += dci
-    np.testing.assert_allclose(np.concatenate(dxs), dx_full, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(carry, dh0_full, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(dc, dc_full, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate(dxs), dx_full, **SAME64)
+    np.testing.assert_allclose(carry, dh0_full, **SAME64)
+    np.testing.assert_allclose(dc, dc_full, **SAME64)
     for a, b in zip(flat_grads(g_chunk), flat_grads(g_full)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a, b, **SAME64)

@@ -6,6 +6,7 @@ import pytest
 
 import rnnfast
 from rnn_helpers import available_backends
+from tolerances import EXACT64, SAME64
 
 BACKENDS = available_backends()
 
@@ -43,8 +44,8 @@ def test_quickstart_and_values_against_reference(backend):
     grads = [tuple(np.zeros_like(a) for a in w) for w in ws]
     r_dx, r_dh0, _ = rnnfast.reference.rnn_backward(dout, dh_n, cache, grads)
     for a, b in ((out, r_out), (h_n, r_hn), (dx, r_dx), (dh0, r_dh0)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(rnn.grads["weight_hh_l1"], grads[1][1], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a, b, **SAME64)
+    np.testing.assert_allclose(rnn.grads["weight_hh_l1"], grads[1][1], **SAME64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -56,13 +57,13 @@ def test_batch_first_equals_time_major(backend):
     dout = rng.standard_normal((6, 3, 7))
     out_a, hn_a = a.forward(x)
     out_b, hn_b = b.forward(x.transpose(1, 0, 2))
-    np.testing.assert_allclose(out_b, out_a.transpose(1, 0, 2), rtol=1e-13)
-    np.testing.assert_allclose(hn_b, hn_a, rtol=1e-13)
+    np.testing.assert_allclose(out_b, out_a.transpose(1, 0, 2), **EXACT64)
+    np.testing.assert_allclose(hn_b, hn_a, **EXACT64)
     dx_a, _ = a.backward(dout)
     dx_b, _ = b.backward(dout.transpose(1, 0, 2))
-    np.testing.assert_allclose(dx_b, dx_a.transpose(1, 0, 2), rtol=1e-12)
+    np.testing.assert_allclose(dx_b, dx_a.transpose(1, 0, 2), **EXACT64)
     for k in a.grads:
-        np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-12)
+        np.testing.assert_allclose(a.grads[k], b.grads[k], **EXACT64)
     with pytest.raises(ValueError, match=r"\(N, T, D\) with D = 5"):
         b.forward(np.zeros((3, 6, 4)))
 
@@ -78,7 +79,7 @@ def test_constant_input_gradient_is_returned(backend):
     _, _, cache = rnnfast.reference.rnn_forward(x, None, rnn._weights(), c)
     _, _, dc = rnnfast.reference.rnn_backward(np.ones_like(out), None, cache,
                                               [tuple(np.zeros_like(a) for a in rnn._weights()[0])])
-    np.testing.assert_allclose(res[2], dc, rtol=1e-12)
+    np.testing.assert_allclose(res[2], dc, **EXACT64)
     out, _ = rnn.forward(x)
     assert len(rnn.backward(np.ones_like(out))) == 2
 
@@ -94,7 +95,7 @@ def test_gradients_accumulate_until_zero_grad(backend):
     out, _ = rnn.forward(x)
     rnn.backward(np.ones_like(out))
     for k in once:
-        np.testing.assert_allclose(rnn.grads[k], 2 * once[k], rtol=1e-12)
+        np.testing.assert_allclose(rnn.grads[k], 2 * once[k], **EXACT64)
     rnn.zero_grad()
     assert all((v == 0).all() for v in rnn.grads.values())
 

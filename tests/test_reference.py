@@ -5,6 +5,7 @@ import pytest
 
 from rnnfast import reference as ref
 from rnn_helpers import make_weights, zero_grads
+from tolerances import FD, HAND
 
 
 def _loss(x, h0, weights, c, act, dout, dh_n):
@@ -45,16 +46,16 @@ def test_reference_gradients_match_finite_differences(act, L, bias, with_c):
     grads = zero_grads(ws)
     dx, dh0, dc = ref.rnn_backward(dout, dh_n, cache, grads)
     f = lambda: _loss(x, h0, ws, c, act, dout, dh_n)  # noqa: E731
-    np.testing.assert_allclose(dx, _numgrad(f, x), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(dh0, _numgrad(f, h0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dx, _numgrad(f, x), **FD)
+    np.testing.assert_allclose(dh0, _numgrad(f, h0), **FD)
     if with_c:
-        np.testing.assert_allclose(dc, _numgrad(f, c), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(dc, _numgrad(f, c), **FD)
     else:
         assert dc is None
     for k in range(L):
         for p, g in zip(ws[k], grads[k]):
             if p is not None:
-                np.testing.assert_allclose(g, _numgrad(f, p), rtol=1e-5, atol=1e-7)
+                np.testing.assert_allclose(g, _numgrad(f, p), **FD)
 
 
 def test_reference_one_step_by_hand():
@@ -67,9 +68,9 @@ def test_reference_one_step_by_hand():
     b_hh = np.array([0.03, -0.04])
     z = np.array([2 * 0.1 + 0.01 + 0.5 * 1.0 + 0.03, 2 * -0.2 + 0.02 + 0.5 * 0.5 - 1.0 * 0.25 - 0.04])
     out, h_n, _ = ref.rnn_forward(x, h0, [(W_ih, W_hh, b_ih, b_hh)], nonlinearity="tanh")
-    np.testing.assert_allclose(out[0, 0], np.tanh(z), rtol=1e-15)
+    np.testing.assert_allclose(out[0, 0], np.tanh(z), **HAND)
     out, h_n, _ = ref.rnn_forward(x, h0, [(W_ih, W_hh, b_ih, b_hh)], nonlinearity="relu")
-    np.testing.assert_allclose(out[0, 0], np.maximum(z, 0), rtol=1e-15)
+    np.testing.assert_allclose(out[0, 0], np.maximum(z, 0), **HAND)
     np.testing.assert_array_equal(h_n[0], out[-1])
 
 
