@@ -2,7 +2,7 @@
 same inputs; forward (inference) and forward+backward; microseconds per step and TFLOP/s; JSON, PNG and a
 markdown table, with the issue's floors checked. Not a test (tests/test_cuda.py checks the numbers).
 
-FLOPs per layer: forward 2*T*N*H*(D+H), backward twice that (DESIGN.md 5); D = H here. float32 throughout,
+FLOPs per layer: forward 2*T*N*H*(D+H), backward twice that (docs/design.md 5); D = H here. float32 throughout,
 TF32 off for both (cuDNN and cuBLAS), so both sides do true FP32 arithmetic.
 Usage: python benchmarks/bench_gpu.py --out DIR [--budget SECONDS] [--quick]
 """

@@ -10,7 +10,7 @@ import rnnfast
 from rnn_helpers import TOL64, assert_f32_close, cast_weights, make_weights, requires_cpu, run
 from tolerances import EXACT64
 
-# Odd sizes on purpose (DESIGN.md 3.11): every value of T, N, D, H appears, with remainders against the
+# Odd sizes on purpose (docs/design.md 3.12): every value of T, N, D, H appears, with remainders against the
 # microkernel block (64 floats / 32 doubles) and BLAS tiles.
 SHAPES = [  # (T, N, D, H, L)
     (1, 1, 1, 1, 1), (7, 3, 5, 31, 2), (64, 1, 65, 128, 1), (7, 32, 5, 257, 1), (1, 3, 65, 257, 2),

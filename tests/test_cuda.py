@@ -85,7 +85,7 @@ def _names(L, bias, with_c):
     return names
 
 
-# (T, N, D, H, L, bias, with_c, with_h0): odd sizes on purpose (DESIGN.md 3.11)
+# (T, N, D, H, L, bias, with_c, with_h0): odd sizes on purpose (docs/design.md 3.12)
 SHAPES = [
     (1, 1, 1, 1, 1, True, False, True),
     (7, 3, 5, 31, 1, True, True, True),

@@ -1,4 +1,4 @@
-// Fused vanilla-RNN forward and backward on the CPU, side by side (DESIGN.md section 2).
+// Fused vanilla-RNN forward and backward on the CPU, side by side (docs/design.md section 2).
 // Per layer: one GEMM for the input projection of all T*N rows, then a serial loop doing only the recurrent
 // product fused with bias, constant input and activation; backward mirrors it and batches the weight and
 // input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.

@@ -1,4 +1,4 @@
-"""The forward->backward cache contract shared by every backend (DESIGN.md 3.9).
+"""The forward->backward cache contract shared by every backend (docs/design.md 3.9).
 
 What it is: a plain record of what a training forward keeps, in the same layout whatever produced it, so
 forward on one backend and backward on another works. What it is not: a place for computation.

@@ -31,7 +31,7 @@ PEERS = ("rnnfast", "numpy", "torch")
 
 
 def flops(T, N, D, H, L, mode):
-    """Layer forward = 2*T*N*H*(D_k + H); backward twice that (DESIGN.md 5)."""
+    """Layer forward = 2*T*N*H*(D_k + H); backward twice that (docs/design.md 5)."""
     f = sum(2.0 * T * N * H * ((D if k == 0 else H) + H) for k in range(L))
     return f if mode == "fwd" else 3.0 * f
 
