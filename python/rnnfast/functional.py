@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
+
 from . import _cells, _checks, _stack
 from ._cache import StackCache
 from .backends import get as _get_backend
@@ -31,8 +33,9 @@ def _backend(cell, backend):
     return name, mod
 
 
-def forward(cell, x, states, weights, need_cache=True, backend=None, lengths=None, bidirectional=False, c=None,
-            nonlinearity="tanh"):
+def forward(cell: str | _cells.Cell, x: np.ndarray, states: Sequence[Optional[np.ndarray]], weights: Weights,
+            need_cache: bool = True, backend: Optional[str] = None, lengths=None, bidirectional: bool = False,
+            c: Optional[np.ndarray] = None, nonlinearity: str = "tanh") -> tuple:
     """Stacked forward of `cell` ("rnn", "lstm", "gru" or a rnnfast._cells.Cell), time-major.
 
     states: one initial state per state of the cell ((h0,) or (h0, c0)), each (L, N, H) or None for zeros
@@ -53,7 +56,8 @@ def forward(cell, x, states, weights, need_cache=True, backend=None, lengths=Non
     return _cells.call_forward(cell, mod, x, states, weights, need_cache, c, nonlinearity)
 
 
-def backward(cell, dout, dfinals, cache, grads, backend=None, dseqs=None):
+def backward(cell: str | _cells.Cell, dout: Optional[np.ndarray], dfinals: Sequence[Optional[np.ndarray]], cache,
+             grads: Weights, backend: Optional[str] = None, dseqs: Optional[np.ndarray] = None) -> tuple:
     """Backward through forward(cell, ...). Parameter gradients in `grads` accumulate (+=); a call that
     raises has changed none of them. dfinals: one gradient (or None) per final state ((dh_n,) or
     (dh_n, dc_n)). Returns (dx (T, N, D), dstates tuple like states, dc (N, H) or None).
@@ -71,8 +75,9 @@ def backward(cell, dout, dfinals, cache, grads, backend=None, dseqs=None):
     return _cells.call_backward(cell, mod, dout, dfinals, cache, grads, dseqs)
 
 
-def rnn_forward(x, h0, weights: Weights, c=None, nonlinearity: str = "tanh", need_cache: bool = True,
-                backend: Optional[str] = None, lengths=None, bidirectional: bool = False):
+def rnn_forward(x: np.ndarray, h0: Optional[np.ndarray], weights: Weights, c: Optional[np.ndarray] = None,
+                nonlinearity: str = "tanh", need_cache: bool = True, backend: Optional[str] = None, lengths=None,
+                bidirectional: bool = False) -> tuple:
     """Stacked vanilla RNN forward, time-major.
 
     x (T, N, D); h0 (L, N, H) or None for zeros; c (N, H) or None, added at every step of layer 0.
@@ -85,7 +90,8 @@ def rnn_forward(x, h0, weights: Weights, c=None, nonlinearity: str = "tanh", nee
     return out, h_n, cache
 
 
-def rnn_backward(dout, dh_n, cache, grads: Weights, backend: Optional[str] = None):
+def rnn_backward(dout: Optional[np.ndarray], dh_n: Optional[np.ndarray], cache, grads: Weights,
+                 backend: Optional[str] = None) -> tuple:
     """Backward through rnn_forward. Parameter gradients in `grads` accumulate (+=).
 
     dout (T, N, H) or None; dh_n (L, N, H) or None. Returns (dx (T, N, D), dh0 (L, N, H), dc (N, H) or
@@ -95,8 +101,9 @@ def rnn_backward(dout, dh_n, cache, grads: Weights, backend: Optional[str] = Non
     return dx, dh0, dc
 
 
-def lstm_forward(x, h0, c0, weights: Weights, need_cache: bool = True, backend: Optional[str] = None, lengths=None,
-                 bidirectional: bool = False):
+def lstm_forward(x: np.ndarray, h0: Optional[np.ndarray], c0: Optional[np.ndarray], weights: Weights,
+                 need_cache: bool = True, backend: Optional[str] = None, lengths=None,
+                 bidirectional: bool = False) -> tuple:
     """Stacked LSTM forward, time-major, PyTorch's gates (i, f, g, o) and layout.
 
     x (T, N, D); h0, c0 (L, N, H) or None for zeros. Returns (out (T, N, H), h_n (L, N, H), c_n (L, N, H),
@@ -112,7 +119,8 @@ def lstm_forward(x, h0, c0, weights: Weights, need_cache: bool = True, backend: 
     return out, h_n, c_n, cache
 
 
-def lstm_backward(dout, dh_n, dc_n, cache, grads: Weights, backend: Optional[str] = None):
+def lstm_backward(dout: Optional[np.ndarray], dh_n: Optional[np.ndarray], dc_n: Optional[np.ndarray], cache,
+                  grads: Weights, backend: Optional[str] = None) -> tuple:
     """Backward through lstm_forward. Parameter gradients in `grads` accumulate (+=).
 
     dout (T, N, H) (or (T, N, 2H)), dh_n and dc_n (L, N, H) (or (2L, N, H)), each or None for zeros.
@@ -122,8 +130,8 @@ def lstm_backward(dout, dh_n, dc_n, cache, grads: Weights, backend: Optional[str
     return dx, dh0, dc0
 
 
-def gru_forward(x, h0, weights: Weights, need_cache: bool = True, backend: Optional[str] = None, lengths=None,
-                bidirectional: bool = False):
+def gru_forward(x: np.ndarray, h0: Optional[np.ndarray], weights: Weights, need_cache: bool = True,
+                backend: Optional[str] = None, lengths=None, bidirectional: bool = False) -> tuple:
     """Stacked GRU forward, time-major, PyTorch's variant (reset gate applied to W_hn h + b_hn), gates
     (r, z, n). x (T, N, D); h0 (L, N, H) or None. Returns (out (T, N, H), h_n (L, N, H), cache).
     lengths and bidirectional as in lstm_forward.
@@ -132,7 +140,8 @@ def gru_forward(x, h0, weights: Weights, need_cache: bool = True, backend: Optio
     return out, h_n, cache
 
 
-def gru_backward(dout, dh_n, cache, grads: Weights, backend: Optional[str] = None):
+def gru_backward(dout: Optional[np.ndarray], dh_n: Optional[np.ndarray], cache, grads: Weights,
+                 backend: Optional[str] = None) -> tuple:
     """Backward through gru_forward. dout (T, N, H) (or (T, N, 2H)), dh_n (L, N, H) (or (2L, N, H)), each or
     None. Returns (dx (T, N, D), dh0). Parameter gradients accumulate (+=)."""
     dx, (dh0,), _ = backward(_cells.GRU, dout, (dh_n,), cache, grads, backend)

@@ -219,7 +219,7 @@ class RNN(_Recurrent):
     def _place(self, arrays):
         return self._to_gpu(arrays) if self._gpu else arrays
 
-    def forward(self, x, h0=None, c=None, need_cache: Optional[bool] = None, lengths=None):
+    def forward(self, x, h0=None, c=None, need_cache: Optional[bool] = None, lengths=None) -> tuple:
         """Run the layer. need_cache defaults to self.training; without a cache backward is unavailable.
         lengths (N,) ints in [0, T]: a variable-length batch (outputs past each length are zero, h_n is taken
         at each sequence's last valid step). With bidirectional=True out is (T, N, 2H), h0/h_n (2L, N, H)."""
@@ -232,7 +232,7 @@ class RNN(_Recurrent):
 
     __call__ = forward
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None) -> tuple:
         """Gradients of the last forward. Returns (dx, dh0), or (dx, dh0, dc) when forward was given c."""
         if self._gpu:
             from ._cuda_backend import as_array
@@ -369,7 +369,7 @@ class Embedding(_Layer):
         self._init_params({"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))
                            .astype(self.dtype)})
 
-    def forward(self, ids, need_cache=None):
+    def forward(self, ids, need_cache: Optional[bool] = None) -> np.ndarray:
         ids = _check_ids("ids", ids, self.num_embeddings, "(...)")
         out = self.params["weight"][ids]
         self._cache = ids if (self.training if need_cache is None else need_cache) else None
@@ -377,7 +377,7 @@ class Embedding(_Layer):
 
     __call__ = forward
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> None:
         ids = self._take_cache()
         D = self.embedding_dim
         if getattr(dout, "shape", None) != ids.shape + (D,) or dout.dtype != self.dtype:
@@ -501,7 +501,7 @@ class Linear(_Layer):
             p["bias"] = rng.uniform(-bound, bound, (self.out_features,)).astype(self.dtype)
         self._init_params(p)
 
-    def forward(self, x, need_cache=None):
+    def forward(self, x, need_cache: Optional[bool] = None) -> np.ndarray:
         x = _to_numpy(x)
         if x.dtype != self.dtype:
             raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}")
@@ -517,7 +517,7 @@ class Linear(_Layer):
 
     __call__ = forward
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         x2, xshape = self._take_cache()
         want = xshape[:-1] + (self.out_features,)
         if getattr(dout, "shape", None) != want or dout.dtype != self.dtype:
@@ -560,7 +560,8 @@ def _mask_weights(mask, shape, dtype):
     return m
 
 
-def softmax_cross_entropy(logits, targets, mask=None, reduction="sum", ignore_index=None, batch_first=False):
+def softmax_cross_entropy(logits, targets, mask=None, reduction: str = "sum", ignore_index: Optional[int] = None,
+                          batch_first: bool = False) -> tuple[float, np.ndarray]:
     """Softmax cross-entropy over time. Returns (loss: float, dlogits) with dlogits like logits.
 
     logits (T, N, V) with targets (T, N) (or (N, T, V) / (N, T) with batch_first), or (N, V) with (N,).
@@ -607,7 +608,7 @@ def softmax_cross_entropy(logits, targets, mask=None, reduction="sum", ignore_in
     return loss, dlogits.astype(logits.dtype, copy=False)
 
 
-def mse(pred, target, mask=None, reduction="mean"):
+def mse(pred, target, mask=None, reduction: str = "mean") -> tuple[float, np.ndarray]:
     """Squared error. Returns (loss: float, dpred). mask: pred's shape or its leading dimensions (then
     broadcast over the rest); "mean" over the counted elements (torch MSELoss), "sum" their plain sum."""
     if reduction not in ("sum", "mean"):
@@ -674,14 +675,14 @@ class LSTM(_Gated):
 
     _cell = _cells.LSTM
 
-    def forward(self, x, hc0=None, need_cache: Optional[bool] = None, lengths=None):
+    def forward(self, x, hc0=None, need_cache: Optional[bool] = None, lengths=None) -> tuple:
         h0, c0 = (None, None) if hc0 is None else hc0
         out, (h_n, c_n) = self._forward(x, (h0, c0), need_cache, lengths)
         return out, (h_n, c_n)
 
     __call__ = forward
 
-    def backward(self, dout, dh_n=None, dc_n=None):
+    def backward(self, dout, dh_n=None, dc_n=None) -> tuple:
         dx, (dh0, dc0), _ = self._backward(dout, (dh_n, dc_n))
         return dx, (dh0, dc0)
 
@@ -698,12 +699,12 @@ class GRU(_Gated):
 
     _cell = _cells.GRU
 
-    def forward(self, x, h0=None, need_cache: Optional[bool] = None, lengths=None):
+    def forward(self, x, h0=None, need_cache: Optional[bool] = None, lengths=None) -> tuple:
         out, (h_n,) = self._forward(x, (h0,), need_cache, lengths)
         return out, h_n
 
     __call__ = forward
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None) -> tuple:
         dx, (dh0,), _ = self._backward(dout, (dh_n,))
         return dx, dh0

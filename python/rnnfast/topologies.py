@@ -13,6 +13,7 @@ constant input, so those combinations raise ValueError.
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import numpy as np
 
@@ -341,7 +342,7 @@ class OneToOne(_SequenceWithHead):
     an LSTM) -> Linear head. forward(x) -> y (N, output_size); loss(x, targets) (targets (N,) ids or
     (N, output_size) floats)."""
 
-    def forward(self, x):
+    def forward(self, x) -> np.ndarray:
         x = np.asarray(x) if not hasattr(x, "shape") else x
         xs = x[None]
         self.encoder.dims(xs)
@@ -354,13 +355,13 @@ class OneToOne(_SequenceWithHead):
         dh = self.head.backward(dy)
         self.encoder.backward(dh[None])
 
-    def loss(self, x, targets, reduction="sum"):
+    def loss(self, x, targets, reduction: str = "sum") -> tuple:
         y = self.forward(x)
         loss, dy = _head_loss(self.task, y, targets, None, reduction)
         self.backward(dy)
         return loss
 
-    def predict(self, x):
+    def predict(self, x) -> np.ndarray:
         with _inference(self):
             y = self.forward(x)
         return y.argmax(axis=-1) if self.task == "classification" else y
@@ -374,7 +375,7 @@ class ManyToOne(_SequenceWithHead):
     cannot change that value, and backward puts the head's gradient exactly there (padding gets none).
     """
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None) -> np.ndarray:
         T, N = self.encoder.dims(x)
         lengths = _check_lengths(lengths, T, N)
         out, _ = self.encoder.forward(x)
@@ -391,13 +392,13 @@ class ManyToOne(_SequenceWithHead):
         dout[lengths - 1, np.arange(shape[1])] = dlast  # only the steps that were read get gradient
         self.encoder.backward(dout)
 
-    def loss(self, x, targets, lengths=None, reduction="sum"):
+    def loss(self, x, targets, lengths=None, reduction: str = "sum") -> tuple:
         y = self.forward(x, lengths)
         loss, dy = _head_loss(self.task, y, targets, None, reduction)
         self.backward(dy)
         return loss
 
-    def predict(self, x, lengths=None):
+    def predict(self, x, lengths=None) -> np.ndarray:
         with _inference(self):
             y = self.forward(x, lengths)
         return y.argmax(axis=-1) if self.task == "classification" else y
@@ -425,13 +426,13 @@ class ManyToMany(_SequenceWithHead):
         dh0, _ = self.encoder.backward(dout, dh_n)
         return dh0
 
-    def loss(self, x, targets, mask=None, reduction="sum", h0=None, return_state=False):
+    def loss(self, x, targets, mask=None, reduction: str = "sum", h0=None, return_state: bool = False) -> tuple:
         y, h_n = self.forward(x, h0)
         loss, dy = _head_loss(self.task, y, targets, mask, reduction)
         self.backward(dy)
         return (loss, h_n) if return_state else loss
 
-    def predict(self, x, h0=None):
+    def predict(self, x, h0=None) -> np.ndarray:
         with _inference(self):
             y, _ = self.forward(x, h0)
         return y.argmax(axis=-1) if self.task == "classification" else y
@@ -519,13 +520,14 @@ class OneToMany(Module):
         t = targets if mask is None else np.where(np.asarray(mask) != 0, targets, self.start_token)
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
-    def loss(self, code, targets, mask=None, reduction="sum"):
+    def loss(self, code, targets, mask=None, reduction: str = "sum") -> tuple:
         logits = self.forward(code, self.teacher_inputs(targets, mask))
         loss, dl = softmax_cross_entropy(logits, targets, mask=mask, reduction=reduction)
         self.backward(dl)
         return loss
 
-    def generate(self, code, T, method="greedy", temperature=1.0, top_k=None, seed=None, end_token=None):
+    def generate(self, code, T: int, method: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
+                 seed: Optional[int] = None, end_token: Optional[int] = None) -> np.ndarray:
         """Generate T tokens per code row, feeding each back; after end_token (if given) the rest is
         end_token. method "greedy" or "sample" (temperature, top_k; reproducible with seed)."""
         from .train import sample_logits
@@ -634,7 +636,7 @@ class Seq2Seq(Module):
         t = tgt if mask is None else np.where(np.asarray(mask) != 0, tgt, self.end_token)
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
-    def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction="sum"):
+    def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction: str = "sum") -> tuple:
         logits = self.forward(src, self.teacher_inputs(tgt, tgt_mask), src_lengths)
         loss, dl = softmax_cross_entropy(logits, tgt, mask=tgt_mask, reduction=reduction)
         self.backward(dl)
@@ -649,7 +651,8 @@ class Seq2Seq(Module):
         after = np.cumsum(is_end, axis=0) - is_end > 0    # steps strictly after the first end
         return np.where(after, 0.0, lp).sum(axis=0)
 
-    def generate(self, src, max_len, src_lengths=None, method="greedy", beam_size=4, return_scores=False):
+    def generate(self, src, max_len: int, src_lengths=None, method: str = "greedy", beam_size: int = 4,
+                 return_scores: bool = False):
         """Decode up to max_len tokens -> ids (max_len, N) (after end_token the rest is end_token), and with
         return_scores also each sequence's log-probability. method "greedy" or "beam" (beam_size beams per
         source; the highest total log-probability wins, ties to the earlier beam)."""

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Adam(Optimizer):
 # ---- clipping ----
 
 
-def clip_grad_value(model_or_grads, clip):
+def clip_grad_value(model_or_grads, clip: float) -> None:
     """Clamp every gradient element to [-clip, clip], in place."""
     if not clip > 0:
         raise ValueError(f"clip must be > 0, got {clip!r}")
@@ -169,7 +170,7 @@ def clip_grad_value(model_or_grads, clip):
         np.clip(g, -clip, clip, out=g)
 
 
-def clip_grad_norm(model_or_grads, max_norm):
+def clip_grad_norm(model_or_grads, max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most max_norm; returns the norm before."""
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
@@ -186,7 +187,8 @@ def clip_grad_norm(model_or_grads, max_norm):
 # ---- sampling ----
 
 
-def sample_logits(logits, method="greedy", temperature=1.0, top_k=None, rng=None):
+def sample_logits(logits, method: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
+                  rng=None):
     """Token ids (N,) from logits (N, V) (or (V,) -> a scalar id).
 
     "greedy": argmax. "sample": from softmax(logits / temperature), restricted to the top_k largest when
@@ -229,7 +231,8 @@ def _rng_state_json(rng):
     return json.dumps(rng.bit_generator.state)
 
 
-def save_checkpoint(path, model, optimizer=None, step=0, rng=None, history=None, metadata=None):
+def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, history: Optional[dict] = None,
+                    metadata: Optional[dict] = None) -> None:
     """Write model, optimizer state, step, RNG state, loss history and metadata to ONE .npz at `path`.
 
     Atomic: everything goes to a temporary file beside `path`, is flushed to disk, then os.replace()s the
@@ -280,7 +283,7 @@ def _atomic_write(path, write):
         os.close(fd)
 
 
-def load_checkpoint(path, model=None, optimizer=None, rng=None):
+def load_checkpoint(path, model=None, optimizer=None, rng=None) -> dict:
     """Read a checkpoint written by save_checkpoint; load into model / optimizer / rng (each optional).
     Returns {"step", "metadata", "history", "meta"}."""
     with np.load(os.fspath(path), allow_pickle=False) as z:
@@ -308,7 +311,7 @@ def load_checkpoint(path, model=None, optimizer=None, rng=None):
 # ---- loss history ----
 
 
-def plot_history(history, path, smooth=0.0, title=None):
+def plot_history(history: dict, path, smooth: float = 0.0, title: Optional[str] = None) -> None:
     """Write a PNG of loss against step (needs matplotlib). history: {"step": [...], "loss": [...]} as
     Trainer.history; smooth in [0, 1): also draw an exponential moving average with that decay."""
     try:
@@ -394,14 +397,14 @@ class Trainer:
         if self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
             self.save(self.checkpoint)
 
-    def step(self, *batch, **kw):
+    def step(self, *batch, **kw) -> float:
         """One update on one batch: returns the loss (a float)."""
         self.optimizer.zero_grad()
         loss = float(self.model.loss(*batch, **kw))
         self._finish(loss)
         return loss
 
-    def fit(self, get_batch, num_steps, tokens_per_step=None):
+    def fit(self, get_batch, num_steps: int, tokens_per_step: Optional[int] = None) -> dict:
         """Run until step_count == num_steps (so a resumed trainer runs only what is left). get_batch(rng)
         returns a tuple of positional arguments for model.loss (or a dict of keyword arguments)."""
         tq = _tqdm() if self.progress else None
@@ -423,7 +426,7 @@ class Trainer:
                 bar.close()
         return self.history
 
-    def tbptt(self, x, y, k, h0=None, mask=None, **kw):
+    def tbptt(self, x, y, k: int, h0=None, mask=None, **kw) -> tuple:
         """Truncated BPTT over one long batch x (T, N, ...), y (T, N): chunks of k steps, one update per
         chunk, the final state of a chunk starting the next as plain data (no gradient crosses the
         boundary). With k >= T it is one full-BPTT update. Needs model.loss(x, y, mask=..., h0=...,
@@ -443,14 +446,14 @@ class Trainer:
             losses.append(float(loss))
         return losses, h
 
-    def save(self, path=None):
+    def save(self, path=None) -> None:
         path = path or self.checkpoint
         if path is None:
             raise ValueError("no checkpoint path given")
         save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata)
         self.last_checkpoint = (os.fspath(path), self.step_count)
 
-    def load(self, path=None):
+    def load(self, path=None) -> dict:
         path = path or self.checkpoint
         info = load_checkpoint(path, self.model, self.optimizer, self.rng)
         self.step_count = info["step"]
