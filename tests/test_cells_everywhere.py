@@ -3,10 +3,6 @@ and the CLI: float64 central-difference gradient checks of every topology with t
 seq2seq context and the one-hot input paths against independent oracles, short learning runs, checkpoints
 that carry the cell, and bad input. Not the gated layers themselves (test_gated.py, test_bidir_lengths.py).
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -15,6 +11,8 @@ from rnnfast.models import captioning as C
 from rnnfast.models import char_lm as LM
 from rnnfast.topologies import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, _OneHotGRU, _OneHotLSTM
 from rnnfast.train import Adam
+
+from cli_helpers import cli
 
 GATED = ["lstm", "gru"]
 
@@ -274,10 +272,7 @@ def test_bad_cell_and_unsupported_combinations():
 
 
 # ---------------------------------------------------------------- CLI
-def cli(*args):
-    p = subprocess.run([sys.executable, "-m", "rnnfast.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=240, env=os.environ.copy())
-    return p.returncode, p.stdout, p.stderr
+# in-process through rnnfast.cli.main(argv) (cli_helpers); test_cli.py keeps the true subprocess runs
 
 
 def test_cli_train_char_gru_then_sample(tmp_path):

@@ -5,39 +5,9 @@ subprocesses (`python -m rnnfast.cli ...`, the caller's environment) so the cons
 status and stderr of a real process stay covered. Not tested here: the models' numbers (test_char_lm.py,
 test_captioning.py).
 """
-import contextlib
-import io
-import os
-import subprocess
-import sys
-
 import pytest
 
-from rnnfast.cli import main as cli_main
-
-
-def cli(*args, cwd=None, timeout=240):
-    """In-process run of `rnnfast ARGS...` -> (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                rc = cli_main([str(a) for a in args])
-            except SystemExit as e:     # argparse errors and explicit exits
-                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(old)
-    return (rc or 0), out.getvalue(), err.getvalue()
-
-
-def cli_process(*args, cwd=None, timeout=240):
-    """`python -m rnnfast.cli ARGS...` in a subprocess -> (exit status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-m", "rnnfast.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=cwd, timeout=timeout, env=os.environ.copy())
-    return p.returncode, p.stdout, p.stderr
+from cli_helpers import cli, cli_process
 
 
 @pytest.fixture(scope="module")
