@@ -8,7 +8,7 @@ Adding a cell: one Cell(...) entry here, its reference functions, its kernels (d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from . import reference as _ref
@@ -31,14 +31,12 @@ class Cell:
     step_backward: Callable
     constant_input: bool = False   # takes c (N, H) added at every step of layer 0, and `nonlinearity`
     state_seqs: tuple = ("hs",)    # the cache fields holding every state at every step, in `states` order
+    forward_name: str = field(init=False)    # "<name>_forward", "<name>_backward": the entry points
+    backward_name: str = field(init=False)
 
-    @property
-    def forward_name(self) -> str:
-        return f"{self.name}_forward"
-
-    @property
-    def backward_name(self) -> str:
-        return f"{self.name}_backward"
+    def __post_init__(self):
+        object.__setattr__(self, "forward_name", f"{self.name}_forward")
+        object.__setattr__(self, "backward_name", f"{self.name}_backward")
 
     @property
     def finals_grads(self) -> tuple:

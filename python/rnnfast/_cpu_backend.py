@@ -17,8 +17,10 @@ HOST_ARRAYS = True           # NumPy in, NumPy out: usable by the lengths / bidi
 def _own(kept, given):
     """The cache keeps its own copy of a caller's array: _C hands back the caller's array itself when it was
     already C-contiguous, and changing it in place before backward would change the gradients."""
-    if kept is not None and given is not None and np.may_share_memory(kept, given):
-        return kept.copy()
+    if kept is given:                  # kept is None when given is None, so None passes through
+        return None if kept is None else kept.copy()
+    if kept is not None and kept.base is not None and np.may_share_memory(kept, given):
+        return kept.copy()             # a view the bindings made of the caller's memory
     return kept
 
 

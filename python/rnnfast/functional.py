@@ -25,11 +25,17 @@ from .backends import resolve as _resolve_backend
 Weights = Sequence[Tuple[object, object, Optional[object], Optional[object]]]
 
 
+_SUPPORTED: dict = {}   # (backend name, cell name) -> the backend module, once it is known to have the cell
+
+
 def _backend(cell, backend):
     name = _resolve_backend(backend)
-    mod = _get_backend(name)
-    if not cell.supported_by(mod):
-        raise RuntimeError(f"backend {name!r} has no {cell.title} kernels yet; use 'cpu' or 'numpy'")
+    mod = _SUPPORTED.get((name, cell.name))
+    if mod is None:
+        mod = _get_backend(name)
+        if not cell.supported_by(mod):
+            raise RuntimeError(f"backend {name!r} has no {cell.title} kernels yet; use 'cpu' or 'numpy'")
+        _SUPPORTED[(name, cell.name)] = mod
     return name, mod
 
 
@@ -42,8 +48,8 @@ def forward(cell: str | _cells.Cell, x: np.ndarray, states: Sequence[Optional[np
     ((2L, N, H) with bidirectional). c (N, H) and nonlinearity: the vanilla RNN only.
     Returns (out (T, N, H) (or (T, N, 2H)), finals tuple like states, cache or None).
     """
-    cell = _cells.get(cell)
-    states = tuple(states)
+    if cell.__class__ is not _cells.Cell:
+        cell = _cells.get(cell)
     if len(states) != len(cell.states):
         raise ValueError(f"states must be a tuple ({', '.join(cell.states)}) for cell {cell.name!r}, "
                          f"got {len(states)} items")
@@ -62,9 +68,9 @@ def backward(cell: str | _cells.Cell, dout: Optional[np.ndarray], dfinals: Seque
     raises has changed none of them. dfinals: one gradient (or None) per final state ((dh_n,) or
     (dh_n, dc_n)). Returns (dx (T, N, D), dstates tuple like states, dc (N, H) or None).
     The cache may be used more than once; it is not modified."""
-    cell = _cells.get(cell)
-    dfinals = tuple(dfinals)
-    if isinstance(cache, StackCache):
+    if cell.__class__ is not _cells.Cell:
+        cell = _cells.get(cell)
+    if cache.__class__ is StackCache:
         if cache.cell != cell.name:
             raise TypeError(f"cache must come from {cell.forward_name}, got the cache of a "
                             f"{cache.cell.upper()} forward")

@@ -147,18 +147,16 @@ class _Recurrent(_Layer):
             dout = dout.transpose(1, 0, 2)
         return dout
 
-    def _kw(self, lengths):
-        return {} if lengths is None and not self.bidirectional else \
-            {"lengths": lengths, "bidirectional": self.bidirectional}
-
     # ---- computation ----
     def _forward(self, x, states, need_cache, lengths, weights=None, **kw):
         """functional.forward on the layer's parameters; keeps the cache. -> (out, finals tuple)."""
         x = self._input(x)
         if need_cache is None:
             need_cache = self.training
+        if lengths is not None or self.bidirectional:
+            kw.update(lengths=lengths, bidirectional=self.bidirectional)
         out, finals, cache = F.forward(self._cell, x, states, self._weights() if weights is None else weights,
-                                       need_cache, self.backend, **self._kw(lengths), **kw)
+                                       need_cache, self.backend, **kw)
         self._cache = cache
         if self.batch_first:
             out = out.transpose(1, 0, 2)
