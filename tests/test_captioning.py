@@ -177,6 +177,7 @@ def tiny():
     return data, cnn, images
 
 
+@pytest.mark.slow
 def test_training_beats_trivial_baseline(tiny):
     data, cnn, _ = tiny
     r = C.train_captioner(data, cnn, hidden_size=48, embed_size=24, max_steps=250, eval_every=0, progress=False)

@@ -42,6 +42,7 @@ def test_default_corpus_is_deterministic(corpus):
     assert "def " in corpus and set(corpus) <= set(map(chr, range(128)))
 
 
+@pytest.mark.slow
 def test_training_beats_uniform_baseline(corpus):
     r = LM.train_char_lm(corpus, hidden_size=64, seq_length=25, batch_size=16, lr=1e-2, max_steps=300,
                          seed=0, eval_every=150, val_max_chars=10_000, progress=False, log=lambda s: None)
@@ -93,6 +94,7 @@ def test_lean_loss_matches_nn():
     assert a == pytest.approx(b, rel=1e-5) and np.allclose(da, db, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_speed_peers_are_the_same_model():
     """rnnfast, the per-step NumPy step and (when installed) torch give the same first loss from the same
     weights and data."""

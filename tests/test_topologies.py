@@ -314,6 +314,7 @@ def test_learns_one_to_many_reproduces_sequence_from_code():
     assert (m.generate(code, P) == seq).all(axis=0).mean() > 0.95
 
 
+@pytest.mark.slow
 def test_learns_seq2seq_reverse_digit_strings():
     """Reverse strings of 3-4 digits (source vocabulary 10, target vocabulary 12 = start, end, 10 digits),
     >95% exact match on held-out strings with greedy decoding, and beam search at least as good."""
