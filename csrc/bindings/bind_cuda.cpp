@@ -1,7 +1,7 @@
 // pybind11 bindings of the CUDA kernels (rnnfast._C_cuda): raw device pointers in, checks of everything a
 // pointer cannot carry (sizes, required/optional pointers, modes), GIL release, and the translation of
 // CUDA errors (RuntimeError) and out-of-memory (MemoryError). Not a public API: shapes and dtypes of the
-// arrays are checked by rnnfast._cuda_backend (with rnnfast.functional's messages) before their pointers
+// arrays are checked by rnnfast._cuda_backend (with rnnfast._checks' messages) before their pointers
 // come here.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
