@@ -148,27 +148,26 @@ class _Recurrent(_Layer):
         return dout
 
     # ---- computation ----
-    def _forward(self, x, states, need_cache, lengths, weights=None, **kw):
+    def _forward(self, x, states, need_cache, lengths, **kw):
         """functional.forward on the layer's parameters; keeps the cache. -> (out, finals tuple)."""
         x = self._input(x)
         if need_cache is None:
             need_cache = self.training
         if lengths is not None or self.bidirectional:
             kw.update(lengths=lengths, bidirectional=self.bidirectional)
-        out, finals, cache = F.forward(self._cell, x, states, self._weights() if weights is None else weights,
-                                       need_cache, self.backend, **kw)
+        out, finals, cache = F.forward(self._cell, x, states, self._weights(), need_cache, self.backend, **kw)
         self._cache = cache
         if self.batch_first:
             out = out.transpose(1, 0, 2)
         return out, finals
 
-    def _backward(self, dout, dfinals, grads=None):
+    def _backward(self, dout, dfinals):
         """functional.backward of the last forward -> (dx, dstates tuple, dc). On a bad argument nothing has
         changed and the cache is kept."""
         cache = self._take_cache()
         try:
-            dx, dstates, dc = F.backward(self._cell, self._dout(dout), dfinals, cache,
-                                         self._grad_list() if grads is None else grads, self.backend)
+            dx, dstates, dc = F.backward(self._cell, self._dout(dout), dfinals, cache, self._grad_list(),
+                                         self.backend)
         except (ValueError, TypeError):
             self._cache = cache    # bad arguments: keep the cache so the caller can retry
             raise
