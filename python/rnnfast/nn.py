@@ -282,16 +282,68 @@ def _check_ids(name, ids, V, shape_desc):
     return ids.astype(np.int64, copy=False)
 
 
+_NATIVE = {"enabled": True, "ops": None, "loaded": False}
+
+
+def native_ops():
+    """rnnfast._C when its training-step ops can run (the CPU extension loads and they are enabled), else
+    None: then every caller takes its NumPy path (the reference the native ops are tested against)."""
+    if not _NATIVE["enabled"]:
+        return None
+    if not _NATIVE["loaded"]:
+        from .backends import _load
+        mod, _ = _load("cpu")
+        ops = getattr(mod, "_C", None)
+        _NATIVE["ops"] = ops if ops is not None and hasattr(ops, "linear_xent") else None
+        _NATIVE["loaded"] = True
+    return _NATIVE["ops"]
+
+
+def set_native_ops(enabled):
+    """Turn the native training-step ops (fused head + loss, token rows, optimizers, clipping) on or off;
+    returns the previous setting. Off, every step runs the NumPy reference code (tests, benchmarks)."""
+    was = _NATIVE["enabled"]
+    _NATIVE["enabled"] = bool(enabled)
+    return was
+
+
+def _host_arrays(*arrays):
+    return all(a is None or type(a) is np.ndarray for a in arrays)
+
+
 def _scatter_add_rows(table, ids, rows):
-    """table[ids[i]] += rows[i] for every i, repeated ids summed (a sort + segmented sum, no Python loop)."""
+    """table[ids[i]] += rows[i] for every i, repeated ids summed (natively, or a sort + segmented sum)."""
     ids = ids.ravel()
     if ids.size == 0:
+        return
+    ops = native_ops()
+    if ops is not None and _host_arrays(table, rows) and table.dtype == rows.dtype and table.flags.c_contiguous \
+            and table.dtype in _DTYPES:
+        ops.scatter_add_rows(table, ids, rows)
         return
     rows = rows.reshape(ids.size, -1)
     order = np.argsort(ids, kind="stable")
     s = ids[order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     table[s[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+
+
+def _gather_rows(table, ids):
+    """table[ids] (ids of any shape, already checked) natively when possible."""
+    ops = native_ops()
+    if ops is not None and type(table) is np.ndarray and table.ndim == 2 and ids.size:
+        return ops.gather_rows(table, ids)
+    return table[ids]
+
+
+def _one_hot(ids, V, dtype):
+    """The (*ids.shape, V) one-hot of checked ids."""
+    ops = native_ops()
+    if ops is not None:
+        return ops.one_hot(ids, V, dtype)
+    x = np.zeros(ids.shape + (V,), dtype=dtype)
+    np.put_along_axis(x, ids[..., None], 1, axis=ids.ndim)
+    return x
 
 
 class Module:
@@ -368,7 +420,7 @@ class Embedding(_Layer):
 
     def forward(self, ids, need_cache: Optional[bool] = None) -> np.ndarray:
         ids = _check_ids("ids", ids, self.num_embeddings, "(...)")
-        out = self.params["weight"][ids]
+        out = _gather_rows(self.params["weight"], ids)
         self._cache = ids if (self.training if need_cache is None else need_cache) else None
         return out
 
@@ -424,8 +476,7 @@ class OneHotRNN(RNN):
         if self.batch_first:
             ids = ids.T
         if self.path == "dense":
-            x = np.zeros(ids.shape + (self.vocab_size,), dtype=self.dtype)
-            np.put_along_axis(x, ids[..., None], 1, axis=2)
+            x = _one_hot(ids, self.vocab_size, self.dtype)
             bf, self.batch_first = self.batch_first, False
             try:
                 out, h_n = super().forward(x, h0, c, need_cache)
@@ -434,7 +485,7 @@ class OneHotRNN(RNN):
         else:
             if self._eye is None:
                 self._eye = np.eye(self.hidden_size, dtype=self.dtype)
-            x = np.ascontiguousarray(self.params["weight_ih_l0"].T)[ids]   # rows of W_ih^T: (T, N, H)
+            x = _gather_rows(np.ascontiguousarray(self.params["weight_ih_l0"].T), ids)   # rows of W_ih^T: (T, N, H)
             w = self._weights()
             w[0] = (self._eye,) + w[0][1:]
             if need_cache is None:
@@ -603,6 +654,35 @@ def softmax_cross_entropy(logits, targets, mask=None, reduction: str = "sum", ig
     np.put_along_axis(dlogits, t[..., None], np.take_along_axis(dlogits, t[..., None], axis=-1) - 1, axis=-1)
     dlogits *= (m / denom)[..., None].astype(logits.dtype)
     return loss, dlogits.astype(logits.dtype, copy=False)
+
+
+def linear_cross_entropy(head, h, targets, mask=None, reduction="sum", ignore_index=None, need_dh=True):
+    """A Linear head and softmax cross-entropy in one pass, forward and backward: what
+    head.forward(h) -> softmax_cross_entropy(...) -> head.backward(dlogits) computes, without keeping the
+    logits. Returns (loss: float, dh like h, or None when need_dh=False); the head's gradients accumulate.
+
+    h (T, N, K) with targets (T, N), or (N, K) with (N,); mask, reduction and ignore_index as in
+    softmax_cross_entropy. Natively (one call: logits GEMM, stable log-softmax, dlogits in the same pass,
+    then dW += dlogits^T h, db += sum, dh = dlogits W) when the CPU extension is available, else the
+    NumPy path above, which is the reference it is tested against.
+    """
+    ops = native_ops()
+    W, b = head.params["weight"], head.params.get("bias")
+    h = _to_numpy(h) if not isinstance(h, np.ndarray) else h
+    if ops is None or reduction not in ("sum", "mean") or not isinstance(targets, np.ndarray) \
+            or h.dtype != head.dtype or h.ndim not in (2, 3) or not _host_arrays(W, b, head.grads["weight"]) \
+            or h.shape[-1] != head.in_features or targets.shape != h.shape[:-1] or targets.dtype.kind not in "iu" \
+            or (mask is not None and np.shape(mask) != targets.shape) or h.shape[-2] == 0:
+        y = head.forward(h, need_cache=True)        # the reference path (and every argument check)
+        loss, dy = softmax_cross_entropy(y, targets, mask=mask, reduction=reduction, ignore_index=ignore_index)
+        dh = head.backward(dy)
+        return loss, (dh if need_dh else None)
+    M = targets.size
+    K = h.shape[-1]
+    m = None if mask is None else _to_numpy(mask).reshape(M)
+    loss, dh = ops.linear_xent(h.reshape(M, K), W, b, targets.reshape(M), m, ignore_index, reduction,
+                               h.shape[-2], head.grads["weight"], head.grads.get("bias"), need_dh)
+    return loss, (dh.reshape(h.shape) if need_dh else None)
 
 
 def mse(pred, target, mask=None, reduction: str = "mean") -> tuple[float, np.ndarray]:

@@ -17,8 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from .nn import (GRU, LSTM, RNN, Embedding, Linear, Module, OneHotRNN, _check_ids, _check_size,
-                 _scatter_add_rows, mse, softmax_cross_entropy)
+from .nn import (GRU, LSTM, RNN, Embedding, Linear, Module, OneHotRNN, _check_ids, _check_size, _gather_rows,
+                 _one_hot, _scatter_add_rows, linear_cross_entropy, mse, softmax_cross_entropy)
 
 _TASKS = ("classification", "regression")
 CELLS = ("rnn", "lstm", "gru")
@@ -106,6 +106,20 @@ def _head_loss(task, y, targets, mask, reduction):
     return mse(y, targets, mask=mask, reduction="mean" if reduction == "mean" else "sum")
 
 
+def _head_loss_backward(task, head, h, targets, mask, reduction):
+    """Head + loss + the head's backward on hidden rows h: (loss, dh). Classification runs the fused
+    native head + softmax cross-entropy (nn.linear_cross_entropy); regression the head and mse."""
+    if task == "classification":
+        return linear_cross_entropy(head, h, _ids_array(targets), mask=mask, reduction=reduction)
+    y = head.forward(h)
+    loss, dy = _head_loss(task, y, targets, mask, reduction)
+    return loss, head.backward(dy)
+
+
+def _ids_array(targets):
+    return targets if isinstance(targets, np.ndarray) else np.asarray(targets)
+
+
 class _OneHotGated:
     """LSTM(V, H) / GRU(V, H) fed one-hot vectors of token ids (T, N), as OneHotRNN is for the vanilla cell.
 
@@ -132,10 +146,8 @@ class _OneHotGated:
             raise ValueError(f"ids must have shape (T, N), got {ids.shape}")
         self._ids = ids
         if self.path == "dense":
-            x = np.zeros(ids.shape + (self.vocab_size,), dtype=self.dtype)
-            np.put_along_axis(x, ids[..., None], 1, axis=2)
-            return x
-        return np.ascontiguousarray(self.params["weight_ih_l0"].T)[ids]   # (T, N, G*H)
+            return _one_hot(ids, self.vocab_size, self.dtype)
+        return _gather_rows(np.ascontiguousarray(self.params["weight_ih_l0"].T), ids)   # (T, N, G*H)
 
     def _input(self, x):            # the layer's own check expects D = V; x was built from checked ids
         return x
@@ -356,9 +368,12 @@ class OneToOne(_SequenceWithHead):
         self.encoder.backward(dh[None])
 
     def loss(self, x, targets, reduction: str = "sum") -> tuple:
-        y = self.forward(x)
-        loss, dy = _head_loss(self.task, y, targets, None, reduction)
-        self.backward(dy)
+        x = np.asarray(x) if not hasattr(x, "shape") else x
+        xs = x[None]
+        self.encoder.dims(xs)
+        out, _ = self.encoder.forward(xs)
+        loss, dh = _head_loss_backward(self.task, self.head, out[0], targets, None, reduction)
+        self.encoder.backward(dh[None])
         return loss
 
     def predict(self, x) -> np.ndarray:
@@ -393,9 +408,14 @@ class ManyToOne(_SequenceWithHead):
         self.encoder.backward(dout)
 
     def loss(self, x, targets, lengths=None, reduction: str = "sum") -> tuple:
-        y = self.forward(x, lengths)
-        loss, dy = _head_loss(self.task, y, targets, None, reduction)
-        self.backward(dy)
+        T, N = self.encoder.dims(x)
+        lengths = _check_lengths(lengths, T, N)
+        out, _ = self.encoder.forward(x)
+        last = out[lengths - 1, np.arange(N)]
+        loss, dlast = _head_loss_backward(self.task, self.head, last, targets, None, reduction)
+        dout = np.zeros(out.shape, dtype=out.dtype)
+        dout[lengths - 1, np.arange(N)] = dlast
+        self.encoder.backward(dout)
         return loss
 
     def predict(self, x, lengths=None) -> np.ndarray:
@@ -427,9 +447,10 @@ class ManyToMany(_SequenceWithHead):
         return dh0
 
     def loss(self, x, targets, mask=None, reduction: str = "sum", h0=None, return_state: bool = False) -> tuple:
-        y, h_n = self.forward(x, h0)
-        loss, dy = _head_loss(self.task, y, targets, mask, reduction)
-        self.backward(dy)
+        self.encoder.dims(x)
+        out, h_n = self.encoder.forward(x, h0)
+        loss, dout = _head_loss_backward(self.task, self.head, out, targets, mask, reduction)
+        self.encoder.backward(dout)
         return (loss, h_n) if return_state else loss
 
     def predict(self, x, h0=None) -> np.ndarray:
@@ -503,7 +524,9 @@ class OneToMany(Module):
     __call__ = forward
 
     def backward(self, dlogits):
-        dout = self.head.backward(dlogits)
+        self._backward_decoder(self.head.backward(dlogits))
+
+    def _backward_decoder(self, dout):
         dh0, dc = self.decoder.backward(dout)
         if self.cell == "lstm":
             dh0 = dh0[0]                                # c0 = 0 is a constant: its gradient goes nowhere
@@ -521,9 +544,15 @@ class OneToMany(Module):
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
     def loss(self, code, targets, mask=None, reduction: str = "sum") -> tuple:
-        logits = self.forward(code, self.teacher_inputs(targets, mask))
-        loss, dl = softmax_cross_entropy(logits, targets, mask=mask, reduction=reduction)
-        self.backward(dl)
+        inputs = self.teacher_inputs(targets, mask)
+        h0, c = self._start(code)
+        T, N = self.decoder.dims(inputs)
+        if N != code.shape[0]:
+            raise ValueError(f"inputs must have shape (T, N) with N = {code.shape[0]} (code's rows), got "
+                             f"{tuple(np.shape(inputs))}")
+        out, _ = self.decoder.forward(inputs, h0, c)
+        loss, dout = linear_cross_entropy(self.head, out, _ids_array(targets), mask=mask, reduction=reduction)
+        self._backward_decoder(dout)
         return loss
 
     def generate(self, code, T: int, method: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
@@ -613,7 +642,9 @@ class Seq2Seq(Module):
     __call__ = forward
 
     def backward(self, dlogits):
-        dout = self.head.backward(dlogits)
+        self._backward_from_decoder(self.head.backward(dlogits))
+
+    def _backward_from_decoder(self, dout):
         dctx, dc = self.decoder.backward(dout)          # into the context (the decoder's h0) and c
         if self.cell != "rnn":                          # the layer routes it to each sequence's last step
             self.encoder.backward(None, dctx)
@@ -637,9 +668,15 @@ class Seq2Seq(Module):
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
     def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction: str = "sum") -> tuple:
-        logits = self.forward(src, self.teacher_inputs(tgt, tgt_mask), src_lengths)
-        loss, dl = softmax_cross_entropy(logits, tgt, mask=tgt_mask, reduction=reduction)
-        self.backward(dl)
+        tgt_in = self.teacher_inputs(tgt, tgt_mask)
+        ctx, c = self.encode(src, src_lengths)
+        T, N = self.decoder.dims(tgt_in)
+        if N != _hidden(ctx).shape[1]:
+            raise ValueError(f"tgt_in must have shape (T, N) with N = {_hidden(ctx).shape[1]} (the source batch), "
+                             f"got {tuple(np.shape(tgt_in))}")
+        out, _ = self.decoder.forward(tgt_in, ctx, c)
+        loss, dout = linear_cross_entropy(self.head, out, _ids_array(tgt), mask=tgt_mask, reduction=reduction)
+        self._backward_from_decoder(dout)
         return loss
 
     def sequence_log_prob(self, src, tgt, src_lengths=None):

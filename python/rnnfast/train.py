@@ -40,6 +40,96 @@ def _dicts(model_or_grads):
     return model_or_grads.grads
 
 
+def _native():
+    from .nn import native_ops
+    return native_ops()
+
+
+# ---- flat parameter buffers ----
+
+
+def _leaves(model):
+    """The leaf layers (objects whose .params dict holds the arrays) under a Module, depth first, in the
+    order Module.params lists them."""
+    kids = getattr(model, "_children", None)
+    if kids is None:
+        return [model]
+    return [leaf for child in kids.values() for leaf in _leaves(child)]
+
+
+class FlatBuffers:
+    """One contiguous parameter buffer P and one gradient buffer G; model.params[name] / model.grads[name]
+    are views into them (`views`: name -> (offset, size, shape)). Made by flatten_parameters."""
+
+    def __init__(self, P, G, names, pviews, gviews):
+        self.P, self.G, self.names = P, G, names
+        self.pviews, self.gviews = pviews, gviews
+
+    def valid(self, params, grads):
+        """Whether the model still uses these views (a load_state_dict that replaced arrays breaks it)."""
+        if len(params) != len(self.names):
+            return False
+        for n, pv, gv in zip(self.names, self.pviews, self.gviews):
+            if params.get(n) is not pv or grads.get(n) is not gv:
+                return False
+        return True
+
+
+def flatten_parameters(model):
+    """Move every parameter of `model` into one contiguous buffer and every gradient into another, the
+    layers' arrays becoming views into them (values kept), so that zeroing the gradients is one memset and
+    clipping and the optimizer update are one native call each. Returns the FlatBuffers, or None (nothing
+    changed) when the parameters are not all NumPy arrays of one float dtype. Trainer calls it; calling it
+    again after a load_state_dict rebuilds the buffers."""
+    leaves = _leaves(model)
+    items = [(leaf, k, v) for leaf in leaves for k, v in leaf.params.items()]
+    if not items:
+        return None
+    dtype = items[0][2].dtype
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return None
+    for leaf, k, v in items:
+        if type(v) is not np.ndarray or v.dtype != dtype or type(leaf.grads.get(k)) is not np.ndarray:
+            return None
+    total = sum(v.size for _, _, v in items)
+    P, G = np.empty(total, dtype), np.empty(total, dtype)
+    off = 0
+    for leaf, k, v in items:
+        n = v.size
+        P[off:off + n] = v.ravel()
+        G[off:off + n] = leaf.grads[k].ravel()
+        leaf.params[k] = P[off:off + n].reshape(v.shape)
+        leaf.grads[k] = G[off:off + n].reshape(v.shape)
+        off += n
+    params, grads = model.params, model.grads
+    names = list(params)
+    fb = FlatBuffers(P, G, names, [params[n] for n in names], [grads[n] for n in names])
+    if not fb.valid(params, grads):   # a model whose params dict is not its leaves' (no flat path)
+        return None
+    object.__setattr__(model, "_rnnfast_flat", fb)
+    return fb
+
+
+def flat_buffers(model):
+    """The model's FlatBuffers when its parameters are (still) views into them, else None. A model with a
+    single contiguous parameter (e.g. rnnfast.models.char_lm.FlatParams) is its own flat buffer."""
+    fb = getattr(model, "_rnnfast_flat", None)
+    params, grads = model.params, model.grads
+    if fb is not None:
+        if fb.valid(params, grads):
+            return fb
+        fb = flatten_parameters(model)     # arrays were replaced (load_state_dict): rebuild the buffers
+        if fb is not None:
+            return fb
+    if len(params) == 1:
+        (name, p), = params.items()
+        g = grads.get(name)
+        if type(p) is np.ndarray and type(g) is np.ndarray and p.flags.c_contiguous and g.flags.c_contiguous \
+                and p.dtype == g.dtype and p.shape == g.shape and p.dtype in (np.float32, np.float64):
+            return FlatBuffers(p.reshape(-1), g.reshape(-1), [name], [p], [g])
+    return None
+
+
 class Optimizer:
     """Updates model.params in place from model.grads, both looked up by name at every step (so a
     load_state_dict that replaces the arrays is followed). State is per parameter name."""
@@ -59,13 +149,74 @@ class Optimizer:
         return d[name]
 
     def zero_grad(self):
-        self.model.zero_grad()
+        fb = flat_buffers(self.model) if _native() is not None else None
+        if fb is not None:
+            fb.G.fill(0)            # one memset over the flat gradient buffer
+        else:
+            self.model.zero_grad()
 
     def step(self):
         self.t += 1
+        if self._native_step():
+            return
         grads = self.model.grads
         for name, p in self.model.params.items():
             self._update(name, p, grads[name])
+
+    # The native path: with flat buffers (flatten_parameters) the state slots are flat buffers too, each
+    # state[slot][name] a view into one, and the whole update is one call into rnnfast._C.
+    _SLOTS = ()
+
+    def _native_step(self):
+        ops = _native()
+        if ops is None:
+            return False
+        fb = flat_buffers(self.model)
+        if fb is None:
+            return False
+        slots = self._flat_slots(fb)
+        if slots is None:
+            return False
+        self._native_update(ops, fb, slots)
+        return True
+
+    def _flat_slots(self, fb):
+        """{slot: flat state buffer} for the slots this optimizer uses (absent ones as None), re-packing
+        per-name state (e.g. just loaded) into flat buffers; None when a slot is only partly filled."""
+        cache = self.__dict__.setdefault("_flat_cache", {})
+        out = {}
+        for slot in self._SLOTS:
+            d = self.state.get(slot)
+            hit = cache.get(slot)
+            if hit is not None and hit[0] is fb.P and d is not None and len(d) == len(fb.names) and \
+                    all(d.get(n) is v for n, v in zip(fb.names, hit[2])):
+                out[slot] = hit[1]
+                continue
+            if not d:
+                out[slot] = None
+                continue
+            if set(d) != set(fb.names) or any(type(d[n]) is not np.ndarray for n in fb.names):
+                return None
+            buf = np.empty_like(fb.P)
+            views = []
+            for n, pv in zip(fb.names, fb.pviews):
+                off = _offset(fb.P, pv)
+                v = buf[off:off + pv.size].reshape(pv.shape)
+                v[...] = d[n]
+                views.append(v)
+            for n, v in zip(fb.names, views):
+                d[n] = v
+            cache[slot] = (fb.P, buf, views)
+            out[slot] = buf
+        return out
+
+    def _new_slot(self, fb, slot):
+        """A zero flat state buffer for `slot`, with state[slot][name] views into it."""
+        buf = np.zeros_like(fb.P)
+        views = [buf[_offset(fb.P, pv):_offset(fb.P, pv) + pv.size].reshape(pv.shape) for pv in fb.pviews]
+        self.state[slot] = dict(zip(fb.names, views))
+        self.__dict__.setdefault("_flat_cache", {})[slot] = (fb.P, buf, views)
+        return buf
 
     def state_dict(self):
         """Flat {key: array}: "t", "lr" and "<slot>/<param name>" for every state array."""
@@ -92,6 +243,11 @@ class Optimizer:
         self.lr = float(state["lr"])
 
 
+def _offset(base, view):
+    """Element offset of a contiguous view inside the 1-D buffer `base`."""
+    return (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // base.itemsize
+
+
 class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + g (torch's SGD; plain SGD when momentum = 0)."""
 
@@ -112,6 +268,18 @@ class SGD(Optimizer):
             g = bufs[name]
         p -= self.lr * g
 
+    @property
+    def _SLOTS(self):
+        return ("momentum",) if self.momentum else ()
+
+    def _native_update(self, ops, fb, slots):
+        buf, first = None, False
+        if self.momentum:
+            buf = slots["momentum"]
+            if buf is None:                      # torch: the first buffer is the gradient itself
+                buf, first = self._new_slot(fb, "momentum"), True
+        ops.sgd(fb.P, fb.G, buf, self.lr, self.momentum, self.weight_decay, first)
+
 
 class Adagrad(Optimizer):
     """s += g^2; p -= lr * g / (sqrt(s) + eps) (torch's Adagrad)."""
@@ -124,6 +292,12 @@ class Adagrad(Optimizer):
         s = self._slot("sum", name, p)
         s += g * g
         p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+    _SLOTS = ("sum",)
+
+    def _native_update(self, ops, fb, slots):
+        s = slots["sum"] if slots["sum"] is not None else self._new_slot(fb, "sum")
+        ops.adagrad(fb.P, fb.G, s, self.lr, self.eps)
 
 
 class RMSprop(Optimizer):
@@ -138,6 +312,12 @@ class RMSprop(Optimizer):
         s *= self.alpha
         s += (1 - self.alpha) * g * g
         p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+    _SLOTS = ("square_avg",)
+
+    def _native_update(self, ops, fb, slots):
+        s = slots["square_avg"] if slots["square_avg"] is not None else self._new_slot(fb, "square_avg")
+        ops.rmsprop(fb.P, fb.G, s, self.lr, self.alpha, self.eps)
 
 
 class Adam(Optimizer):
@@ -158,6 +338,13 @@ class Adam(Optimizer):
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
 
+    _SLOTS = ("exp_avg", "exp_avg_sq")
+
+    def _native_update(self, ops, fb, slots):
+        m = slots["exp_avg"] if slots["exp_avg"] is not None else self._new_slot(fb, "exp_avg")
+        v = slots["exp_avg_sq"] if slots["exp_avg_sq"] is not None else self._new_slot(fb, "exp_avg_sq")
+        ops.adam(fb.P, fb.G, m, v, self.lr, self.b1, self.b2, self.eps, self.t)
+
 
 # ---- clipping ----
 
@@ -166,14 +353,32 @@ def clip_grad_value(model_or_grads, clip: float) -> None:
     """Clamp every gradient element to [-clip, clip], in place."""
     if not clip > 0:
         raise ValueError(f"clip must be > 0, got {clip!r}")
+    fb = _flat_of(model_or_grads)
+    if fb is not None:
+        _native().clip_value(fb.G, float(clip))
+        return
     for g in _dicts(model_or_grads).values():
         np.clip(g, -clip, clip, out=g)
+
+
+def _flat_of(model_or_grads):
+    """The flat buffers behind a model's gradients when the native ops can use them, else None."""
+    if isinstance(model_or_grads, dict) or _native() is None:
+        return None
+    return flat_buffers(model_or_grads)
 
 
 def clip_grad_norm(model_or_grads, max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most max_norm; returns the norm before."""
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+    fb = _flat_of(model_or_grads)
+    if fb is not None:                    # one pass for the norm, one for the scaling, both native
+        ops = _native()
+        total = ops.l2_norm(fb.G)
+        if total > max_norm:
+            ops.scale(fb.G, max_norm / (total + 1e-6))
+        return total
     grads = list(_dicts(model_or_grads).values())
     total = math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
                           for g in grads))
@@ -377,6 +582,8 @@ class Trainer:
         self.step_count = 0
         self.history = {"step": [], "loss": []}
         self.last_checkpoint = None      # (path, step) of the last checkpoint written or loaded
+        if hasattr(model, "params") and hasattr(model, "grads") and flat_buffers(model) is None:
+            flatten_parameters(model)    # zero_grad, clipping and the update become one native call each
 
     # one update
     def _finish(self, loss):

@@ -123,40 +123,22 @@ def make_streams(ids, N):
 
 
 # ---------------------------------------------------------------- model
-def _leaves(module):
-    """The leaf layers (objects whose .params dict holds arrays) under a Module, depth first."""
-    kids = getattr(module, "_children", None)
-    if kids is None:
-        return [module]
-    return [leaf for child in kids.values() for leaf in _leaves(child)]
-
-
 class FlatParams:
-    """Every parameter of a Module in one contiguous buffer and every gradient in another; the layers'
-    .params/.grads entries become views into them. Given to an optimizer (it has .params, .grads and
-    zero_grad like a model) it turns a step into a few NumPy calls over one array instead of a loop over
-    parameters, and clipping into one dot product. Call rebind() after anything replaces the layers'
-    arrays (load_state_dict does)."""
+    """Every parameter of a Module in one contiguous buffer and every gradient in another
+    (rnnfast.train.flatten_parameters); the layers' .params/.grads entries are views into them. Given to
+    an optimizer (it has .params, .grads and zero_grad like a model) a step is one native call over one
+    array, and clipping one pass. Call rebind() after anything replaces the layers' arrays (load_state_dict
+    does)."""
 
     def __init__(self, module):
         self.module = module
         self.rebind()
 
     def rebind(self):
-        leaves = _leaves(self.module)
-        items = [(leaf, k, v) for leaf in leaves for k, v in leaf.params.items()]
-        dtype = items[0][2].dtype
-        total = sum(v.size for _, _, v in items)
-        self.flat = np.empty(total, dtype)
-        self.grad = np.zeros(total, dtype)
-        off = 0
-        for leaf, k, v in items:
-            n = v.size
-            self.flat[off:off + n] = v.ravel()
-            self.grad[off:off + n] = leaf.grads[k].ravel()
-            leaf.params[k] = self.flat[off:off + n].reshape(v.shape)
-            leaf.grads[k] = self.grad[off:off + n].reshape(v.shape)
-            off += n
+        fb = _train.flatten_parameters(self.module)
+        if fb is None:
+            raise TypeError("FlatParams needs parameters that are NumPy arrays of one float dtype")
+        self.flat, self.grad = fb.P, fb.G
         self.params = {"flat": self.flat}
         self.grads = {"flat": self.grad}
 
@@ -207,6 +189,11 @@ class CharLM:
     def train_loss(self, x, y, h):
         """Forward, mean cross-entropy and backward on one chunk: ids x, y (T, N), state h (L, N, H).
         Gradients accumulate into self.flat.grad. Returns (loss in nats per char, h_n)."""
+        loss, h_n = self.net.loss(x, y, reduction="mean", h0=h, return_state=True)
+        return loss, self._state(h_n)
+
+    def train_loss_reference(self, x, y, h):
+        """train_loss through the NumPy head and loss (_xent): the reference the fused path is tested against."""
         logits, h_n = self.net.forward(x, h0=h)
         loss, dlogits = _xent(logits, y)
         self.net.backward(dlogits)

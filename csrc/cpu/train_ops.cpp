@@ -1,0 +1,229 @@
+// Kernels of csrc/cpu/train_ops.h: the fused linear head + softmax cross-entropy, token-row gather and
+// scatter-add, optimizers and clipping over flat buffers. Compiled once per ISA (generic, avx2; chosen in
+// train_dispatch.cpp) with -ffp-contract=off so the optimizers round exactly as NumPy does. Not a place
+// for argument checks: the binding validated every shape, dtype and id before these run.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cpu/blas.h"
+#include "cpu/train_ops.h"
+
+#ifndef RNNFAST_ISA
+#define RNNFAST_ISA generic
+#endif
+
+namespace rnnfast {
+namespace train {
+namespace RNNFAST_ISA {
+
+namespace {
+
+// exp(x) for x <= 0 (shifted logits) in float32, branch-free so the row loop vectorises: Cephes' expf
+// polynomial on x - n ln2, times 2^n built from the exponent bits. Relative error about 2 ulp; inputs
+// below -87 give exp(-87) (beside the row maximum's 1 that is 0 for the softmax); NaN propagates.
+inline float exp_neg(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  float q = 1.9875691500e-4f;
+  q = q * r + 1.3981999507e-3f;
+  q = q * r + 8.3334519073e-3f;
+  q = q * r + 4.1665795894e-2f;
+  q = q * r + 1.6666665459e-1f;
+  q = q * r + 5.0000001201e-1f;
+  const float y = q * (r * r) + r + 1.0f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return y * two_n;
+}
+inline double exp_neg(double x) { return std::exp(x); }
+
+template <typename T>
+inline T row_max(const T* z, int64_t V) {
+  T m = z[0];
+  for (int64_t j = 1; j < V; ++j) m = z[j] > m ? z[j] : m;
+  return m;
+}
+
+}  // namespace
+
+template <typename T>
+double linear_xent(const XentParams<T>& p) {
+  const int64_t M = p.M, K = p.K, V = p.V;
+  // logits (M, V) = h (M, K) W^T (K, V) + b
+  if (p.b) {
+    for (int64_t r = 0; r < M; ++r) std::memcpy(p.logits + r * V, p.b, size_t(V) * sizeof(T));
+  }
+  blas::gemm<T>(false, true, M, V, K, T(1), p.h, K, p.W, K, p.b ? T(1) : T(0), p.logits, V);
+  auto row_weight = [&](int64_t r) -> T {
+    if (p.has_ignore && p.targets[r] == p.ignore_index) return T(0);
+    return p.weight ? p.weight[r] : T(1);
+  };
+  double denom;
+  if (p.mean) {
+    double s = 0;
+    for (int64_t r = 0; r < M; ++r) s += double(row_weight(r));
+    denom = std::max(s, 1.0);
+  } else {
+    denom = double(p.nseq);
+  }
+  double loss = 0;
+  for (int64_t r = 0; r < M; ++r) {
+    T* z = p.logits + r * V;
+    const T w = row_weight(r);
+    const int64_t t = w != T(0) ? p.targets[r] : 0;
+    const T mx = row_max(z, V);
+    const T zt = z[t] - mx;
+    T s = 0;
+    for (int64_t j = 0; j < V; ++j) {     // softmax numerators, in place
+      const T e = exp_neg(z[j] - mx);
+      z[j] = e;
+      s += e;
+    }
+    loss -= double(w) * (double(zt) - std::log(double(s)));   // -w log softmax_t
+    // dlogits = w (softmax - onehot(t)) / denom, written over the numerators
+    const T coef = T(double(w) / denom);
+    const T inv = coef / s;
+    for (int64_t j = 0; j < V; ++j) z[j] *= inv;
+    z[t] -= coef;
+  }
+  const T* dl = p.logits;
+  if (p.dW) blas::gemm<T>(true, false, V, K, M, T(1), dl, V, p.h, K, T(1), p.dW, K);  // into W
+  if (p.db) {                                                                            // into b
+    std::vector<double> acc(size_t(V), 0.0);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < V; ++j) acc[size_t(j)] += double(dl[r * V + j]);
+    for (int64_t j = 0; j < V; ++j) p.db[j] += T(acc[size_t(j)]);
+  }
+  if (p.dh) blas::gemm<T>(false, false, M, K, V, T(1), dl, V, p.W, K, T(0), p.dh, K);   // into h
+  return loss / denom;
+}
+
+template <typename T>
+void gather_rows(const T* table, int64_t K, const int64_t* ids, int64_t M, T* out) {
+  for (int64_t r = 0; r < M; ++r) std::memcpy(out + r * K, table + ids[r] * K, size_t(K) * sizeof(T));
+}
+
+template <typename T>
+void scatter_add_rows(T* table, int64_t K, const int64_t* ids, int64_t M, const T* rows) {
+  for (int64_t r = 0; r < M; ++r) {
+    T* __restrict dst = table + ids[r] * K;
+    const T* __restrict src = rows + r * K;
+    for (int64_t j = 0; j < K; ++j) dst[j] += src[j];
+  }
+}
+
+template <typename T>
+void one_hot(const int64_t* ids, int64_t M, int64_t V, T* x) {
+  std::memset(x, 0, size_t(M) * size_t(V) * sizeof(T));
+  for (int64_t r = 0; r < M; ++r) x[r * V + ids[r]] = T(1);
+}
+
+template <typename T>
+void sgd(T* __restrict p, const T* __restrict g, T* __restrict buf, int64_t n, double lr, double momentum,
+         double wd, bool first) {
+  const T tl = T(lr), tm = T(momentum), tw = T(wd);
+  const bool has_wd = wd != 0.0, has_m = momentum != 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    T gi = has_wd ? g[i] + tw * p[i] : g[i];
+    if (has_m) {
+      gi = first ? gi : buf[i] * tm + gi;
+      buf[i] = gi;
+    }
+    p[i] -= tl * gi;
+  }
+}
+
+template <typename T>
+void adagrad(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n, double lr, double eps) {
+  const T tl = T(lr), te = T(eps);
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] += g[i] * g[i];
+    p[i] -= (tl * g[i]) / (std::sqrt(s[i]) + te);
+  }
+}
+
+template <typename T>
+void rmsprop(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n, double lr, double alpha,
+             double eps) {
+  const T tl = T(lr), ta = T(alpha), t1a = T(1 - alpha), te = T(eps);
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] = s[i] * ta;
+    s[i] += (t1a * g[i]) * g[i];
+    p[i] -= (tl * g[i]) / (std::sqrt(s[i]) + te);
+  }
+}
+
+template <typename T>
+void adam(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n, double lr,
+          double b1, double b2, double eps, int64_t t) {
+  const double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
+  const T tb1 = T(b1), t1b1 = T(1 - b1), tb2 = T(b2), t1b2 = T(1 - b2), step = T(lr / c1), tc2 = T(c2),
+          te = T(eps);
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = m[i] * tb1;
+    m[i] += t1b1 * g[i];
+    v[i] = v[i] * tb2;
+    v[i] += (t1b2 * g[i]) * g[i];
+    p[i] -= (step * m[i]) / (std::sqrt(v[i] / tc2) + te);
+  }
+}
+
+template <typename T>
+void clip_value(T* g, int64_t n, double c) {
+  const T hi = T(c), lo = T(-c);
+  for (int64_t i = 0; i < n; ++i) g[i] = g[i] < lo ? lo : (g[i] > hi ? hi : g[i]);
+}
+
+template <typename T>
+double l2_norm(const T* g, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(g[i + j]) * double(g[i + j]);
+  for (; i < n; ++i) acc[0] += double(g[i]) * double(g[i]);
+  return std::sqrt(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
+template <typename T>
+void scale(T* g, int64_t n, double s) {
+  const T ts = T(s);
+  for (int64_t i = 0; i < n; ++i) g[i] *= ts;
+}
+
+template <typename T>
+bool all_finite(const T* g, int64_t n) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};   // x * 0 is NaN exactly for inf and NaN
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += g[i + j] * T(0);
+  for (; i < n; ++i) acc[0] += g[i] * T(0);
+  for (int j = 0; j < 8; ++j)
+    if (acc[j] != T(0)) return false;
+  return true;
+}
+
+#define RNNFAST_TRAIN_INSTANTIATE(T)                                                                   \
+  template double linear_xent<T>(const XentParams<T>&);                                                \
+  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                        \
+  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);                   \
+  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                      \
+  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                       \
+  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                                 \
+  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                         \
+  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t);       \
+  template void clip_value<T>(T*, int64_t, double);                                                    \
+  template double l2_norm<T>(const T*, int64_t);                                                       \
+  template void scale<T>(T*, int64_t, double);                                                         \
+  template bool all_finite<T>(const T*, int64_t);
+RNNFAST_TRAIN_INSTANTIATE(float)
+RNNFAST_TRAIN_INSTANTIATE(double)
+#undef RNNFAST_TRAIN_INSTANTIATE
+
+}  // namespace RNNFAST_ISA
+}  // namespace train
+}  // namespace rnnfast
