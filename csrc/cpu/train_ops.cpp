@@ -42,11 +42,27 @@ inline float exp_neg(float x) {
 }
 inline double exp_neg(double x) { return std::exp(x); }
 
+// Reductions in 8 independent lanes (the compiler may not reorder a floating-point reduction itself).
 template <typename T>
 inline T row_max(const T* z, int64_t V) {
-  T m = z[0];
-  for (int64_t j = 1; j < V; ++j) m = z[j] > m ? z[j] : m;
-  return m;
+  T m[8];
+  for (int l = 0; l < 8; ++l) m[l] = z[0];
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8)
+    for (int l = 0; l < 8; ++l) m[l] = z[j + l] > m[l] ? z[j + l] : m[l];
+  for (; j < V; ++j) m[0] = z[j] > m[0] ? z[j] : m[0];
+  for (int l = 1; l < 8; ++l) m[0] = m[l] > m[0] ? m[l] : m[0];
+  return m[0];
+}
+
+template <typename T>
+inline T row_sum(const T* z, int64_t V) {
+  T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= V; j += 8)
+    for (int l = 0; l < 8; ++l) s[l] += z[j + l];
+  for (; j < V; ++j) s[0] += z[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 }  // namespace
@@ -78,12 +94,8 @@ double linear_xent(const XentParams<T>& p) {
     const int64_t t = w != T(0) ? p.targets[r] : 0;
     const T mx = row_max(z, V);
     const T zt = z[t] - mx;
-    T s = 0;
-    for (int64_t j = 0; j < V; ++j) {     // softmax numerators, in place
-      const T e = exp_neg(z[j] - mx);
-      z[j] = e;
-      s += e;
-    }
+    for (int64_t j = 0; j < V; ++j) z[j] = exp_neg(z[j] - mx);   // softmax numerators, in place
+    const T s = row_sum(z, V);
     loss -= double(w) * (double(zt) - std::log(double(s)));   // -w log softmax_t
     // dlogits = w (softmax - onehot(t)) / denom, written over the numerators
     const T coef = T(double(w) / denom);
