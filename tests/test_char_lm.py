@@ -100,7 +100,7 @@ def test_speed_peers_are_the_same_model():
     weights and data."""
     V, H, T, N = 11, 6, 5, 3
     ours = speed.RnnfastStep(V, H, T, N, seed=0)
-    p = ours.model.net.params
+    p = ours.model.params
     ref = speed.NumpyStep(V, H, T, N, seed=0)
     ref.p.update(Wxh=p["encoder.rnn.weight_ih_l0"].copy(), Whh=p["encoder.rnn.weight_hh_l0"].copy(),
                  bh=p["encoder.rnn.bias_ih_l0"] + p["encoder.rnn.bias_hh_l0"], Why=p["head.weight"].copy(),
@@ -111,7 +111,7 @@ def test_speed_peers_are_the_same_model():
     torch = pytest.importorskip("torch")
     tt = speed.TorchStep(V, H, T, N, seed=0)
     fresh = speed.RnnfastStep(V, H, T, N, seed=0)
-    fp = fresh.model.net.params
+    fp = fresh.model.params
     with torch.no_grad():
         for tn, rn in (("weight_ih_l0", "encoder.rnn.weight_ih_l0"), ("weight_hh_l0", "encoder.rnn.weight_hh_l0"),
                        ("bias_ih_l0", "encoder.rnn.bias_ih_l0"), ("bias_hh_l0", "encoder.rnn.bias_hh_l0")):

@@ -438,3 +438,23 @@ def test_char_lm_train_loss_equals_reference(cell):
 def test_public_names():
     assert rnnfast.train.flatten_parameters is train.flatten_parameters
     assert callable(nn.set_native_ops)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_linear_on_rnnfast_blas_equals_numpy(dtype):
+    rng = np.random.default_rng(0)
+    lin = Linear(5, 3, dtype=dtype, seed=0)
+    x = rng.standard_normal((4, 2, 5)).astype(dtype)
+    dy = rng.standard_normal((4, 2, 3)).astype(dtype)
+    y = lin.forward(x)
+    dx = lin.backward(dy)
+    g = grads_of(lin)
+    lin.zero_grad()
+    with reference():
+        ry = lin.forward(x)
+        rdx = lin.backward(dy)
+    np.testing.assert_allclose(y, ry, **TOL[dtype])
+    np.testing.assert_allclose(dx, rdx, **TOL[dtype])
+    assert_dicts_close(g, grads_of(lin), dtype)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        _C.gemm(np.zeros((2, 3), dtype), np.zeros((2, 3), dtype), np.zeros((2, 2), dtype), False, False, 0.0)

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/blas.h"
 #include "cpu/train_ops.h"
 
 namespace py = pybind11;
@@ -334,9 +335,32 @@ bool all_finite(py::object g_o) {
   return f32 ? train::all_finite<float>(ptr<float>(g), n) : train::all_finite<double>(ptr<double>(g), n);
 }
 
+// out (M, N) = op(a) op(b) + beta out on rnnfast's BLAS; op(a) = a^T when ta (a is (K, M)), likewise b.
+void gemm(py::object a_o, py::object b_o, py::object out_o, bool ta, bool tb, double beta) {
+  py::array out = out_array("out", out_o);
+  const py::dtype dt = out.dtype();
+  py::array a = contiguous(float_array("a", a_o, &dt)), b = contiguous(float_array("b", b_o, &dt));
+  if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2)
+    throw py::value_error("a, b and out must be 2-D, got " + shape_of(a) + ", " + shape_of(b) + ", " + shape_of(out));
+  const int64_t M = ta ? a.shape(1) : a.shape(0), K = ta ? a.shape(0) : a.shape(1);
+  const int64_t Kb = tb ? b.shape(1) : b.shape(0), N = tb ? b.shape(0) : b.shape(1);
+  if (Kb != K || out.shape(0) != M || out.shape(1) != N)
+    throw py::value_error("gemm shapes do not agree: op(a) (M, K) = (" + std::to_string(M) + ", " + std::to_string(K) +
+                          "), op(b) (K, N) = (" + std::to_string(Kb) + ", " + std::to_string(N) + "), out " +
+                          shape_of(out));
+  const int64_t lda = a.shape(1), ldb = b.shape(1);
+  const bool f32 = is_f32(out);
+  py::gil_scoped_release nogil;
+  if (f32) blas::gemm<float>(ta, tb, M, N, K, 1.0f, ptr<float>(a), lda, ptr<float>(b), ldb, float(beta),
+                             ptr<float>(out), N);
+  else blas::gemm<double>(ta, tb, M, N, K, 1.0, ptr<double>(a), lda, ptr<double>(b), ldb, beta, ptr<double>(out), N);
+}
+
 }  // namespace
 
 void register_train(py::module_& m) {
+  m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("ta"), py::arg("tb"), py::arg("beta"),
+        "out (M,N) = op(a) op(b) + beta * out on rnnfast's BLAS (op = transpose when ta / tb)");
   using py::arg;
   m.def("linear_xent", &linear_xent, arg("h"), arg("weight"), arg("bias"), arg("targets"), arg("mask"),
         arg("ignore_index"), arg("reduction"), arg("nseq"), arg("dweight"), arg("dbias"), arg("need_dh"),

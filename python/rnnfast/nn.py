@@ -557,9 +557,16 @@ class Linear(_Layer):
             raise ValueError(f"x must have shape (..., D) with D = in_features = {self.in_features}, got "
                              f"{x.shape}")
         x2 = x.reshape(-1, self.in_features)
-        y = x2 @ self.params["weight"].T
-        if "bias" in self.params:
-            y += self.params["bias"]
+        W, ops = self.params["weight"], native_ops()
+        if ops is not None and _host_arrays(x2, W):     # rnnfast's BLAS, not NumPy's (one thread pool)
+            y = np.empty((x2.shape[0], self.out_features), self.dtype)
+            if "bias" in self.params:
+                y[...] = self.params["bias"]
+            ops.gemm(x2, W, y, False, True, 1.0 if "bias" in self.params else 0.0)
+        else:
+            y = x2 @ W.T
+            if "bias" in self.params:
+                y += self.params["bias"]
         self._cache = (x2, x.shape) if (self.training if need_cache is None else need_cache) else None
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
@@ -573,6 +580,14 @@ class Linear(_Layer):
             raise ValueError(f"dout must have shape {want} and dtype {self.dtype}, got "
                              f"{getattr(dout, 'shape', None)} {getattr(dout, 'dtype', None)}")
         d2 = dout.reshape(-1, self.out_features)
+        W, gW, ops = self.params["weight"], self.grads["weight"], native_ops()
+        if ops is not None and _host_arrays(d2, x2, W, gW) and gW.flags.c_contiguous:
+            ops.gemm(d2, x2, gW, True, False, 1.0)          # into W
+            if "bias" in self.grads:
+                self.grads["bias"] += d2.sum(axis=0)        # into b
+            dx = np.empty((d2.shape[0], self.in_features), self.dtype)
+            ops.gemm(d2, W, dx, False, False, 0.0)          # into the input
+            return dx.reshape(xshape)
         self.grads["weight"] += d2.T @ x2           # into W
         if "bias" in self.grads:
             self.grads["bias"] += d2.sum(axis=0)    # into b

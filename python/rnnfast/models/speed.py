@@ -1,9 +1,10 @@
 """The whole char-LM training step three ways, timed in one process: rnnfast, per-step NumPy, PyTorch.
 
-What it is: one training step (one-hot input, tanh RNN, linear head, softmax loss, backward, Adam update,
-hidden state carried) as (1) rnnfast's CharLM on a chosen backend, (2) a NumPy implementation that loops
-over time steps as min-char-rnn does, (3) torch.nn.RNN + nn.Linear (when torch is installed); and an
-interleaved timer reporting characters per second. Used by `rnnfast demo` and benchmarks/bench_train.py.
+What it is: one training step (one-hot input, RNN / LSTM / GRU, linear head, softmax loss, backward,
+gradient clipping to norm 5, Adam update) as (1) rnnfast's public API (ManyToMany -> Trainer.step) on a
+chosen backend, (2) a NumPy implementation that loops over time steps as min-char-rnn does (tanh RNN
+only), (3) torch.nn.RNN / LSTM / GRU + nn.Linear (when torch is installed); and an interleaved timer
+reporting characters per second. Used by `rnnfast demo` and benchmarks/bench_train.py.
 What it is not: a correctness oracle (the tests compare layers against the reference and torch).
 """
 from __future__ import annotations
@@ -14,30 +15,27 @@ import time
 import numpy as np
 
 from .. import train as _train
-from .char_lm import CharLM
 
 
 class RnnfastStep:
-    """rnnfast's training step, as train_char_lm runs it: CharLM (OneHotRNN -> Linear), mean
-    cross-entropy, rnnfast.train.Adam over the flat parameter buffer."""
+    """rnnfast's training step through the public API a user writes: ManyToMany on token ids (one-hot
+    input, no embedding) -> Trainer.step with Adam and clip_norm=5, mean cross-entropy. cell "rnn",
+    "lstm" or "gru"."""
 
     name = "rnnfast"
 
-    def __init__(self, V, H, T, N, seed=0, backend="cpu"):
-        self.model = CharLM("".join(chr(0x100 + i) for i in range(V)), H, backend=backend, seed=seed)
-        self.opt = _train.Adam(self.model.flat, lr=2e-3)
+    def __init__(self, V, H, T, N, seed=0, backend="cpu", cell="rnn"):
+        from ..topologies import ManyToMany
+        self.model = ManyToMany(vocab_size=V, hidden_size=H, output_size=V, cell=cell, backend=backend, seed=seed)
+        self.trainer = _train.Trainer(self.model, _train.Adam(self.model, lr=2e-3), clip_norm=5.0, progress=False)
         rng = np.random.default_rng(seed)
         self.x = rng.integers(0, V, (T, N))
         self.y = rng.integers(0, V, (T, N))
-        self.h = self.model.zero_state(N)
         if backend != "cpu":
             self.name = f"rnnfast[{backend}]"
 
     def __call__(self):
-        self.opt.zero_grad()
-        loss, self.h = self.model.train_loss(self.x, self.y, self.h)
-        self.opt.step()
-        return loss
+        return self.trainer.step(self.x, self.y, reduction="mean")
 
 
 class NumpyStep:
@@ -87,6 +85,10 @@ class NumpyStep:
             g["Wxh"] += dz.T @ xs[t]
             g["Whh"] += dz.T @ hs[t - 1]
             dh_next = dz @ p["Whh"]
+        norm = np.sqrt(sum(float((v * v).sum()) for v in g.values()))   # clip_norm = 5
+        if norm > 5.0:
+            for v in g.values():
+                v *= 5.0 / (norm + 1e-6)
         self.t += 1
         c1, c2 = 1 - 0.9 ** self.t, 1 - 0.999 ** self.t
         for k in p:                                          # Adam
@@ -98,34 +100,34 @@ class NumpyStep:
 
 
 class TorchStep:
-    """The same model in PyTorch on the CPU: one-hot input, nn.RNN(V, H), nn.Linear(H, V), cross-entropy,
-    Adam; the hidden state carried (detached) between steps."""
+    """The same model in PyTorch on the CPU: one-hot input, nn.RNN / LSTM / GRU (V, H), nn.Linear(H, V),
+    cross-entropy, clip_grad_norm_(5), Adam."""
 
     name = "pytorch"
 
-    def __init__(self, V, H, T, N, seed=0):
+    def __init__(self, V, H, T, N, seed=0, cell="rnn"):
         import torch
         self.torch = torch
         torch.manual_seed(seed)
-        self.rnn = torch.nn.RNN(V, H)
+        self.rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](V, H)
         self.head = torch.nn.Linear(H, V)
-        self.opt = torch.optim.Adam(list(self.rnn.parameters()) + list(self.head.parameters()), lr=2e-3)
+        self.params = list(self.rnn.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=2e-3)
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randint(0, V, (T, N), generator=g)
         self.y = torch.randint(0, V, (T, N), generator=g)
-        self.h = torch.zeros(1, N, H)
         self.V = V
 
     def __call__(self):
         torch = self.torch
         self.opt.zero_grad(set_to_none=True)
         x = torch.nn.functional.one_hot(self.x, self.V).float()
-        out, h = self.rnn(x, self.h)
+        out, _ = self.rnn(x)
         logits = self.head(out)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V), self.y.reshape(-1))
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.opt.step()
-        self.h = h.detach()
         return loss.item()
 
 
@@ -137,14 +139,33 @@ def torch_available():
     return True
 
 
-def make_steps(V, H, T, N, seed=0, include_torch=True, include_numpy=True, backend="cpu"):
-    """The implementations to compare, rnnfast first."""
-    steps = [RnnfastStep(V, H, T, N, seed, backend)]
-    if include_numpy:
+def make_steps(V, H, T, N, seed=0, include_torch=True, include_numpy=True, backend="cpu", cell="rnn"):
+    """The implementations to compare, rnnfast first (the NumPy per-step peer exists for cell="rnn")."""
+    steps = [RnnfastStep(V, H, T, N, seed, backend, cell=cell)]
+    if include_numpy and cell == "rnn":
         steps.append(NumpyStep(V, H, T, N, seed))
     if include_torch and torch_available():
-        steps.append(TorchStep(V, H, T, N, seed))
+        steps.append(TorchStep(V, H, T, N, seed, cell=cell))
     return steps
+
+
+def training_comparison(V=96, H=128, T=50, batches=(1, 32), seconds=4.0, include_torch=True, seed=0, log=print):
+    """Time the whole training step (ManyToMany -> Trainer.step, Adam, clip_norm=5) against the NumPy
+    per-step loop and torch, interleaved; print one line per implementation through `log` and return
+    {N: measure(...)'s dict}. What `rnnfast demo` prints."""
+    results = {}
+    for N in batches:
+        steps = make_steps(V, H, T, N, seed=seed, include_torch=include_torch)
+        res = measure(steps, T, N, seconds=seconds / len(batches))
+        ours = res[steps[0].name]["chars_per_sec"]
+        for s in steps:
+            cps = res[s.name]["chars_per_sec"]
+            ratio = "" if s is steps[0] else f"   rnnfast is {ours / cps:.1f}x faster"
+            log(f"  N={N:<3} {s.name:<16} {res[s.name]['step_ms']:>8.2f} ms/step {cps:>12,.0f} chars/s{ratio}")
+        results[N] = res
+    if include_torch and not torch_available():
+        log("  (PyTorch is not installed, so it is not compared)")
+    return results
 
 
 def measure(steps, T, N, seconds=3.0, rounds=5, warmup=3):
