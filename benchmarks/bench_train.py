@@ -79,20 +79,20 @@ def blas_kernels():
 def run(quick=False, seconds=None, include_torch=True, seed=0):
     from rnnfast.models.speed import make_steps, measure, torch_available
     include_torch = include_torch and torch_available()
-    seconds = seconds if seconds is not None else (1.5 if quick else 8.0)
+    seconds = seconds if seconds is not None else (1.0 if quick else 8.0)
     rounds = 3 if quick else 7
     configs = [("rnn", 1), ("rnn", 32), ("lstm", 32), ("gru", 32)]
-    rate_before = sgemm_rate()
+    rate_before = sgemm_rate(512 if quick else 1024)
     rows = []
     for cell, N in configs:
         steps = make_steps(V, H, T, N, seed=seed, include_torch=include_torch, cell=cell)
-        res = measure(steps, T, N, seconds=seconds, rounds=rounds, warmup=2)
+        res = measure(steps, T, N, seconds=seconds, rounds=rounds, warmup=1 if quick else 3)
         ours = res["rnnfast"]
         for name, r in res.items():
             rows.append({"cell": cell, "N": N, "impl": name, "step_ms": r["step_ms"],
                          "chars_per_sec": r["chars_per_sec"], "steps": r["steps"],
                          "rnnfast_speedup": None if name == "rnnfast" else r["step_ms"] / ours["step_ms"]})
-    rate = max(rate_before, sgemm_rate())
+    rate = max(rate_before, sgemm_rate(512 if quick else 1024))
     for r in rows:
         if r["impl"] == "rnnfast":
             r["gflops"] = step_flops(r["cell"], r["N"]) / (r["step_ms"] * 1e-3) / 1e9

@@ -458,3 +458,26 @@ def test_linear_on_rnnfast_blas_equals_numpy(dtype):
     assert_dicts_close(g, grads_of(lin), dtype)
     with pytest.raises(ValueError, match="shapes do not agree"):
         _C.gemm(np.zeros((2, 3), dtype), np.zeros((2, 3), dtype), np.zeros((2, 2), dtype), False, False, 0.0)
+
+
+def test_cs231n_captioning_loss_native_equals_reference():
+    from rnnfast.compat import cs231n
+    np.random.seed(0)
+    words = {w: i for i, w in enumerate(["<NULL>", "<START>", "<END>", "a", "b", "c"])}
+    for cell in ("rnn", "lstm"):
+        m = cs231n.CaptioningRNN(words, input_dim=5, wordvec_dim=4, hidden_dim=6, cell_type=cell, dtype=np.float64)
+        feats = np.random.randn(3, 5)
+        caps = np.random.randint(0, 6, (3, 7))
+        loss, g = m.loss(feats, caps)
+        with reference():
+            rl, rg = m.loss(feats, caps)
+        np.testing.assert_allclose(loss, rl, rtol=1e-12)
+        assert_dicts_close(g, rg, np.float64)
+
+
+def test_apps_train_through_trainer():
+    from rnnfast.models import char_lm
+    r = char_lm.train_char_lm("abcabcabd" * 40, hidden_size=8, seq_length=5, batch_size=2, max_steps=3,
+                              progress=False, val_fraction=0.1, log=lambda *a: None)
+    assert r["steps"] == 3 and len(r["history"]["loss"]) == 3
+    assert train.flat_buffers(r["model"].net) is not None

@@ -334,6 +334,27 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     return loss, dx_flat.reshape(N, T, V)
 
 
+def _fused_vocab_loss(h, W_vocab, b_vocab, y, mask, grads):
+    """temporal_affine + temporal_softmax_loss + temporal_affine_backward in one native call (rnnfast's
+    fused head + softmax cross-entropy): fills grads["W_vocab"], grads["b_vocab"], returns (loss, dh).
+    (None, None) when the native ops are unavailable or the arrays do not fit them (the caller then runs
+    the NumPy functions above, the reference this is tested against)."""
+    from ..nn import native_ops
+    ops = native_ops()
+    h = np.asarray(h)
+    if ops is None or h.ndim != 3 or h.dtype not in (np.float32, np.float64) or W_vocab.dtype != h.dtype \
+            or b_vocab.dtype != h.dtype or np.shape(y) != h.shape[:2] or np.shape(mask) != h.shape[:2] \
+            or W_vocab.shape != (h.shape[2], b_vocab.shape[0]) or np.asarray(y).dtype.kind not in "iu":
+        return None, None
+    N, T, H = h.shape
+    WT = np.ascontiguousarray(W_vocab.T)                        # (V, H): the fused op's layout
+    dWT, db = np.zeros_like(WT), np.zeros_like(b_vocab)
+    loss, dh = ops.linear_xent(h.reshape(N * T, H), WT, b_vocab, np.asarray(y).reshape(N * T),
+                               np.asarray(mask).reshape(N * T), None, "sum", N, dWT, db, True)
+    grads["W_vocab"], grads["b_vocab"] = np.ascontiguousarray(dWT.T), db
+    return loss, dh.reshape(N, T, H)
+
+
 # ---- the model ----
 
 
@@ -388,11 +409,12 @@ class CaptioningRNN:
             h, cache_rnn = rnn_forward(x, h0, p["Wx"], p["Wh"], p["b"])
         else:
             h, cache_rnn = lstm_forward(x, h0, p["Wx"], p["Wh"], p["b"])
-        scores, cache_scores = temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
-        loss, dscores = temporal_softmax_loss(scores, captions_out, mask)
-
         grads = {}
-        dh, grads["W_vocab"], grads["b_vocab"] = temporal_affine_backward(dscores, cache_scores)
+        loss, dh = _fused_vocab_loss(h, p["W_vocab"], p["b_vocab"], captions_out, mask, grads)
+        if loss is None:                   # the reference path: affine, temporal_softmax_loss, affine backward
+            scores, cache_scores = temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
+            loss, dscores = temporal_softmax_loss(scores, captions_out, mask)
+            dh, grads["W_vocab"], grads["b_vocab"] = temporal_affine_backward(dscores, cache_scores)
         back = rnn_backward if self.cell_type == "rnn" else lstm_backward
         dx, dh0, grads["Wx"], grads["Wh"], grads["b"] = back(dh, cache_rnn)
         grads["W_embed"] = word_embedding_backward(dx, cache_embed)

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from .. import train as _train
-from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, softmax_cross_entropy
+from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, linear_cross_entropy
 from ..topologies import check_cell
 from . import shapes as _shapes
 from ._progress import Progress
@@ -147,9 +147,7 @@ class CaptioningRNN(Module):
         y = np.ascontiguousarray(captions[:, 1:].T)                 # (T, N)
         h0, c = self._condition(v, True)
         out, _ = self._run(self.embed.forward(x_in), h0, c, None)
-        logits = self.head.forward(out)
-        loss, dlogits = softmax_cross_entropy(logits, y, mask=y != NULL)
-        dout = self.head.backward(dlogits)                          # into the head
+        loss, dout = linear_cross_entropy(self.head, out, y, mask=y != NULL)   # head + loss + into the head
         res = self.rnn.backward(dout)                               # through time
         self.embed.backward(res[0])                                 # into the word vectors
         dh0 = res[1][0] if self.cell == "lstm" else res[1]          # (an LSTM's c0 = 0 is a constant)
@@ -374,6 +372,8 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
     def save(path):
         _train.save_checkpoint(path, model, opt, step=step, rng=rng, history=history, metadata=meta)
 
+    trainer = _train.Trainer(model.captioner, opt, clip_norm=clip_norm or None, progress=False)
+    trainer.step_count = step
     total = max_steps - step if max_steps is not None else max_seconds
     bar = Progress(total, desc="caption", unit="step" if max_steps is not None else "s", enabled=progress)
     say = bar.write if progress else log
@@ -387,14 +387,11 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
             if max_seconds is not None and time.perf_counter() - start >= max_seconds:
                 break
             b = rng.integers(0, len(caps), batch_size)
-            opt.zero_grad()
-            loss = model.captioner.loss(feats[idxs[b]], caps[b])
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training diverged at step {step + 1}: loss is {loss}; lower the "
-                                         f"learning rate (the last checkpoint, if any, is untouched)")
-            if clip_norm:
-                _train.clip_grad_norm(model.captioner, clip_norm)
-            opt.step()
+            try:                              # zero, loss, finite check, clip, update: Trainer's one step
+                loss = trainer.step(feats[idxs[b]], caps[b])
+            except _train.TrainingDiverged as e:
+                raise _train.TrainingDiverged(f"training diverged at step {step + 1}: {e}; lower the learning "
+                                              f"rate (the last checkpoint, if any, is untouched)") from None
             step += 1
             if lr_decay != 1.0 and step % steps_per_epoch == 0:
                 opt.lr *= lr_decay

@@ -323,6 +323,42 @@ def make_optimizer(name, model, lr):
     return cls(model.flat, lr=lr)
 
 
+class _ChunkTask:
+    """What Trainer steps for the char model: params/grads of the network (so Trainer's checkpoints hold
+    its weights), zero_grad over the flat buffer, and loss(x, y, h) returning the mean cross-entropy in nats
+    while keeping the chunk's final state in .h_n (carried into the next chunk as plain data)."""
+
+    def __init__(self, model):
+        self.model, self.h_n = model, None
+
+    @property
+    def params(self):
+        return self.model.net.params
+
+    @property
+    def grads(self):
+        return self.model.net.grads
+
+    @property
+    def _rnnfast_flat(self):          # the network's flat buffers: Trainer clips them in one native pass
+        return getattr(self.model.net, "_rnnfast_flat", None)
+
+    def zero_grad(self):
+        self.model.flat.zero_grad()
+
+    def loss(self, x, y, h):
+        loss, self.h_n = self.model.train_loss(x, y, h)
+        return loss
+
+
+def make_trainer(model, opt, clip_norm, step=0):
+    """The Trainer that runs train_char_lm's updates: zero_grad, loss, the finite-loss guard, clipping to
+    clip_norm (None or 0: none), the optimizer step; step_count starts at `step`."""
+    t = _train.Trainer(_ChunkTask(model), opt, clip_norm=clip_norm or None, progress=False)
+    t.step_count = int(step)
+    return t
+
+
 def split_text(text, val_fraction=0.1):
     """Train/validation split: the last val_fraction of the text is held out."""
     if not 0.0 <= val_fraction < 1.0:
@@ -402,6 +438,7 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         history["val_bpc"].append(bpc)
         return bpc
 
+    trainer = make_trainer(model, opt, clip_norm, step)
     total = max_steps - step if max_steps is not None else max_seconds
     bar = Progress(total, desc="train-char", unit="step" if max_steps is not None else "s", enabled=progress)
     say = bar.write if progress else log
@@ -420,14 +457,12 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
                 pos = 0
                 h = model.zero_state(N)
             x, y = S[pos:pos + T], S[pos + 1:pos + T + 1]
-            opt.zero_grad()
-            loss, h = model.train_loss(x, y, h)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training diverged at step {step + 1}: loss is {loss}; lower the "
-                                         f"learning rate (the last checkpoint, if any, is untouched)")
-            if clip_norm:
-                _train.clip_grad_norm(model.flat, clip_norm)
-            opt.step()
+            try:                              # zero, loss, finite check, clip, update: Trainer's one step
+                loss = trainer.step(x, y, h)
+            except _train.TrainingDiverged as e:
+                raise _train.TrainingDiverged(f"training diverged at step {step + 1}: {e}; lower the learning "
+                                              f"rate (the last checkpoint, if any, is untouched)") from None
+            h = trainer.model.h_n
             step += 1
             pos += T
             chars += T * N

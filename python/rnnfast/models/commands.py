@@ -267,7 +267,7 @@ def _cmd_caption_sample(args):
 @_errors
 def _cmd_demo(args):
     from .char_lm import default_corpus, train_char_lm
-    from .speed import make_steps, measure
+    from .speed import training_comparison
 
     text, desc = default_corpus()
     print(f"rnnfast demo: a character-level RNN language model trained for {args.seconds:g} s on {desc}.")
@@ -281,20 +281,11 @@ def _cmd_demo(args):
         print(f"\n--- sample, temperature {temp} ---")
         print("def " + m.sample("def ", args.length, temperature=temp, seed=args.seed))
     V, H, T = m.vocab.size, args.hidden, args.seq_length
-    print(f"\n--- the whole training step (one-hot input, RNN, head, softmax loss, backward, Adam), V={V}, "
+    print(f"\n--- the whole training step (ManyToMany -> Trainer.step: one-hot input, RNN, head, softmax loss, "
+          f"backward, clip_norm=5, Adam), V={V}, "
           f"H={H}, T={T}, timed now ---")
-    missing_torch = False
-    for N in dict.fromkeys((args.batch, 1)):
-        steps = make_steps(V, H, T, N, seed=args.seed, include_torch=not args.no_torch)
-        missing_torch = len(steps) < 3 and not args.no_torch
-        res = measure(steps, T, N, seconds=args.bench_seconds / 2)
-        ours = res[steps[0].name]["chars_per_sec"]
-        for s in steps:
-            cps = res[s.name]["chars_per_sec"]
-            ratio = "" if s is steps[0] else f"   rnnfast is {ours / cps:.1f}x faster"
-            print(f"  N={N:<3} {s.name:<16} {cps:>12,.0f} chars/s{ratio}")
-    if missing_torch:
-        print("  (PyTorch is not installed, so it is not compared)")
+    training_comparison(V, H, T, tuple(dict.fromkeys((args.batch, 1))), seconds=args.bench_seconds,
+                        include_torch=not args.no_torch, seed=args.seed)
     return 0
 
 
