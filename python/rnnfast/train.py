@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 
+from . import nn as _nn
+
 FORMAT_VERSION = 1
 
 
@@ -41,8 +43,7 @@ def _dicts(model_or_grads):
 
 
 def _native():
-    from .nn import native_ops
-    return native_ops()
+    return _nn.native_ops()
 
 
 # ---- flat parameter buffers ----
@@ -61,9 +62,17 @@ class FlatBuffers:
     """One contiguous parameter buffer P and one gradient buffer G; model.params[name] / model.grads[name]
     are views into them (`views`: name -> (offset, size, shape)). Made by flatten_parameters."""
 
-    def __init__(self, P, G, names, pviews, gviews):
+    def __init__(self, P, G, names, pviews, gviews, leaf_items=None):
         self.P, self.G, self.names = P, G, names
         self.pviews, self.gviews = pviews, gviews
+        self.leaf_items = leaf_items      # [(leaf.params, leaf.grads, key, pview, gview)]: the cheap check
+
+    def still_bound(self):
+        """valid() through the leaves' own dicts, without building the model's name -> array dicts."""
+        for pd, gd, k, pv, gv in self.leaf_items:
+            if pd.get(k) is not pv or gd.get(k) is not gv:
+                return False
+        return True
 
     def valid(self, params, grads):
         """Whether the model still uses these views (a load_state_dict that replaced arrays breaks it)."""
@@ -103,17 +112,29 @@ def flatten_parameters(model):
         off += n
     params, grads = model.params, model.grads
     names = list(params)
-    fb = FlatBuffers(P, G, names, [params[n] for n in names], [grads[n] for n in names])
+    fb = FlatBuffers(P, G, names, [params[n] for n in names], [grads[n] for n in names],
+                     [(leaf.params, leaf.grads, k, leaf.params[k], leaf.grads[k]) for leaf, k, _ in items])
     if not fb.valid(params, grads):   # a model whose params dict is not its leaves' (no flat path)
         return None
     object.__setattr__(model, "_rnnfast_flat", fb)
     return fb
 
 
+def _leaves_unchanged(model, fb):
+    """Whether the model's leaf layers still own the dicts recorded in fb (no layer was replaced)."""
+    leaves = fb.__dict__.get("_leaf_ids")
+    now = tuple(id(leaf.params) for leaf in _leaves(model))
+    if leaves is None:
+        fb._leaf_ids = leaves = tuple(dict.fromkeys(id(pd) for pd, *_ in fb.leaf_items))
+    return now == leaves
+
+
 def flat_buffers(model):
     """The model's FlatBuffers when its parameters are (still) views into them, else None. A model with a
     single contiguous parameter (e.g. rnnfast.models.char_lm.FlatParams) is its own flat buffer."""
     fb = getattr(model, "_rnnfast_flat", None)
+    if fb is not None and fb.leaf_items is not None and _leaves_unchanged(model, fb) and fb.still_bound():
+        return fb
     params, grads = model.params, model.grads
     if fb is not None:
         if fb.valid(params, grads):
