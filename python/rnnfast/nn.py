@@ -687,7 +687,8 @@ def linear_cross_entropy(head, h, targets, mask=None, reduction="sum", ignore_in
     if ops is None or reduction not in ("sum", "mean") or not isinstance(targets, np.ndarray) \
             or h.dtype != head.dtype or h.ndim not in (2, 3) or not _host_arrays(W, b, head.grads["weight"]) \
             or h.shape[-1] != head.in_features or targets.shape != h.shape[:-1] or targets.dtype.kind not in "iu" \
-            or (mask is not None and np.shape(mask) != targets.shape) or h.shape[-2] == 0:
+            or (mask is not None and np.shape(mask) != targets.shape) or h.shape[-2] == 0 \
+            or not all(g.flags.c_contiguous and g.flags.writeable for g in head.grads.values()):
         y = head.forward(h, need_cache=True)        # the reference path (and every argument check)
         loss, dy = softmax_cross_entropy(y, targets, mask=mask, reduction=reduction, ignore_index=ignore_index)
         dh = head.backward(dy)
