@@ -141,12 +141,24 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per configuration (all peers)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", default="bench_results", help="folder for bench_train.json / bench_train.md")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every library (rnnfast, NumPy's BLAS, torch); default: each its own")
     a = ap.parse_args(argv)
     t0 = time.time()
+    if a.threads:        # before rnnfast and torch load their pools (NumPy's is limited through threadpoolctl)
+        for k in ("RNNFAST_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ[k] = str(a.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(a.threads)
+        except ImportError:
+            pass
     import rnnfast
     if not a.no_torch:
         try:
             import torch  # noqa: F401  (loaded as in a user's process, even when only rnnfast is timed)
+            if a.threads:
+                torch.set_num_threads(a.threads)
         except ImportError:
             pass
     res = run(quick=a.quick, seconds=a.seconds, include_torch=not a.no_torch)
@@ -155,7 +167,7 @@ def main(argv=None):
     print(md)
     meta = {"python": sys.version.split()[0], "numpy": np.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "rnnfast": rnnfast.info(), "blas_kernels": kernels,
-            "unset": list(_PINS), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "unset": list(_PINS), "threads": a.threads, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "wall_s": time.time() - t0}
     if "torch" in sys.modules:
         import torch
