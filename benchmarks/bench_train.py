@@ -23,13 +23,12 @@ if any(k in os.environ for k in _PINS) and "numpy" not in sys.modules:
         os.environ.pop(k, None)
     os.execv(sys.executable, [sys.executable] + sys.argv)
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import platform
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 V, H, T = 96, 128, 50
 # issue 13's floors: rnnfast's speed-up over each peer (and the fraction of SGEMM) must be at least these
@@ -112,8 +111,8 @@ def run(quick=False, seconds=None, include_torch=True, seed=0):
 
 
 def markdown(res, kernels):
-    lines = [f"char-LM training step (ManyToMany -> Trainer.step, Adam, clip_norm=5), V={V} H={H} T={T} float32; "
-             f"medians of {res['rounds']} interleaved rounds; same-run SGEMM {res['sgemm_gflops']:.0f} GFLOP/s",
+    lines = [(f"char-LM training step (ManyToMany -> Trainer.step, Adam, clip_norm=5), V={V} H={H} T={T} float32; "
+              f"medians of {res['rounds']} interleaved rounds; same-run SGEMM {res['sgemm_gflops']:.0f} GFLOP/s"),
              "", "| cell | N | implementation | ms/step | chars/s | rnnfast speed-up | GFLOP/s (% of SGEMM) |",
              "|---|---:|---|---:|---:|---:|---:|"]
     for r in res["rows"]:
@@ -156,7 +155,7 @@ def main(argv=None):
     import rnnfast
     if not a.no_torch:
         try:
-            import torch  # noqa: F401  (loaded as in a user's process, even when only rnnfast is timed)
+            import torch  # loaded as in a user's process, even when only rnnfast is timed
             if a.threads:
                 torch.set_num_threads(a.threads)
         except ImportError:

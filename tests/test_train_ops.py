@@ -382,8 +382,8 @@ def _trainer_run(native, cell="rnn", steps=4, clip_norm=5.0, tbptt=False):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_trainer_step_native_equals_reference(cell):
-    m1, t1, l1 = _trainer_run(True, cell)
-    m2, t2, l2 = _trainer_run(False, cell)
+    m1, _, l1 = _trainer_run(True, cell)
+    m2, _, l2 = _trainer_run(False, cell)
     assert train.flat_buffers(m1) is not None       # Trainer flattened the model
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     for k in m1.params:
@@ -401,7 +401,7 @@ def test_trainer_tbptt_native_equals_reference():
 
 def test_trainer_resume_is_bitwise(tmp_path):
     path = tmp_path / "ck.npz"
-    full_m, full_t, full_l = _trainer_run(True, steps=6)
+    full_m, _, full_l = _trainer_run(True, steps=6)
     m = ManyToMany(vocab_size=11, hidden_size=8, output_size=11, seed=2)
     t = train.Trainer(m, train.Adam(m, lr=0.01), clip_norm=5.0, progress=False)
     rng = np.random.default_rng(0)

@@ -546,7 +546,7 @@ class OneToMany(Module):
     def loss(self, code, targets, mask=None, reduction: str = "sum") -> tuple:
         inputs = self.teacher_inputs(targets, mask)
         h0, c = self._start(code)
-        T, N = self.decoder.dims(inputs)
+        _, N = self.decoder.dims(inputs)
         if N != code.shape[0]:
             raise ValueError(f"inputs must have shape (T, N) with N = {code.shape[0]} (code's rows), got "
                              f"{tuple(np.shape(inputs))}")
@@ -670,7 +670,7 @@ class Seq2Seq(Module):
     def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction: str = "sum") -> tuple:
         tgt_in = self.teacher_inputs(tgt, tgt_mask)
         ctx, c = self.encode(src, src_lengths)
-        T, N = self.decoder.dims(tgt_in)
+        _, N = self.decoder.dims(tgt_in)
         if N != _hidden(ctx).shape[1]:
             raise ValueError(f"tgt_in must have shape (T, N) with N = {_hidden(ctx).shape[1]} (the source batch), "
                              f"got {tuple(np.shape(tgt_in))}")
