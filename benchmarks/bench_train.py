@@ -23,12 +23,12 @@ if any(k in os.environ for k in _PINS) and "numpy" not in sys.modules:
         os.environ.pop(k, None)
     os.execv(sys.executable, [sys.executable] + sys.argv)
 
-import argparse
-import json
-import platform
-import time
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
 
-import numpy as np
+import numpy as np  # noqa: E402
 
 V, H, T = 96, 128, 50
 # issue 13's floors: rnnfast's speed-up over each peer (and the fraction of SGEMM) must be at least these
@@ -166,7 +166,8 @@ def main(argv=None):
     print(md)
     meta = {"python": sys.version.split()[0], "numpy": np.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "rnnfast": rnnfast.info(), "blas_kernels": kernels,
-            "unset": list(_PINS), "threads": a.threads, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "unset": list(_PINS), "threads": a.threads,
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "wall_s": time.time() - t0}
     if "torch" in sys.modules:
         import torch

@@ -51,8 +51,7 @@ py::array float_array(const std::string& name, const py::handle& o, const py::dt
 // An array written in place: C-contiguous and writable (a copy would drop the result).
 py::array out_array(const std::string& name, const py::handle& o, const py::dtype* dt = nullptr) {
   py::array a = float_array(name, o, dt);
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(name + " must be C-contiguous (it is updated in place)");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(name + " must be C-contiguous (it is updated in place)");
   if (!a.writeable()) throw py::value_error(name + " must be writable (it is updated in place)");
   return a;
 }
@@ -77,7 +76,8 @@ void check_shape(const std::string& name, const py::array& a, const std::vector<
 py::array_t<int64_t> int_ids(const std::string& name, const py::handle& o) {
   py::array a = as_array(name, o);
   const char k = a.dtype().kind();
-  if (k != 'i' && k != 'u') throw py::type_error(name + " must be an integer array of ids, got dtype " + dstr(a.dtype()));
+  if (k != 'i' && k != 'u')
+    throw py::type_error(name + " must be an integer array of ids, got dtype " + dstr(a.dtype()));
   return py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
@@ -90,15 +90,22 @@ void check_ids_in(const std::string& name, const py::array_t<int64_t>& ids, int6
 }
 
 template <typename T>
-py::tuple xent_impl(py::array h, py::array W, py::object b, py::array_t<int64_t> tg, py::object mask,
-                    py::object ignore, bool mean, int64_t nseq, py::object dW, py::object db, bool need_dh) {
+py::tuple xent_impl(py::array h, py::array W, py::object b, py::array_t<int64_t> tg, py::object mask, py::object ignore,
+                    bool mean, int64_t nseq, py::object dW, py::object db, bool need_dh) {
   const int64_t M = h.shape(0), K = h.shape(1), V = W.shape(0);
   train::XentParams<T> p;
-  p.M = M; p.K = K; p.V = V; p.mean = mean; p.nseq = nseq;
+  p.M = M;
+  p.K = K;
+  p.V = V;
+  p.mean = mean;
+  p.nseq = nseq;
   py::array hc = contiguous(h), Wc = contiguous(W), bc;
   p.h = static_cast<const T*>(hc.data());
   p.W = static_cast<const T*>(Wc.data());
-  if (!b.is_none()) { bc = contiguous(b.cast<py::array>()); p.b = static_cast<const T*>(bc.data()); }
+  if (!b.is_none()) {
+    bc = contiguous(b.cast<py::array>());
+    p.b = static_cast<const T*>(bc.data());
+  }
   p.targets = tg.data();
   py::array_t<T> wts;
   if (!mask.is_none()) {
@@ -110,7 +117,10 @@ py::tuple xent_impl(py::array h, py::array W, py::object b, py::array_t<int64_t>
         throw py::value_error("mask must hold finite, non-negative weights (True/1 = counts, False/0 = ignored)");
     p.weight = w;
   }
-  if (!ignore.is_none()) { p.has_ignore = true; p.ignore_index = ignore.cast<int64_t>(); }
+  if (!ignore.is_none()) {
+    p.has_ignore = true;
+    p.ignore_index = ignore.cast<int64_t>();
+  }
   for (int64_t r = 0; r < M; ++r) {      // every counted target must name a class
     const int64_t t = p.targets[r];
     const bool counted = !(p.has_ignore && t == p.ignore_index) && (!p.weight || p.weight[r] != T(0));
@@ -137,8 +147,8 @@ py::tuple xent_impl(py::array h, py::array W, py::object b, py::array_t<int64_t>
 }
 
 py::tuple linear_xent(py::object h_o, py::object W_o, py::object b_o, py::object t_o, py::object mask,
-                      py::object ignore, const std::string& reduction, int64_t nseq, py::object dW_o,
-                      py::object db_o, bool need_dh) {
+                      py::object ignore, const std::string& reduction, int64_t nseq, py::object dW_o, py::object db_o,
+                      bool need_dh) {
   if (reduction != "sum" && reduction != "mean")
     throw py::value_error("reduction must be 'sum' or 'mean', got '" + reduction + "'");
   py::array h = float_array("h", h_o);
@@ -172,10 +182,12 @@ py::array gather_rows(py::object table_o, py::object ids_o) {
   const int64_t K = table.shape(1), M = ids.size();
   const bool f32 = is_f32(table);
   py::gil_scoped_release nogil;
-  if (f32) train::gather_rows<float>(static_cast<const float*>(table.data()), K, ids.data(), M,
-                                               static_cast<float*>(out.mutable_data()));
-  else train::gather_rows<double>(static_cast<const double*>(table.data()), K, ids.data(), M,
-                                  static_cast<double*>(out.mutable_data()));
+  if (f32)
+    train::gather_rows<float>(static_cast<const float*>(table.data()), K, ids.data(), M,
+                              static_cast<float*>(out.mutable_data()));
+  else
+    train::gather_rows<double>(static_cast<const double*>(table.data()), K, ids.data(), M,
+                               static_cast<double*>(out.mutable_data()));
   return out;
 }
 
@@ -192,10 +204,12 @@ void scatter_add_rows(py::object table_o, py::object ids_o, py::object rows_o) {
   check_ids_in("ids", ids, table.shape(0));
   const bool f32 = is_f32(table);
   py::gil_scoped_release nogil;
-  if (f32) train::scatter_add_rows<float>(static_cast<float*>(table.mutable_data()), K, ids.data(), M,
-                                                    static_cast<const float*>(rows.data()));
-  else train::scatter_add_rows<double>(static_cast<double*>(table.mutable_data()), K, ids.data(), M,
-                                       static_cast<const double*>(rows.data()));
+  if (f32)
+    train::scatter_add_rows<float>(static_cast<float*>(table.mutable_data()), K, ids.data(), M,
+                                   static_cast<const float*>(rows.data()));
+  else
+    train::scatter_add_rows<double>(static_cast<double*>(table.mutable_data()), K, ids.data(), M,
+                                    static_cast<const double*>(rows.data()));
 }
 
 py::array one_hot(py::object ids_o, int64_t V, py::object dtype) {
@@ -230,10 +244,9 @@ Bufs take_bufs(const std::vector<std::pair<std::string, py::object>>& items, con
   b.f32 = is_f32(p);
   b.a.push_back(p);
   for (size_t i = 1; i < items.size(); ++i) {
-    py::array x = write[i] ? out_array(items[i].first, items[i].second, &dt)
-                           : float_array(items[i].first, items[i].second, &dt);
-    if (!write[i] && !(x.flags() & py::array::c_style))
-      throw py::value_error(items[i].first + " must be C-contiguous");
+    py::array x =
+        write[i] ? out_array(items[i].first, items[i].second, &dt) : float_array(items[i].first, items[i].second, &dt);
+    if (!write[i] && !(x.flags() & py::array::c_style)) throw py::value_error(items[i].first + " must be C-contiguous");
     if (x.size() != b.n)
       throw py::value_error(items[i].first + " must hold as many values as " + items[0].first + " (" +
                             std::to_string(b.n) + "), got shape " + shape_of(x));
@@ -243,7 +256,9 @@ Bufs take_bufs(const std::vector<std::pair<std::string, py::object>>& items, con
 }
 
 template <typename T>
-T* ptr(const py::array& a) { return static_cast<T*>(const_cast<void*>(a.data())); }
+T* ptr(const py::array& a) {
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
 
 void check_finite(const std::string& name, double v, bool positive = false) {
   if (!std::isfinite(v) || v < 0 || (positive && v == 0))
@@ -260,10 +275,12 @@ void sgd(py::object p, py::object g, py::object buf, double lr, double momentum,
   if (!buf.is_none()) it.push_back({"momentum_buffer", buf});
   Bufs b = take_bufs(it, {true, false, true});
   py::gil_scoped_release nogil;
-  if (b.f32) train::sgd<float>(ptr<float>(b.a[0]), ptr<float>(b.a[1]), momentum ? ptr<float>(b.a[2]) : nullptr, b.n,
-                               lr, momentum, wd, first);
-  else train::sgd<double>(ptr<double>(b.a[0]), ptr<double>(b.a[1]), momentum ? ptr<double>(b.a[2]) : nullptr, b.n,
-                          lr, momentum, wd, first);
+  if (b.f32)
+    train::sgd<float>(ptr<float>(b.a[0]), ptr<float>(b.a[1]), momentum ? ptr<float>(b.a[2]) : nullptr, b.n, lr,
+                      momentum, wd, first);
+  else
+    train::sgd<double>(ptr<double>(b.a[0]), ptr<double>(b.a[1]), momentum ? ptr<double>(b.a[2]) : nullptr, b.n, lr,
+                       momentum, wd, first);
 }
 
 void adagrad(py::object p, py::object g, py::object s, double lr, double eps) {
@@ -294,10 +311,12 @@ void adam(py::object p, py::object g, py::object m, py::object v, double lr, dou
   if (t < 1) throw py::value_error("t (the step count) must be >= 1, got " + std::to_string(t));
   Bufs b = take_bufs({{"param", p}, {"grad", g}, {"exp_avg", m}, {"exp_avg_sq", v}}, {true, false, true, true});
   py::gil_scoped_release nogil;
-  if (b.f32) train::adam<float>(ptr<float>(b.a[0]), ptr<float>(b.a[1]), ptr<float>(b.a[2]), ptr<float>(b.a[3]),
-                                b.n, lr, b1, b2, eps, t);
-  else train::adam<double>(ptr<double>(b.a[0]), ptr<double>(b.a[1]), ptr<double>(b.a[2]), ptr<double>(b.a[3]),
-                           b.n, lr, b1, b2, eps, t);
+  if (b.f32)
+    train::adam<float>(ptr<float>(b.a[0]), ptr<float>(b.a[1]), ptr<float>(b.a[2]), ptr<float>(b.a[3]), b.n, lr, b1, b2,
+                       eps, t);
+  else
+    train::adam<double>(ptr<double>(b.a[0]), ptr<double>(b.a[1]), ptr<double>(b.a[2]), ptr<double>(b.a[3]), b.n, lr, b1,
+                        b2, eps, t);
 }
 
 void clip_value(py::object g_o, double c) {
@@ -351,8 +370,8 @@ void gemm(py::object a_o, py::object b_o, py::object out_o, bool ta, bool tb, do
   const int64_t lda = a.shape(1), ldb = b.shape(1);
   const bool f32 = is_f32(out);
   py::gil_scoped_release nogil;
-  if (f32) blas::gemm<float>(ta, tb, M, N, K, 1.0f, ptr<float>(a), lda, ptr<float>(b), ldb, float(beta),
-                             ptr<float>(out), N);
+  if (f32)
+    blas::gemm<float>(ta, tb, M, N, K, 1.0f, ptr<float>(a), lda, ptr<float>(b), ldb, float(beta), ptr<float>(out), N);
   else blas::gemm<double>(ta, tb, M, N, K, 1.0, ptr<double>(a), lda, ptr<double>(b), ldb, beta, ptr<double>(out), N);
 }
 

@@ -5,20 +5,20 @@
 namespace rnnfast {
 namespace train {
 
-#define RNNFAST_TRAIN_DECLARE(NS)                                                                      \
-  namespace NS {                                                                                       \
-  template <typename T> double linear_xent(const XentParams<T>&);                                      \
-  template <typename T> void gather_rows(const T*, int64_t, const int64_t*, int64_t, T*);              \
-  template <typename T> void scatter_add_rows(T*, int64_t, const int64_t*, int64_t, const T*);         \
-  template <typename T> void one_hot(const int64_t*, int64_t, int64_t, T*);                            \
-  template <typename T> void sgd(T*, const T*, T*, int64_t, double, double, double, bool);             \
-  template <typename T> void adagrad(T*, const T*, T*, int64_t, double, double);                       \
-  template <typename T> void rmsprop(T*, const T*, T*, int64_t, double, double, double);               \
+#define RNNFAST_TRAIN_DECLARE(NS)                                                                          \
+  namespace NS {                                                                                           \
+  template <typename T> double linear_xent(const XentParams<T>&);                                          \
+  template <typename T> void gather_rows(const T*, int64_t, const int64_t*, int64_t, T*);                  \
+  template <typename T> void scatter_add_rows(T*, int64_t, const int64_t*, int64_t, const T*);             \
+  template <typename T> void one_hot(const int64_t*, int64_t, int64_t, T*);                                \
+  template <typename T> void sgd(T*, const T*, T*, int64_t, double, double, double, bool);                 \
+  template <typename T> void adagrad(T*, const T*, T*, int64_t, double, double);                           \
+  template <typename T> void rmsprop(T*, const T*, T*, int64_t, double, double, double);                   \
   template <typename T> void adam(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t); \
-  template <typename T> void clip_value(T*, int64_t, double);                                          \
-  template <typename T> double l2_norm(const T*, int64_t);                                             \
-  template <typename T> void scale(T*, int64_t, double);                                               \
-  template <typename T> bool all_finite(const T*, int64_t);                                            \
+  template <typename T> void clip_value(T*, int64_t, double);                                              \
+  template <typename T> double l2_norm(const T*, int64_t);                                                 \
+  template <typename T> void scale(T*, int64_t, double);                                                   \
+  template <typename T> bool all_finite(const T*, int64_t);                                                \
   }
 RNNFAST_TRAIN_DECLARE(generic)
 #ifdef RNNFAST_HAVE_AVX2
@@ -44,7 +44,9 @@ bool use_avx2() {
 #endif
 
 template <typename T>
-double linear_xent(const XentParams<T>& p) { RNNFAST_FORWARD(linear_xent<T>(p)); }
+double linear_xent(const XentParams<T>& p) {
+  RNNFAST_FORWARD(linear_xent<T>(p));
+}
 template <typename T>
 void gather_rows(const T* a, int64_t K, const int64_t* ids, int64_t M, T* out) {
   RNNFAST_FORWARD(gather_rows<T>(a, K, ids, M, out));
@@ -54,7 +56,9 @@ void scatter_add_rows(T* a, int64_t K, const int64_t* ids, int64_t M, const T* r
   RNNFAST_FORWARD(scatter_add_rows<T>(a, K, ids, M, rows));
 }
 template <typename T>
-void one_hot(const int64_t* ids, int64_t M, int64_t V, T* x) { RNNFAST_FORWARD(one_hot<T>(ids, M, V, x)); }
+void one_hot(const int64_t* ids, int64_t M, int64_t V, T* x) {
+  RNNFAST_FORWARD(one_hot<T>(ids, M, V, x));
+}
 template <typename T>
 void sgd(T* p, const T* g, T* b, int64_t n, double lr, double mom, double wd, bool first) {
   RNNFAST_FORWARD(sgd<T>(p, g, b, n, lr, mom, wd, first));
@@ -72,27 +76,35 @@ void adam(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double 
   RNNFAST_FORWARD(adam<T>(p, g, m, v, n, lr, b1, b2, eps, t));
 }
 template <typename T>
-void clip_value(T* g, int64_t n, double c) { RNNFAST_FORWARD(clip_value<T>(g, n, c)); }
+void clip_value(T* g, int64_t n, double c) {
+  RNNFAST_FORWARD(clip_value<T>(g, n, c));
+}
 template <typename T>
-double l2_norm(const T* g, int64_t n) { RNNFAST_FORWARD(l2_norm<T>(g, n)); }
+double l2_norm(const T* g, int64_t n) {
+  RNNFAST_FORWARD(l2_norm<T>(g, n));
+}
 template <typename T>
-void scale(T* g, int64_t n, double s) { RNNFAST_FORWARD(scale<T>(g, n, s)); }
+void scale(T* g, int64_t n, double s) {
+  RNNFAST_FORWARD(scale<T>(g, n, s));
+}
 template <typename T>
-bool all_finite(const T* g, int64_t n) { RNNFAST_FORWARD(all_finite<T>(g, n)); }
+bool all_finite(const T* g, int64_t n) {
+  RNNFAST_FORWARD(all_finite<T>(g, n));
+}
 #undef RNNFAST_FORWARD
 
-#define RNNFAST_TRAIN_INSTANTIATE(T)                                                                   \
-  template double linear_xent<T>(const XentParams<T>&);                                                \
-  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                        \
-  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);                   \
-  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                      \
-  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                       \
-  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                                 \
-  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                         \
-  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t);       \
-  template void clip_value<T>(T*, int64_t, double);                                                    \
-  template double l2_norm<T>(const T*, int64_t);                                                       \
-  template void scale<T>(T*, int64_t, double);                                                         \
+#define RNNFAST_TRAIN_INSTANTIATE(T)                                                             \
+  template double linear_xent<T>(const XentParams<T>&);                                          \
+  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                  \
+  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);             \
+  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                \
+  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                 \
+  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                           \
+  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                   \
+  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t); \
+  template void clip_value<T>(T*, int64_t, double);                                              \
+  template double l2_norm<T>(const T*, int64_t);                                                 \
+  template void scale<T>(T*, int64_t, double);                                                   \
   template bool all_finite<T>(const T*, int64_t);
 RNNFAST_TRAIN_INSTANTIATE(float)
 RNNFAST_TRAIN_INSTANTIATE(double)

@@ -136,8 +136,8 @@ void one_hot(const int64_t* ids, int64_t M, int64_t V, T* x) {
 }
 
 template <typename T>
-void sgd(T* __restrict p, const T* __restrict g, T* __restrict buf, int64_t n, double lr, double momentum,
-         double wd, bool first) {
+void sgd(T* __restrict p, const T* __restrict g, T* __restrict buf, int64_t n, double lr, double momentum, double wd,
+         bool first) {
   const T tl = T(lr), tm = T(momentum), tw = T(wd);
   const bool has_wd = wd != 0.0, has_m = momentum != 0.0;
   for (int64_t i = 0; i < n; ++i) {
@@ -160,8 +160,7 @@ void adagrad(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n,
 }
 
 template <typename T>
-void rmsprop(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n, double lr, double alpha,
-             double eps) {
+void rmsprop(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n, double lr, double alpha, double eps) {
   const T tl = T(lr), ta = T(alpha), t1a = T(1 - alpha), te = T(eps);
   for (int64_t i = 0; i < n; ++i) {
     s[i] = s[i] * ta;
@@ -171,11 +170,10 @@ void rmsprop(T* __restrict p, const T* __restrict g, T* __restrict s, int64_t n,
 }
 
 template <typename T>
-void adam(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n, double lr,
-          double b1, double b2, double eps, int64_t t) {
+void adam(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n, double lr, double b1,
+          double b2, double eps, int64_t t) {
   const double c1 = 1 - std::pow(b1, double(t)), c2 = 1 - std::pow(b2, double(t));
-  const T tb1 = T(b1), t1b1 = T(1 - b1), tb2 = T(b2), t1b2 = T(1 - b2), step = T(lr / c1), tc2 = T(c2),
-          te = T(eps);
+  const T tb1 = T(b1), t1b1 = T(1 - b1), tb2 = T(b2), t1b2 = T(1 - b2), step = T(lr / c1), tc2 = T(c2), te = T(eps);
   for (int64_t i = 0; i < n; ++i) {
     m[i] = m[i] * tb1;
     m[i] += t1b1 * g[i];
@@ -219,18 +217,18 @@ bool all_finite(const T* g, int64_t n) {
   return true;
 }
 
-#define RNNFAST_TRAIN_INSTANTIATE(T)                                                                   \
-  template double linear_xent<T>(const XentParams<T>&);                                                \
-  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                        \
-  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);                   \
-  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                      \
-  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                       \
-  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                                 \
-  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                         \
-  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t);       \
-  template void clip_value<T>(T*, int64_t, double);                                                    \
-  template double l2_norm<T>(const T*, int64_t);                                                       \
-  template void scale<T>(T*, int64_t, double);                                                         \
+#define RNNFAST_TRAIN_INSTANTIATE(T)                                                             \
+  template double linear_xent<T>(const XentParams<T>&);                                          \
+  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                  \
+  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);             \
+  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                \
+  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                 \
+  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                           \
+  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                   \
+  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t); \
+  template void clip_value<T>(T*, int64_t, double);                                              \
+  template double l2_norm<T>(const T*, int64_t);                                                 \
+  template void scale<T>(T*, int64_t, double);                                                   \
   template bool all_finite<T>(const T*, int64_t);
 RNNFAST_TRAIN_INSTANTIATE(float)
 RNNFAST_TRAIN_INSTANTIATE(double)
