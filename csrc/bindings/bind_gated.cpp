@@ -36,7 +36,6 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   check_fits_blas("N", N);
   check_fits_blas("T*N", Tn * N);
   Weights<T> w = take_weights<T>(weights, D, H, G, dt);
-  if (!(x.flags() & py::array::c_style)) x = py::array::ensure(x, py::array::c_style);
   py::object h0 = py::none(), c0 = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   if (lstm && !c0_obj.is_none()) c0 = take("c0", c0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
@@ -65,6 +64,7 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   p.ghn = const_cast<T*>(ptr<T>(ghn));
   {
     py::gil_scoped_release nogil;
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
     if (lstm) cpu::lstm_forward<T>(p);
     else cpu::gru_forward<T>(p);
   }
@@ -83,14 +83,19 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
 }
 
 py::tuple lstm_forward(const py::object& x_obj, const py::object& h0, const py::object& c0,
-                       const py::sequence& weights, bool need_cache) {
+                       const py::object& weights_obj, const py::object& need_cache_obj) {
+  const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj, "x");
+  py::sequence weights = take_list("weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   if (x.itemsize() == 4) return forward_impl<float>(4, x, h0, c0, weights, need_cache);
   return forward_impl<double>(4, x, h0, c0, weights, need_cache);
 }
 
-py::tuple gru_forward(const py::object& x_obj, const py::object& h0, const py::sequence& weights, bool need_cache) {
+py::tuple gru_forward(const py::object& x_obj, const py::object& h0, const py::object& weights_obj,
+                      const py::object& need_cache_obj) {
+  const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj, "x");
+  py::sequence weights = take_list("weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   if (x.itemsize() == 4) return forward_impl<float>(3, x, h0, py::none(), weights, need_cache);
   return forward_impl<double>(3, x, h0, py::none(), weights, need_cache);
 }
@@ -158,6 +163,7 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   p.dc0 = const_cast<T*>(ptr<T>(dc0));
   {
     py::gil_scoped_release nogil;
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
     if (lstm) cpu::lstm_backward<T>(p);
     else cpu::gru_backward<T>(p);
   }
@@ -166,12 +172,14 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
 }
 
 py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const py::object& dc_n,
-                   const py::object& dcs, Cache c, const py::sequence& weights, const py::sequence& grads) {
+                   const py::object& dcs, Cache c, const py::object& weights_obj, const py::object& grads_obj) {
+  py::sequence weights = take_list("cache.weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
+  py::sequence grads = take_list("grads", grads_obj, "(dW_ih, dW_hh, db_ih, db_hh)");
   if (!py::isinstance<py::array>(c.hs)) throw py::type_error("cache.hs must be a numpy array (L, T, N, H)");
   py::array hs = py::reinterpret_borrow<py::array>(c.hs);
   if (hs.ndim() != 4 || hs.dtype().kind() != 'f' || (hs.itemsize() != 4 && hs.itemsize() != 8))
     throw py::value_error("cache.hs must be a float32/float64 array of shape (L, T, N, H), got " + got_shape(hs));
-  if (!(hs.flags() & py::array::c_style)) hs = py::array::ensure(hs, py::array::c_style);
+  hs = c_native("cache.hs", hs);
   c.hs = hs;
   if (hs.itemsize() == 4) return backward_impl<float>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
   return backward_impl<double>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
@@ -186,7 +194,7 @@ void register_gated(py::module_& m) {
   m.def("lstm_backward",
         [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
            const py::object& x, const py::object& h0, const py::object& c0, const py::object& hs,
-           const py::object& cs, const py::object& gates, const py::sequence& weights, const py::sequence& grads) {
+           const py::object& cs, const py::object& gates, const py::object& weights, const py::object& grads) {
           return backward(4, dout, dh_n, dc_n, dcs, Cache{x, h0, c0, hs, cs, gates, py::none()}, weights, grads);
         },
         py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dcs"), py::arg("x"), py::arg("h0"),
@@ -196,8 +204,8 @@ void register_gated(py::module_& m) {
         "-> (out (T,N,H), h_n (L,N,H), (x, h0, hs, gates (L,T,N,3H), ghn (L,T,N,H)) or None)");
   m.def("gru_backward",
         [](const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
-           const py::object& hs, const py::object& gates, const py::object& ghn, const py::sequence& weights,
-           const py::sequence& grads) {
+           const py::object& hs, const py::object& gates, const py::object& ghn, const py::object& weights,
+           const py::object& grads) {
           return backward(3, dout, dh_n, py::none(), py::none(), Cache{x, h0, py::none(), hs, py::none(), gates, ghn},
                           weights, grads);
         },
