@@ -42,6 +42,38 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape);
 }
 
+// The stack as (layer, time chunk) kernel calls of Tc steps with a signal check between them: layer k
+// reads x or layer k-1's states and carries its state across chunks (the kernel's own layout: the cache
+// when there is one, else ping-pong buffers with the top layer landing in out). Same result as one call.
+template <typename T>
+void forward_chunked(const RnnForwardParams<T>& p, int64_t Tc) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  std::vector<T> buf[2], carry(static_cast<size_t>(NH));
+  if (!p.hs && L > 1) buf[0].resize(size_t(TNH));
+  if (!p.hs && L > 2) buf[1].resize(size_t(TNH));
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t Dk = k == 0 ? p.D : H;
+    T* Y = p.hs ? p.hs + k * TNH : (k == L - 1 ? p.out : buf[k % 2].data());
+    const T* X = k == 0 ? p.x : prevY;
+    for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
+      RnnForwardParams<T> q;
+      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1; q.act = p.act;
+      q.layers = p.layers + k;
+      q.x = X + t0 * N * Dk;
+      q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry.data();
+      q.c = k == 0 ? p.c : nullptr;
+      q.out = Y + t0 * NH;       // one layer, no cache: the kernel writes the states straight to out
+      q.h_n = p.h_n + k * NH;
+      cpu::rnn_forward<T>(q);
+      std::copy(q.h_n, q.h_n + NH, carry.begin());
+      check_signals();
+    }
+    prevY = Y;
+  }
+  if (p.hs && TNH > 0) std::copy(p.hs + (L - 1) * TNH, p.hs + L * TNH, p.out);
+}
+
 template <typename T>
 py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence& weights, const py::object& c_obj,
                        Act act, bool need_cache) {
@@ -75,7 +107,9 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   {
     py::gil_scoped_release nogil;
     std::shared_lock<std::shared_mutex> lock(threads_mutex());
-    cpu::rnn_forward<T>(p);
+    const int64_t Tc = chunk_steps(Tn, N, D, H, L, 1);
+    if (Tc > 0) forward_chunked<T>(p, Tc);
+    else cpu::rnn_forward<T>(p);
   }
   if (!need_cache) return py::make_tuple(out, h_n, py::none());
   if (h0.is_none()) {
@@ -215,6 +249,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("step_threads_min", []() { return cpu::tuning().step_threads_min; });
   m.def("set_step_threads_min", [](int64_t v) { cpu::tuning().step_threads_min = v; },
         "steps with at least this many multiply-adds (N*H*H) are shared between threads");
+  m.def("check_interval", []() { return check_interval(); });
+  m.def("set_check_interval", [](int64_t n) {
+    if (n < 1) throw py::value_error("check interval must be >= 1");
+    check_interval() = n;
+  }, "forward calls with more multiply-adds than this check for Ctrl-C between layer/time chunks of this size");
   m.def("gemm_block", []() { return blas::max_block(); });
   m.def("set_gemm_block", [](int64_t n) {
     if (n < 1) throw py::value_error("gemm block must be >= 1");

@@ -24,6 +24,52 @@ using namespace rnnfast::bind;
 
 // ---- forward: LSTM (G = 4) and GRU (G = 3) ----
 
+// The stack as (layer, time chunk) kernel calls of Tc steps with a signal check between them (see
+// bind_cpu.cpp's forward_chunked): with a cache each call fills its slice of hs/cs/gates/ghn; without one,
+// ping-pong buffers with the top layer landing in out. Same result as one call.
+template <typename T>
+void forward_chunked(bool lstm, const GatedForwardParams<T>& p, int64_t Tc) {
+  const int G = lstm ? 4 : 3;
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  std::vector<T> buf[2], carry_h(static_cast<size_t>(NH)), carry_c(static_cast<size_t>(lstm ? NH : 0));
+  if (!p.hs && L > 1) buf[0].resize(size_t(TNH));
+  if (!p.hs && L > 2) buf[1].resize(size_t(TNH));
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t Dk = k == 0 ? p.D : H;
+    T* Y = p.hs ? p.hs + k * TNH : (k == L - 1 ? p.out : buf[k % 2].data());
+    const T* X = k == 0 ? p.x : prevY;
+    for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
+      GatedForwardParams<T> q;
+      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1;
+      q.layers = p.layers + k;
+      q.x = X + t0 * N * Dk;
+      q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry_h.data();
+      q.h_n = p.h_n + k * NH;
+      if (lstm) {
+        q.c0 = t0 == 0 ? (p.c0 ? p.c0 + k * NH : nullptr) : carry_c.data();
+        q.c_n = p.c_n + k * NH;
+      }
+      if (p.hs) {                // one layer with a cache: the kernel copies its states to out as well
+        q.hs = Y + t0 * NH;
+        q.out = p.out + t0 * NH;
+        if (p.cs) q.cs = p.cs + k * TNH + t0 * NH;
+        q.gates = p.gates + k * G * TNH + t0 * N * G * H;
+        if (p.ghn) q.ghn = p.ghn + k * TNH + t0 * NH;
+      } else {
+        q.out = Y + t0 * NH;
+      }
+      if (lstm) cpu::lstm_forward<T>(q);
+      else cpu::gru_forward<T>(q);
+      std::copy(q.h_n, q.h_n + NH, carry_h.begin());
+      if (lstm) std::copy(q.c_n, q.c_n + NH, carry_c.begin());
+      check_signals();
+    }
+    prevY = Y;
+  }
+  if (p.hs && TNH > 0) std::copy(p.hs + (L - 1) * TNH, p.hs + L * TNH, p.out);
+}
+
 template <typename T>
 py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::object& c0_obj,
                        const py::sequence& weights, bool need_cache) {
@@ -65,7 +111,9 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   {
     py::gil_scoped_release nogil;
     std::shared_lock<std::shared_mutex> lock(threads_mutex());
-    if (lstm) cpu::lstm_forward<T>(p);
+    const int64_t Tc = chunk_steps(Tn, N, D, H, L, G);
+    if (Tc > 0) forward_chunked<T>(lstm, p, Tc);
+    else if (lstm) cpu::lstm_forward<T>(p);
     else cpu::gru_forward<T>(p);
   }
   py::object kept = py::none();

@@ -139,6 +139,27 @@ inline bool take_bool(const char* name, const py::object& o) {
   throw py::type_error(std::string(name) + " must be True or False, got " + t);
 }
 
+// Ctrl-C in a long forward: calls with more than check_interval() multiply-adds run as a series of
+// (layer, time-chunk) kernel calls of about that many each, with the GIL taken between them to run Python's
+// signal handlers (a KeyboardInterrupt then ends the call). Shorter calls are one kernel call as before.
+inline int64_t& check_interval() {
+  static int64_t v = int64_t(1) << 28;
+  return v;
+}
+
+// Steps per chunk for G-gate layers of input size D (first) / H (the others), or 0: run as one call.
+inline int64_t chunk_steps(int64_t Tn, int64_t N, int64_t D, int64_t H, int64_t L, int G) {
+  const double per_step = double(N) * double(G) * double(H) * double(std::max(D, H) + H);
+  if (per_step * double(Tn) * double(L) <= double(check_interval())) return 0;
+  return std::max<int64_t>(1, int64_t(double(check_interval()) / std::max(per_step, 1.0)));
+}
+
+// Called with the GIL released: runs pending signal handlers; an exception they raise ends the call.
+inline void check_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
 inline void check_fits_blas(const char* what, int64_t v) {
   if (v > int64_t(INT_MAX))
     throw py::value_error(std::string(what) + " = " + std::to_string(v) + " exceeds the supported maximum " +
