@@ -4,6 +4,8 @@ Each call on the cpu backend equals the NumPy reference, or raises a TypeError/V
 argument, and a failed call changes nothing. Not the fixed-case tests (test_backends.py, test_gated.py)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ import rnnfast.functional as F  # noqa: E402
 if not rnnfast.backends()["cpu"]["available"]:
     pytest.skip("cpu backend missing", allow_module_level=True)
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+FAST = settings(max_examples=int(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
 LAYOUTS = ("C", "F", "strided", "negative", "readonly", "unaligned", "broadcast", "bigendian")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

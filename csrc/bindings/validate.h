@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <climits>
-#include <shared_mutex>
 #include <cstdint>
+#include <shared_mutex>
 #include <sstream>
 #include <string>
 #include <vector>
