@@ -40,24 +40,23 @@ libstdcxx="$(${CXX:-c++} -print-file-name=libstdc++.so.6)"   # preloaded too, so
 log="$bdir/reports"
 rm -rf "$log" && mkdir -p "$log"
 # detect_leaks=0: CPython and NumPy keep allocations alive until exit by design; they are not ours.
-export ASAN_OPTIONS="detect_leaks=0:halt_on_error=$halt:abort_on_error=$halt:log_path=$PWD/$log/asan"
-export UBSAN_OPTIONS="halt_on_error=$halt:abort_on_error=$halt:print_stacktrace=1:log_path=$PWD/$log/ubsan"
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=$halt:abort_on_error=$halt"
+export UBSAN_OPTIONS="halt_on_error=$halt:abort_on_error=$halt:print_stacktrace=1"
 export PYTHONPATH="$PWD/$pkg"
 tests=(test_backends.py test_gated.py test_bad_input.py test_bidir_lengths.py test_invariants.py test_layer.py
        test_reliability.py test_properties.py)
 set +e
 # Left out: tests needing a memory limit (ASan reserves terabytes of address space), sizes beyond 2^31
 # (minutes of page faults under ASan), torch as an oracle (not our code) and the Ctrl-C subprocess.
-# --capture=sys: pytest captures Python's output only, so a report written to fd 2 before an abort is seen.
+# --capture=sys: pytest captures Python's output only, so the sanitizers' reports (fd 2) reach the log.
 (cd tests && LD_PRELOAD="$libasan:$libstdcxx" RNNFAST_PROPERTY_EXAMPLES=12 "$PY" -m pytest -q -x -p no:cacheprovider \
-   --capture=sys \
-   -k "not uncopyable_argument and not ctrl_c and not beyond_32_bit and not torch" "${tests[@]}")
-rc=$?
+   --capture=sys -k "not uncopyable_argument and not ctrl_c and not beyond_32_bit and not torch" "${tests[@]}") \
+   2>&1 | tee "$log/pytest.log"
+rc=${PIPESTATUS[0]}
 set -e
-if compgen -G "$log/*" >/dev/null; then
-  echo "sanitize.sh: sanitizer reports (unique findings first):"
-  grep -h "runtime error\|ERROR: AddressSanitizer" "$log"/* | sed 's/^==[0-9]*==//' | sort | uniq -c
-  cat "$log"/*
+if grep -q "runtime error:\|ERROR: AddressSanitizer\|AddressSanitizer: CHECK" "$log/pytest.log"; then
+  echo "sanitize.sh: sanitizer reports (count, finding):"
+  grep -h "runtime error:\|ERROR: AddressSanitizer\|AddressSanitizer: CHECK" "$log/pytest.log" | sed 's/^[.s]*//' | sort | uniq -c
   exit 1
 fi
 [ "$rc" -eq 0 ] || { echo "sanitize.sh: the tests failed under the sanitizers (rc=$rc)"; exit "$rc"; }

@@ -531,3 +531,39 @@ def test_ctrl_c_interrupts_one_long_forward(cell):
             p.kill()
             p.wait()
     assert out.strip() == "interrupted"
+
+
+# ---- unaligned arrays (a deterministic case for the sanitizer job; see also test_properties.py) ----
+
+
+def _unaligned(a):
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    b = buf[1:].view(a.dtype).reshape(a.shape)
+    b[...] = a
+    return b
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_unaligned_arrays_equal_reference(cell):
+    rng = np.random.default_rng(5)
+    G = dict(rnn=1, lstm=4, gru=3)[cell]
+    x = rng.standard_normal((5, 3, 7)).astype(np.float32)
+    W = _weights(rng, 7, 9, L=2, G=G)
+    Wu = [tuple(_unaligned(a) for a in w) for w in W]
+    assert not _unaligned(x).flags.aligned
+    ref, rcache = _fwd_any(cell, x, W, "numpy")
+    got, gcache = _fwd_any(cell, _unaligned(x), Wu, "cpu")
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _fwd_any(cell, x, W, backend):
+    if cell == "rnn":
+        out, h_n, cache = F.rnn_forward(x, None, W, backend=backend)
+        return (out, h_n), cache
+    if cell == "lstm":
+        out, h_n, c_n, cache = F.lstm_forward(x, None, None, W, backend=backend)
+        return (out, h_n, c_n), cache
+    out, h_n, cache = F.gru_forward(x, None, W, backend=backend)
+    return (out, h_n), cache

@@ -264,7 +264,11 @@ def _nonfinite(arrays):
     """The first name in {name: array} whose array holds a NaN or inf, or None. One reduction per array
     (a NaN or inf anywhere makes the sum non-finite); an overflowing sum is confirmed element-wise."""
     for name, a in arrays.items():
-        if a.dtype.kind in "fc" and not math.isfinite(abs(complex(a.sum()))):
+        if a.dtype.kind not in "fc":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = abs(complex(a.sum()))
+        if not math.isfinite(total):
             host = _host(a)
             if not np.isfinite(host).all():
                 return name
