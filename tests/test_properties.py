@@ -19,7 +19,8 @@ import rnnfast.functional as F  # noqa: E402
 if not rnnfast.backends()["cpu"]["available"]:
     pytest.skip("cpu backend missing", allow_module_level=True)
 
-FAST = settings(max_examples=int(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+FAST = settings(max_examples=int(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
 LAYOUTS = ("C", "F", "strided", "negative", "readonly", "unaligned", "broadcast", "bigendian")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}

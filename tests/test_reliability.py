@@ -19,7 +19,6 @@ import pytest
 import rnnfast
 import rnnfast.functional as F
 from rnnfast.compat import cs231n
-from rnnfast.nn import Linear
 from rnnfast.topologies import ManyToMany, ManyToOne, OneToMany, Seq2Seq
 from rnnfast.train import SGD, Adam, Trainer, TrainingDiverged, load_checkpoint, save_checkpoint
 
@@ -93,7 +92,10 @@ def test_big_endian_inputs_equal_native(backend, which):
     h0 = rng.standard_normal((2, 3, 6)).astype(np.float32)
     W = _weights(rng, 5, 6, L=2)
     ref = F.rnn_forward(x, h0, W, need_cache=False, backend="numpy")[0]
-    be = lambda a: None if a is None else a.astype(">f4")
+
+    def be(a):
+        return None if a is None else a.astype(">f4")
+
     xb = be(x) if which in ("x", "all") else x
     hb = be(h0) if which in ("h0", "all") else h0
     Wb = [tuple(be(a) for a in w) for w in W] if which in ("weights", "all") else W
