@@ -29,7 +29,9 @@ namespace {
 
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-Act parse_act(const std::string& s) {
+Act parse_act(const py::object& o) {
+  if (!py::isinstance<py::str>(o)) throw py::type_error("nonlinearity must be 'tanh' or 'relu', got " + type_name(o));
+  const std::string s = o.cast<std::string>();
   if (s == "tanh") return Act::Tanh;
   if (s == "relu") return Act::Relu;
   throw py::value_error("nonlinearity must be 'tanh' or 'relu', got '" + s + "'");
@@ -38,6 +40,38 @@ Act parse_act(const std::string& s) {
 template <typename T>
 py::array_t<T> empty(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape);
+}
+
+// The stack as (layer, time chunk) kernel calls of Tc steps with a signal check between them: layer k
+// reads x or layer k-1's states and carries its state across chunks (the kernel's own layout: the cache
+// when there is one, else ping-pong buffers with the top layer landing in out). Same result as one call.
+template <typename T>
+void forward_chunked(const RnnForwardParams<T>& p, int64_t Tc) {
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  std::vector<T> buf[2], carry(static_cast<size_t>(NH));
+  if (!p.hs && L > 1) buf[0].resize(size_t(TNH));
+  if (!p.hs && L > 2) buf[1].resize(size_t(TNH));
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t Dk = k == 0 ? p.D : H;
+    T* Y = p.hs ? p.hs + k * TNH : (k == L - 1 ? p.out : buf[k % 2].data());
+    const T* X = k == 0 ? p.x : prevY;
+    for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
+      RnnForwardParams<T> q;
+      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1; q.act = p.act;
+      q.layers = p.layers + k;
+      q.x = X + t0 * N * Dk;
+      q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry.data();
+      q.c = k == 0 ? p.c : nullptr;
+      q.out = Y + t0 * NH;       // one layer, no cache: the kernel writes the states straight to out
+      q.h_n = p.h_n + k * NH;
+      cpu::rnn_forward<T>(q);
+      std::copy(q.h_n, q.h_n + NH, carry.begin());
+      check_signals();
+    }
+    prevY = Y;
+  }
+  if (p.hs && TNH > 0) std::copy(p.hs + (L - 1) * TNH, p.hs + L * TNH, p.out);
 }
 
 template <typename T>
@@ -50,7 +84,6 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   check_fits_blas("H", H);
   check_fits_blas("N", N);
   Weights<T> w = take_weights<T>(weights, D, H, 1, dt);
-  if (!(x.flags() & py::array::c_style)) x = py::array::ensure(x, py::array::c_style);
   py::object h0 = py::none(), c = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   if (!c_obj.is_none()) c = take("c", c_obj, dt, {{"N", N}, {"H", H}});
@@ -73,7 +106,10 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   p.scratch = scratch.is_none() ? nullptr : static_cast<T*>(scratch.cast<py::array>().mutable_data());
   {
     py::gil_scoped_release nogil;
-    cpu::rnn_forward<T>(p);
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
+    const int64_t Tc = chunk_steps(Tn, N, D, H, L, 1);
+    if (Tc > 0) forward_chunked<T>(p, Tc);
+    else cpu::rnn_forward<T>(p);
   }
   if (!need_cache) return py::make_tuple(out, h_n, py::none());
   if (h0.is_none()) {
@@ -84,10 +120,12 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   return py::make_tuple(out, h_n, py::make_tuple(x, h0, hs, c));
 }
 
-py::tuple rnn_forward(const py::object& x_obj, const py::object& h0, const py::sequence& weights,
-                      const py::object& c, const std::string& nonlinearity, bool need_cache) {
+py::tuple rnn_forward(const py::object& x_obj, const py::object& h0, const py::object& weights_obj,
+                      const py::object& c, const py::object& nonlinearity, const py::object& need_cache_obj) {
   Act act = parse_act(nonlinearity);
+  const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj);
+  py::sequence weights = take_list("weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   if (x.itemsize() == 4) return forward_impl<float>(x, h0, weights, c, act, need_cache);
   return forward_impl<double>(x, h0, weights, c, act, need_cache);
 }
@@ -137,20 +175,23 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
   p.dy = dy.is_none() ? nullptr : static_cast<T*>(dy.cast<py::array>().mutable_data());
   {
     py::gil_scoped_release nogil;
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
     cpu::rnn_backward<T>(p);
   }
   return py::make_tuple(dx, dh0, dc);
 }
 
 py::tuple rnn_backward(const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
-                       const py::object& hs_obj, bool has_c, const py::sequence& weights, const py::sequence& grads,
-                       const std::string& nonlinearity) {
+                       const py::object& hs_obj, bool has_c, const py::object& weights_obj,
+                       const py::object& grads_obj, const py::object& nonlinearity) {
   Act act = parse_act(nonlinearity);
+  py::sequence weights = take_list("cache.weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
+  py::sequence grads = take_list("grads", grads_obj, "(dW_ih, dW_hh, db_ih, db_hh)");
   if (!py::isinstance<py::array>(hs_obj)) throw py::type_error("cache.hs must be a numpy array (L, T, N, H)");
   py::array hs = py::reinterpret_borrow<py::array>(hs_obj);
   if (hs.ndim() != 4 || hs.dtype().kind() != 'f' || (hs.itemsize() != 4 && hs.itemsize() != 8))
     throw py::value_error("cache.hs must be a float32/float64 array of shape (L, T, N, H), got " + got_shape(hs));
-  if (!(hs.flags() & py::array::c_style)) hs = py::array::ensure(hs, py::array::c_style);
+  hs = c_native("cache.hs", hs);
   if (hs.itemsize() == 4) return backward_impl<float>(dout, dh_n, hs, x, h0, has_c, weights, grads, act);
   return backward_impl<double>(dout, dh_n, hs, x, h0, has_c, weights, grads, act);
 }
@@ -174,11 +215,18 @@ PYBIND11_MODULE(_C, m) {
     const int n = blas::max_threads().load();
     return n > 0 ? n : scipy_openblas_get_num_threads();
   }, "threads rnnfast uses for large GEMMs (small ones run on one thread)");
-  m.def("set_blas_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+  m.def("set_blas_num_threads", [](const py::object& o) {
+    if (!py::isinstance<py::int_>(o) || py::isinstance<py::bool_>(o))
+      throw py::type_error("number of threads must be an int, got " + type_name(o));
+    if (!(py::int_(1) <= o) || !(o <= py::int_(kMaxThreads)))
+      throw py::value_error("number of threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                            py::str(o).cast<std::string>());
+    const int n = o.cast<int>();
+    py::gil_scoped_release nogil;            // wait for running kernel calls without blocking them
+    std::unique_lock<std::shared_mutex> lock(threads_mutex());
     blas::max_threads() = n;
     cpu::tuning().threads = n;
-  });
+  }, "set the thread count; waits until kernel calls running in other threads have finished");
   m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
         "GEMMs with fewer multiply-adds than this run on one thread");
   m.def("recurrence", []() {
@@ -202,6 +250,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("step_threads_min", []() { return cpu::tuning().step_threads_min; });
   m.def("set_step_threads_min", [](int64_t v) { cpu::tuning().step_threads_min = v; },
         "steps with at least this many multiply-adds (N*H*H) are shared between threads");
+  m.def("check_interval", []() { return check_interval(); });
+  m.def("set_check_interval", [](int64_t n) {
+    if (n < 1) throw py::value_error("check interval must be >= 1");
+    check_interval() = n;
+  }, "forward calls with more multiply-adds than this check for Ctrl-C between layer/time chunks of this size");
   m.def("gemm_block", []() { return blas::max_block(); });
   m.def("set_gemm_block", [](int64_t n) {
     if (n < 1) throw py::value_error("gemm block must be >= 1");

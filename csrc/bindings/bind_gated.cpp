@@ -24,6 +24,52 @@ using namespace rnnfast::bind;
 
 // ---- forward: LSTM (G = 4) and GRU (G = 3) ----
 
+// The stack as (layer, time chunk) kernel calls of Tc steps with a signal check between them (see
+// bind_cpu.cpp's forward_chunked): with a cache each call fills its slice of hs/cs/gates/ghn; without one,
+// ping-pong buffers with the top layer landing in out. Same result as one call.
+template <typename T>
+void forward_chunked(bool lstm, const GatedForwardParams<T>& p, int64_t Tc) {
+  const int G = lstm ? 4 : 3;
+  const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
+  std::vector<T> buf[2], carry_h(static_cast<size_t>(NH)), carry_c(static_cast<size_t>(lstm ? NH : 0));
+  if (!p.hs && L > 1) buf[0].resize(size_t(TNH));
+  if (!p.hs && L > 2) buf[1].resize(size_t(TNH));
+  const T* prevY = nullptr;
+  for (int64_t k = 0; k < L; ++k) {
+    const int64_t Dk = k == 0 ? p.D : H;
+    T* Y = p.hs ? p.hs + k * TNH : (k == L - 1 ? p.out : buf[k % 2].data());
+    const T* X = k == 0 ? p.x : prevY;
+    for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
+      GatedForwardParams<T> q;
+      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1;
+      q.layers = p.layers + k;
+      q.x = X + t0 * N * Dk;
+      q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry_h.data();
+      q.h_n = p.h_n + k * NH;
+      if (lstm) {
+        q.c0 = t0 == 0 ? (p.c0 ? p.c0 + k * NH : nullptr) : carry_c.data();
+        q.c_n = p.c_n + k * NH;
+      }
+      if (p.hs) {                // one layer with a cache: the kernel copies its states to out as well
+        q.hs = Y + t0 * NH;
+        q.out = p.out + t0 * NH;
+        if (p.cs) q.cs = p.cs + k * TNH + t0 * NH;
+        q.gates = p.gates + k * G * TNH + t0 * N * G * H;
+        if (p.ghn) q.ghn = p.ghn + k * TNH + t0 * NH;
+      } else {
+        q.out = Y + t0 * NH;
+      }
+      if (lstm) cpu::lstm_forward<T>(q);
+      else cpu::gru_forward<T>(q);
+      std::copy(q.h_n, q.h_n + NH, carry_h.begin());
+      if (lstm) std::copy(q.c_n, q.c_n + NH, carry_c.begin());
+      check_signals();
+    }
+    prevY = Y;
+  }
+  if (p.hs && TNH > 0) std::copy(p.hs + (L - 1) * TNH, p.hs + L * TNH, p.out);
+}
+
 template <typename T>
 py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::object& c0_obj,
                        const py::sequence& weights, bool need_cache) {
@@ -36,7 +82,6 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   check_fits_blas("N", N);
   check_fits_blas("T*N", Tn * N);
   Weights<T> w = take_weights<T>(weights, D, H, G, dt);
-  if (!(x.flags() & py::array::c_style)) x = py::array::ensure(x, py::array::c_style);
   py::object h0 = py::none(), c0 = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   if (lstm && !c0_obj.is_none()) c0 = take("c0", c0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
@@ -65,7 +110,10 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   p.ghn = const_cast<T*>(ptr<T>(ghn));
   {
     py::gil_scoped_release nogil;
-    if (lstm) cpu::lstm_forward<T>(p);
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
+    const int64_t Tc = chunk_steps(Tn, N, D, H, L, G);
+    if (Tc > 0) forward_chunked<T>(lstm, p, Tc);
+    else if (lstm) cpu::lstm_forward<T>(p);
     else cpu::gru_forward<T>(p);
   }
   py::object kept = py::none();
@@ -83,14 +131,19 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
 }
 
 py::tuple lstm_forward(const py::object& x_obj, const py::object& h0, const py::object& c0,
-                       const py::sequence& weights, bool need_cache) {
+                       const py::object& weights_obj, const py::object& need_cache_obj) {
+  const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj, "x");
+  py::sequence weights = take_list("weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   if (x.itemsize() == 4) return forward_impl<float>(4, x, h0, c0, weights, need_cache);
   return forward_impl<double>(4, x, h0, c0, weights, need_cache);
 }
 
-py::tuple gru_forward(const py::object& x_obj, const py::object& h0, const py::sequence& weights, bool need_cache) {
+py::tuple gru_forward(const py::object& x_obj, const py::object& h0, const py::object& weights_obj,
+                      const py::object& need_cache_obj) {
+  const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj, "x");
+  py::sequence weights = take_list("weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   if (x.itemsize() == 4) return forward_impl<float>(3, x, h0, py::none(), weights, need_cache);
   return forward_impl<double>(3, x, h0, py::none(), weights, need_cache);
 }
@@ -158,6 +211,7 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   p.dc0 = const_cast<T*>(ptr<T>(dc0));
   {
     py::gil_scoped_release nogil;
+    std::shared_lock<std::shared_mutex> lock(threads_mutex());
     if (lstm) cpu::lstm_backward<T>(p);
     else cpu::gru_backward<T>(p);
   }
@@ -166,12 +220,14 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
 }
 
 py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const py::object& dc_n,
-                   const py::object& dcs, Cache c, const py::sequence& weights, const py::sequence& grads) {
+                   const py::object& dcs, Cache c, const py::object& weights_obj, const py::object& grads_obj) {
+  py::sequence weights = take_list("cache.weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
+  py::sequence grads = take_list("grads", grads_obj, "(dW_ih, dW_hh, db_ih, db_hh)");
   if (!py::isinstance<py::array>(c.hs)) throw py::type_error("cache.hs must be a numpy array (L, T, N, H)");
   py::array hs = py::reinterpret_borrow<py::array>(c.hs);
   if (hs.ndim() != 4 || hs.dtype().kind() != 'f' || (hs.itemsize() != 4 && hs.itemsize() != 8))
     throw py::value_error("cache.hs must be a float32/float64 array of shape (L, T, N, H), got " + got_shape(hs));
-  if (!(hs.flags() & py::array::c_style)) hs = py::array::ensure(hs, py::array::c_style);
+  hs = c_native("cache.hs", hs);
   c.hs = hs;
   if (hs.itemsize() == 4) return backward_impl<float>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
   return backward_impl<double>(G, dout, dh_n, dc_n, dcs, c, weights, grads);
@@ -186,7 +242,7 @@ void register_gated(py::module_& m) {
   m.def("lstm_backward",
         [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
            const py::object& x, const py::object& h0, const py::object& c0, const py::object& hs,
-           const py::object& cs, const py::object& gates, const py::sequence& weights, const py::sequence& grads) {
+           const py::object& cs, const py::object& gates, const py::object& weights, const py::object& grads) {
           return backward(4, dout, dh_n, dc_n, dcs, Cache{x, h0, c0, hs, cs, gates, py::none()}, weights, grads);
         },
         py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dcs"), py::arg("x"), py::arg("h0"),
@@ -196,8 +252,8 @@ void register_gated(py::module_& m) {
         "-> (out (T,N,H), h_n (L,N,H), (x, h0, hs, gates (L,T,N,3H), ghn (L,T,N,H)) or None)");
   m.def("gru_backward",
         [](const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
-           const py::object& hs, const py::object& gates, const py::object& ghn, const py::sequence& weights,
-           const py::sequence& grads) {
+           const py::object& hs, const py::object& gates, const py::object& ghn, const py::object& weights,
+           const py::object& grads) {
           return backward(3, dout, dh_n, py::none(), py::none(), Cache{x, h0, py::none(), hs, py::none(), gates, ghn},
                           weights, grads);
         },

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <shared_mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +21,14 @@ namespace bind {
 
 namespace py = pybind11;
 
+
+// Kernel calls hold this shared (with the GIL released); set_blas_num_threads holds it exclusively, so a
+// call runs with one thread count from start to end.
+inline std::shared_mutex& threads_mutex() {
+  static std::shared_mutex m;
+  return m;
+}
+constexpr int kMaxThreads = 1024;  // set_blas_num_threads refuses more
 
 struct Dim {
   std::string name;
@@ -46,30 +55,62 @@ inline std::string got_shape(const py::array& a) {
 
 inline std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
 
-// The argument as a C-contiguous array of dtype `dt` and shape `dims`; copies non-contiguous input.
+inline bool native_order(const py::array& a) {
+  const char b = a.dtype().byteorder();
+  const uint16_t one = 1;
+  const bool little = *reinterpret_cast<const uint8_t*>(&one) == 1;
+  return b == '=' || b == '|' || b == (little ? '<' : '>');
+}
+
+// `a` as a C-contiguous array in native byte order, copied (and byte-swapped) where it is not one already.
+// A copy that cannot be allocated raises MemoryError naming the argument (py::array::ensure would return a
+// null array and swallow the error).
+inline py::array c_native(const std::string& name, py::array a) {
+  const bool native = native_order(a);
+  if (native && (a.flags() & py::array::c_style)) return a;
+  py::object dt = native ? py::object(a.dtype()) : a.dtype().attr("newbyteorder")("=");
+  try {
+    return py::module_::import("numpy").attr("ascontiguousarray")(a, dt).cast<py::array>();
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_MemoryError)) throw;
+    const std::string msg = "not enough memory for a C-contiguous native-order copy of " + name + " (" +
+                            std::to_string(a.nbytes()) + " bytes): pass it C-contiguous";
+    PyErr_SetString(PyExc_MemoryError, msg.c_str());
+    throw py::error_already_set();
+  }
+}
+
+// The argument as a C-contiguous native-order array of dtype `dt` (float32 or float64, as x) and shape `dims`;
+// copies non-contiguous or byte-swapped input.
 inline py::array take(const std::string& name, const py::handle& obj, const py::dtype& dt, const std::vector<Dim>& dims) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(name + " must be a numpy array of shape " + shape_str(dims) + ", got " + type_name(obj));
   py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(dt) && !a.dtype().equal(dt))
+  if (a.dtype().kind() != dt.kind() || a.itemsize() != dt.itemsize())
     throw py::type_error(name + " must have dtype " + py::str(dt).cast<std::string>() + " (the dtype of x), got " +
                          py::str(a.dtype()).cast<std::string>());
   bool ok = a.ndim() == py::ssize_t(dims.size());
   for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(py::ssize_t(i)) == dims[i].value;
   if (!ok) throw py::value_error(name + " must have shape " + shape_str(dims) + ", got " + got_shape(a));
-  if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
-  return a;
+  return c_native(name, a);
 }
 
-// Like take, for an output that is accumulated into: it must already be contiguous and writeable.
+// Like take, for an output that is accumulated into: it must already be contiguous, native and writeable.
 inline py::array take_grad(const std::string& name, const py::handle& obj, const py::dtype& dt,
                     const std::vector<Dim>& dims) {
   py::array a = take(name, obj, dt, dims);
-  if (!a.is(obj)) throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
+  if (!a.is(obj)) {
+    const py::array o = py::reinterpret_borrow<py::array>(obj);
+    if (!native_order(o))
+      throw py::value_error(name + " must have native byte order (gradients accumulate into it in place), got " +
+                            py::str(o.dtype()).cast<std::string>());
+    throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
+  }
   if (!a.writeable()) throw py::value_error(name + " must be writeable (gradients accumulate into it in place)");
   return a;
 }
 
+// x (T, N, D) float32/float64, C-contiguous in native byte order (copied where it is not).
 inline py::array take_x(const py::handle& x_obj, const char* name = "x") {
   if (!py::isinstance<py::array>(x_obj))
     throw py::type_error(std::string(name) + " must be a numpy array of shape (T, N, D), got " + type_name(x_obj));
@@ -80,7 +121,43 @@ inline py::array take_x(const py::handle& x_obj, const char* name = "x") {
   if (x.ndim() != 3)
     throw py::value_error(std::string(name) + " must have shape (T, N, D), got " + got_shape(x) + " (rank " +
                           std::to_string(x.ndim()) + ")");
-  return x;
+  return c_native(name, x);
+}
+
+// A Python list or tuple (weights, grads), else TypeError naming the argument.
+inline py::sequence take_list(const char* name, const py::object& o, const char* what) {
+  if (!py::isinstance<py::list>(o) && !py::isinstance<py::tuple>(o))
+    throw py::type_error(std::string(name) + " must be a list of L tuples " + what + ", got " + type_name(o));
+  return o.cast<py::sequence>();
+}
+
+// True/False (Python or NumPy bool), else TypeError naming the argument.
+inline bool take_bool(const char* name, const py::object& o) {
+  if (py::isinstance<py::bool_>(o)) return o.cast<bool>();
+  const std::string t = type_name(o);
+  if ((t == "bool_" || t == "bool") && py::hasattr(o, "dtype")) return PyObject_IsTrue(o.ptr()) == 1;  // numpy.bool_
+  throw py::type_error(std::string(name) + " must be True or False, got " + t);
+}
+
+// Ctrl-C in a long forward: calls with more than check_interval() multiply-adds run as a series of
+// (layer, time-chunk) kernel calls of about that many each, with the GIL taken between them to run Python's
+// signal handlers (a KeyboardInterrupt then ends the call). Shorter calls are one kernel call as before.
+inline int64_t& check_interval() {
+  static int64_t v = int64_t(1) << 28;
+  return v;
+}
+
+// Steps per chunk for G-gate layers of input size D (first) / H (the others), or 0: run as one call.
+inline int64_t chunk_steps(int64_t Tn, int64_t N, int64_t D, int64_t H, int64_t L, int G) {
+  const double per_step = double(N) * double(G) * double(H) * double(std::max(D, H) + H);
+  if (per_step * double(Tn) * double(L) <= double(check_interval())) return 0;
+  return std::max<int64_t>(1, int64_t(double(check_interval()) / std::max(per_step, 1.0)));
+}
+
+// Called with the GIL released: runs pending signal handlers; an exception they raise ends the call.
+inline void check_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
 inline void check_fits_blas(const char* what, int64_t v) {

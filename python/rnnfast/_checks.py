@@ -18,6 +18,10 @@ def shape_str(names, dims) -> str:
     return "(" + ", ".join(names) + ") = (" + ", ".join(str(d) for d in dims) + ")"
 
 
+def _native(dt):
+    return dt.newbyteorder("=") if isinstance(dt, np.dtype) else dt
+
+
 def _shape(a):
     return tuple(getattr(a, "shape", ()))
 
@@ -26,7 +30,7 @@ def check(name, a, names, dims, dtype) -> None:
     """`a` must be an array of dtype `dtype` and shape `dims` (named `names` in the message)."""
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{name} must be an array of shape {shape_str(names, dims)}, got {type(a).__name__}")
-    if a.dtype != dtype:
+    if _native(a.dtype) != _native(dtype):    # byte order aside: big-endian arrays compute correctly
         raise TypeError(f"{name} must have dtype {dtype} (the dtype of x), got {a.dtype}")
     if tuple(a.shape) != tuple(dims):
         raise ValueError(f"{name} must have shape {shape_str(names, dims)}, got {tuple(a.shape)}")
@@ -71,7 +75,7 @@ def validate_forward(cell, x, states, weights, dirs=1, c=None, nonlinearity="tan
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         raise TypeError(f"x must be an array of shape (T, N, D), got {type(x).__name__}")
-    if x.dtype not in FLOATS:
+    if _native(np.dtype(x.dtype)) not in FLOATS:   # byte order aside
         raise TypeError(f"x must have dtype float32 or float64, got {x.dtype}")
     if x.ndim != 3:
         raise ValueError(f"x must have shape (T, N, D), got {tuple(x.shape)} (rank {x.ndim})")

@@ -15,6 +15,9 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import threading
+
+import numpy as np
 
 _ORDER = ("cuda", "cpu", "numpy")   # best first; "cuda" is chosen automatically only for GPU arrays
 _cache: dict = {}
@@ -43,32 +46,52 @@ def _preload_openblas():
             del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 
-def _apply_num_threads(mod):
-    """RNNFAST_NUM_THREADS sets the threads of rnnfast's own BLAS (NumPy's BLAS is not touched)."""
-    n = os.environ.get("RNNFAST_NUM_THREADS")
-    if n:
-        try:
-            n = int(n)
-            if n < 1:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, "
-                             f"got {os.environ['RNNFAST_NUM_THREADS']!r}") from None
-        mod._C.set_blas_num_threads(n)
+_MAX_THREADS = 1024
+_threads_lock = threading.Lock()
+
+
+def _check_num_threads(n, what):
+    """n as an int in [1, 1024], else TypeError/ValueError naming `what`."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{what} must be an int, got {type(n).__name__}")
+    if not 1 <= n <= _MAX_THREADS:
+        raise ValueError(f"{what} must be a positive integer <= {_MAX_THREADS}, got {n}")
+    return int(n)
+
+
+def _env_num_threads():
+    """RNNFAST_NUM_THREADS as an int, or None when unset/empty; a typo raises ValueError (it never silently
+    disables the cpu backend)."""
+    raw = os.environ.get("RNNFAST_NUM_THREADS")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    if not 1 <= n <= _MAX_THREADS:
+        raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer <= {_MAX_THREADS}, got {raw!r}")
+    return n
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by rnnfast's CPU kernels (their BLAS calls); the default is one per core."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    """Threads used by rnnfast's CPU kernels (their BLAS calls); the default is one per core.
+
+    Safe to call from any thread: it waits until kernel calls running in other threads have finished, so
+    each call runs with one thread count. Results can differ in the last bits between thread counts (the
+    BLAS splits its reductions by thread); for one thread count they are reproducible.
+    """
+    n = _check_num_threads(n, "n")
     mod = get("cpu")
-    mod._C.set_blas_num_threads(n)
+    with _threads_lock:
+        mod._C.set_blas_num_threads(n)
 
 
 def _load(name):
     if name in _cache:
         return _cache[name]
     mod, reason = None, None
+    threads = _env_num_threads() if name == "cpu" else None   # a typo raises, never disables the backend
     try:
         if name == "numpy":
             from . import reference as mod
@@ -82,7 +105,8 @@ def _load(name):
                 reason = f"scipy-openblas32 could not be loaded ({e})"
             mod = importlib.import_module("rnnfast._cpu_backend")
             reason = None
-            _apply_num_threads(mod)
+            if threads is not None:
+                mod._C.set_blas_num_threads(threads)
         elif name == "cuda":
             from . import _cuda_backend as mod   # noqa: F811  (raises ImportError with the reason)
             ok, why = mod.is_available()

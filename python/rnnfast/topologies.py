@@ -100,6 +100,16 @@ def _inference(model):
         model.train(was)
 
 
+def _mask(name, mask, shape):
+    """mask as an array of the targets' shape (T, N), else ValueError naming it (not a broadcast error)."""
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name} must have the shape of the targets (T, N) = {tuple(shape)}, got {m.shape}")
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold booleans or 0/1 numbers, got dtype {m.dtype}")
+    return m
+
+
 def _head_loss(task, y, targets, mask, reduction):
     if task == "classification":
         return softmax_cross_entropy(y, targets, mask=mask, reduction=reduction)
@@ -540,7 +550,8 @@ class OneToMany(Module):
         targets = np.asarray(targets)
         if targets.ndim != 2:
             raise ValueError(f"targets must have shape (T, N), got {targets.shape}")
-        t = targets if mask is None else np.where(np.asarray(mask) != 0, targets, self.start_token)
+        t = targets if mask is None else np.where(_mask("mask", mask, targets.shape) != 0, targets,
+                                                  self.start_token)
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
     def loss(self, code, targets, mask=None, reduction: str = "sum") -> tuple:
@@ -664,7 +675,7 @@ class Seq2Seq(Module):
         tgt = np.asarray(tgt)
         if tgt.ndim != 2:
             raise ValueError(f"tgt must have shape (T, N), got {tgt.shape}")
-        t = tgt if mask is None else np.where(np.asarray(mask) != 0, tgt, self.end_token)
+        t = tgt if mask is None else np.where(_mask("tgt_mask", mask, tgt.shape) != 0, tgt, self.end_token)
         return np.concatenate([np.full((1, t.shape[1]), self.start_token, dtype=t.dtype), t[:-1]], axis=0)
 
     def loss(self, src, tgt, src_lengths=None, tgt_mask=None, reduction: str = "sum") -> tuple:

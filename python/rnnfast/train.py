@@ -6,9 +6,12 @@ or the math of any layer (rnnfast.nn). A "model" here is anything with .params /
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -247,21 +250,39 @@ class Optimizer:
                 out[f"{slot}/{name}"] = _host(a)
         return out
 
-    def load_state_dict(self, state):
+    def _stage_state_dict(self, state, where="optimizer state"):
+        """Validate `state` (as state_dict() returns it) against this optimizer and its model; return what
+        load_state_dict assigns: (state, t, lr). Raises naming `where` and the bad key; changes nothing."""
         params = self.model.params
+        for key in ("t", "lr"):
+            if key not in state:
+                raise KeyError(f"{where} has no {key!r} entry")
         new = {}
         for key, a in state.items():
             if key in ("t", "lr"):
                 continue
             slot, _, name = key.partition("/")
+            if self.slots is not None and slot not in self.slots:
+                raise ValueError(f"{where} holds {key!r}, a slot that {type(self).__name__} does not have "
+                                 f"(it keeps {list(self.slots) or 'no state'}): is it another optimizer's state?")
             if name not in params:
-                raise KeyError(f"optimizer state {key!r} names no parameter of the model")
+                raise KeyError(f"{where} {key!r} names no parameter of the model")
             if np.shape(a) != params[name].shape:
-                raise ValueError(f"optimizer state {key!r} must have shape {params[name].shape}, got {np.shape(a)}")
+                raise ValueError(f"{where} {key!r} must have shape {params[name].shape}, got {np.shape(a)}")
             new.setdefault(slot, {})[name] = _like(a, params[name])
-        self.state = new
-        self.t = int(state["t"])
-        self.lr = float(state["lr"])
+        t, lr = np.asarray(state["t"]), np.asarray(state["lr"])
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise ValueError(f"{where} 't' must be an integer >= 0, got {state['t']!r}")
+        if lr.shape != () or lr.dtype.kind not in "fiu" or not (math.isfinite(float(lr)) and float(lr) >= 0):
+            raise ValueError(f"{where} 'lr' must be a finite number >= 0, got {state['lr']!r}")
+        return new, int(t), float(lr)
+
+    def load_state_dict(self, state):
+        """Replace the state with `state` (as state_dict() returns it); all of it is checked first, so a bad
+        state changes nothing."""
+        self.state, self.t, self.lr = self._stage_state_dict(state)
+
+    slots = None     # the state slot names this optimizer keeps (None: not declared, not checked)
 
 
 def _offset(base, view):
@@ -271,6 +292,8 @@ def _offset(base, view):
 
 class SGD(Optimizer):
     """p -= lr * v with v = momentum * v + g (torch's SGD; plain SGD when momentum = 0)."""
+
+    slots = ("momentum",)
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(model, lr)
@@ -305,6 +328,8 @@ class SGD(Optimizer):
 class Adagrad(Optimizer):
     """s += g^2; p -= lr * g / (sqrt(s) + eps) (torch's Adagrad)."""
 
+    slots = ("sum",)
+
     def __init__(self, model, lr=1e-2, eps=1e-10):
         super().__init__(model, lr)
         self.eps = float(eps)
@@ -323,6 +348,8 @@ class Adagrad(Optimizer):
 
 class RMSprop(Optimizer):
     """s = alpha * s + (1 - alpha) * g^2; p -= lr * g / (sqrt(s) + eps) (torch's RMSprop)."""
+
+    slots = ("square_avg",)
 
     def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8):
         super().__init__(model, lr)
@@ -344,6 +371,8 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction (torch's): m, v moving averages of g and g^2;
     p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)."""
+
+    slots = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(model, lr)
@@ -457,17 +486,39 @@ def _rng_state_json(rng):
     return json.dumps(rng.bit_generator.state)
 
 
+def _nonfinite(arrays):
+    """The first name in {name: array} whose array holds a NaN or inf, or None. One reduction per array
+    (a NaN or inf anywhere makes the sum non-finite); an overflowing sum is confirmed element-wise."""
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fc":
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = abs(complex(a.sum()))
+        if not math.isfinite(total):
+            host = _host(a)
+            if not np.isfinite(host).all():
+                return name
+    return None
+
+
 def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, history: Optional[dict] = None,
                     metadata: Optional[dict] = None) -> None:
     """Write model, optimizer state, step, RNG state, loss history and metadata to ONE .npz at `path`.
 
     Atomic: everything goes to a temporary file beside `path`, is flushed to disk, then os.replace()s the
-    old file, so an interrupted save leaves the previous checkpoint intact. No object arrays: strings are
-    stored as NumPy unicode arrays and the file loads with allow_pickle=False. A readable copy of the
-    metadata goes to `path + ".json"` (informational; load_checkpoint reads only the .npz).
+    old file, so an interrupted save leaves the previous checkpoint intact (temporary files left by a
+    killed process are removed by the next save to that path). Saves to one path from several threads are
+    serialised. Parameters holding NaN or inf are refused (ValueError) and the existing file is kept. No
+    object arrays: strings are stored as NumPy unicode arrays and the file loads with allow_pickle=False.
+    The metadata lives in the .npz itself ("meta_json"; load_checkpoint(path) returns it); no sidecar file
+    is written, so nothing can go stale beside it.
     """
     path = os.fspath(path)
     arrays = {f"model/{k}": _host(v) for k, v in model.params.items()}
+    bad = _nonfinite(arrays)
+    if bad is not None:
+        raise ValueError(f"{bad[6:]} holds NaN or inf: refusing to write it to {path} (the file there, if any, "
+                         f"is kept)")
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     if history is not None:
@@ -481,56 +532,166 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, histor
     if rng is not None:
         arrays["rng_json"] = np.array(_rng_state_json(rng))
     _atomic_write(path, lambda f: np.savez(f, **arrays))
-    _atomic_write(path + ".json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    _remove_old_sidecar(path)
+
+
+def _remove_old_sidecar(path):
+    """Earlier versions wrote a metadata copy to path + ".json"; once the .npz is replaced it is stale."""
+    side = path + ".json"
+    try:
+        with open(side) as f:
+            ours = "format_version" in json.load(f)
+    except (OSError, ValueError):
+        return
+    if ours:
+        try:
+            os.remove(side)
+        except OSError:
+            pass
+
+
+_path_locks: dict = {}
+_path_locks_guard = threading.Lock()
+
+
+def _path_lock(path):
+    with _path_locks_guard:
+        return _path_locks.setdefault(os.path.abspath(path), threading.Lock())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # exists but is not ours (EPERM), or a platform without signals
+        return True
+    return True
+
+
+def _remove_orphans(d, base):
+    """Delete .<base>.tmp-<pid>-* files whose writing process no longer exists (killed mid-save)."""
+    prefix = f".{base}.tmp-"
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.remove(os.path.join(d, name))
+            except OSError:
+                pass
 
 
 def _atomic_write(path, write):
     d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    base = os.path.basename(path)
+    with _path_lock(path):
+        _remove_orphans(d, base)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-{os.getpid()}-", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        try:                               # make the rename itself durable (POSIX; best effort elsewhere)
+            dfd = os.open(d, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+
+
+def _read_checkpoint(path):
+    """{name: array} and the meta dict of the checkpoint at path; every error names the file."""
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:                                   # make the rename itself durable (POSIX; best effort elsewhere)
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except Exception as e:   # not a zip, a corrupt member, a pickled object array, ...
+        raise ValueError(f"{path} is not a readable rnnfast checkpoint ({type(e).__name__}: {e})") from e
+    if "meta_json" not in files or "step" not in files:
+        raise ValueError(f"{path} is not an rnnfast checkpoint (it has no meta_json/step entries)")
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        meta = json.loads(str(files["meta_json"]))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise ValueError(f"{path}: its meta_json entry is not valid ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
+    return files, meta
+
+
+def _check_model_state(path, model, state):
+    """Names and shapes of `state` against model.params, all at once, before anything is loaded."""
+    own = model.params
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise KeyError(f"{path} does not match the model ({type(model).__name__}): missing {missing}, "
+                       f"unexpected {unexpected}")
+    for k, ref in own.items():
+        if np.shape(state[k]) != tuple(ref.shape):
+            raise ValueError(f"{path}: {k} must have shape {tuple(ref.shape)} for this model, "
+                             f"got {np.shape(state[k])}")
+        if state[k].dtype.kind not in "fiu":
+            raise ValueError(f"{path}: {k} must be a float array, got dtype {state[k].dtype}")
 
 
 def load_checkpoint(path, model=None, optimizer=None, rng=None) -> dict:
     """Read a checkpoint written by save_checkpoint; load into model / optimizer / rng (each optional).
-    Returns {"step", "metadata", "history", "meta"}."""
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        files = {k: z[k] for k in z.files}
-    meta = json.loads(str(files["meta_json"]))
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format_version')!r}")
+    Returns {"step", "metadata", "history", "meta"}.
+
+    All or nothing: the whole file is read and checked against the model, the optimizer (its type and
+    every state array) and the RNG before any of them is changed, so a failed load changes nothing. Every
+    error names the file."""
+    path = os.fspath(path)
+    files, meta = _read_checkpoint(path)
+    mstate = ostate = rstate = None
     if model is not None:
-        model.load_state_dict({k[6:]: v for k, v in files.items() if k.startswith("model/")})
+        mstate = {k[6:]: v for k, v in files.items() if k.startswith("model/")}
+        _check_model_state(path, model, mstate)
     if optimizer is not None:
         st = {k[6:]: v for k, v in files.items() if k.startswith("optim/")}
         if not st:
             raise KeyError(f"{path} holds no optimizer state")
-        optimizer.load_state_dict(st)
+        saved, want = meta.get("optimizer"), type(optimizer).__name__
+        if saved is not None and saved != want:
+            raise ValueError(f"{path} holds the state of a {saved} optimizer; it cannot be loaded into a {want} "
+                             f"(create a {saved} to resume, or load without optimizer=)")
+        ostate = optimizer._stage_state_dict(st, where=f"{path}: optimizer state")
     if rng is not None:
         if "rng_json" not in files:
             raise KeyError(f"{path} holds no RNG state")
-        rng.bit_generator.state = json.loads(str(files["rng_json"]))
+        try:
+            rstate = json.loads(str(files["rng_json"]))
+            copy.deepcopy(rng.bit_generator).state = rstate      # validate on a copy
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{path}: its RNG state does not fit {type(rng.bit_generator).__name__} ({e})") from None
     history = None
     if "history/step" in files:
         history = {"step": files["history/step"].tolist(), "loss": files["history/loss"].tolist()}
+    if model is not None:
+        model.load_state_dict(mstate)
+    if optimizer is not None:
+        optimizer.state, optimizer.t, optimizer.lr = ostate
+    if rng is not None:
+        rng.bit_generator.state = rstate
     return {"step": int(files["step"]), "metadata": meta.get("metadata", {}), "history": history, "meta": meta}
 
 
@@ -572,7 +733,9 @@ def plot_history(history: dict, path, smooth: float = 0.0, title: Optional[str] 
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; raised before the parameters are updated."""
+    """The loss or a gradient became NaN or infinite (raised before the parameters are updated), or an
+    update made a parameter non-finite (raised before anything is checkpointed from it). The message names
+    the last good checkpoint."""
 
 
 def _tqdm():
@@ -607,13 +770,21 @@ class Trainer:
             flatten_parameters(model)    # zero_grad, clipping and the update become one native call each
 
     # one update
+    def _where(self):
+        return (f"the last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]})"
+                if self.last_checkpoint else "no checkpoint was written")
+
     def _finish(self, loss):
-        if not math.isfinite(loss):
-            where = (f"the last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]})"
-                     if self.last_checkpoint else "no checkpoint was written")
+        # the guard: a finite loss can still come with NaN/inf gradients (an inf input, NaN in masked padding)
+        bad = None if math.isfinite(loss) else f"loss is {loss}"
+        if bad is None:
+            name = _nonfinite(self.model.grads)
+            if name is not None:
+                bad = f"the gradient of {name} holds NaN or inf (the loss, {loss:.6g}, is finite)"
+        if bad is not None:
             self.model.zero_grad()
-            raise TrainingDiverged(f"loss is {loss} at step {self.step_count + 1}; parameters were not updated; "
-                                   f"{where}")
+            raise TrainingDiverged(f"{bad} at step {self.step_count + 1}; parameters were not updated; "
+                                   f"{self._where()}")
         if self.clip_value is not None:
             clip_grad_value(self.model, self.clip_value)
         if self.clip_norm is not None:
@@ -622,6 +793,10 @@ class Trainer:
         self.step_count += 1
         self.history["step"].append(self.step_count)
         self.history["loss"].append(float(loss))
+        name = _nonfinite(self.model.params)
+        if name is not None:           # finite gradients, but the update overflowed: say so now
+            raise TrainingDiverged(f"parameter {name} holds NaN or inf after the update of step {self.step_count}; "
+                                   f"no checkpoint is written from it; {self._where()}")
         if self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
             self.save(self.checkpoint)
 
@@ -678,6 +853,10 @@ class Trainer:
         path = path or self.checkpoint
         if path is None:
             raise ValueError("no checkpoint path given")
+        bad = _nonfinite(self.model.params)
+        if bad is not None:
+            raise TrainingDiverged(f"parameter {bad} holds NaN or inf: not saved to {os.fspath(path)}; "
+                                   f"{self._where()}")
         save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata)
         self.last_checkpoint = (os.fspath(path), self.step_count)
 

@@ -26,10 +26,24 @@ __all__ = [
 
 
 def _arr(name, a):
+    """a as a real numeric array, else TypeError naming it (complex input would lose its imaginary part)."""
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         a = np.asarray(a)
         if a.dtype == object:
             raise TypeError(f"{name} must be a numeric array, got {type(a).__name__}")
+    if np.dtype(a.dtype).kind not in "biuf":
+        raise TypeError(f"{name} must be a real (float) array, got dtype {a.dtype}")
+    return a
+
+
+def _ids(name, a, V):
+    """a as integer ids in [0, V), else TypeError/ValueError naming it (never an IndexError or a silent
+    wrap-around of negative ids)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer ids, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= V):
+        raise ValueError(f"{name} must hold ids in [0, V) with V={V}, got range [{a.min()}, {a.max()}]")
     return a
 
 
@@ -319,6 +333,7 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
     N, T, V = x.shape
     _shape("y", y, ("N", "T"), (N, T))
     _shape("mask", mask, ("N", "T"), (N, T))
+    y = _ids("y", y, V)
     x_flat, y_flat, m_flat = x.reshape(N * T, V), y.reshape(N * T), mask.reshape(N * T)
     shifted = x_flat - x_flat.max(axis=1, keepdims=True)
     log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
