@@ -251,7 +251,7 @@ def test_convert_on_a_bare_rnn_and_bad_arguments():
 def test_bad_inputs():
     m = rt.RNN(3, 4)
     with pytest.raises(TypeError, match="float32 or torch.float64"):
-        m(torch.randn(5, 2, 3).half())
+        m(torch.ones(5, 2, 3, dtype=torch.int32))
     with pytest.raises(TypeError, match="hx must have the dtype"):
         m(torch.randn(5, 2, 3), torch.zeros(1, 2, 4, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="input_size"):
@@ -541,7 +541,7 @@ def test_gated_refusals_and_bad_inputs():
         with pytest.raises(RuntimeError, match=f"use torch.nn.{cell} on the GPU"):
             m(torch.empty(5, 2, 3, device="meta"))
         with pytest.raises(TypeError, match="float32 or torch.float64"):
-            m(torch.randn(5, 2, 3).half())
+            m(torch.ones(5, 2, 3, dtype=torch.int32))
         with pytest.raises(RuntimeError, match="input_size"):
             m(torch.randn(5, 2, 7))
         with pytest.raises(ValueError, match="2D or 3D"):

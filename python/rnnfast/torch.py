@@ -9,17 +9,20 @@ torch is imported here, never by `import rnnfast`.
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional as _F
 
 __all__ = ["RNN", "LSTM", "GRU", "convert"]
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_HALF = (torch.bfloat16, torch.float16)      # computed in float32, returned in the input's dtype
 _NSTATES = {"rnn": 1, "lstm": 2, "gru": 1}
 
 
@@ -77,20 +80,102 @@ class _StackFunction(torch.autograd.Function):
         weights = _layers(flat, groups, has_bias)
         out, finals, cache = _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirectional, True)
         ctx.cell, ctx.cache, ctx.weights, ctx.has_bias = cell, cache, weights, has_bias
-        ctx.save_for_backward(x, *states, *flat)     # for torch's in-place modification check only
+        ctx.nonlinearity, ctx.groups, ctx.bidirectional, ctx.lengths = nonlinearity, groups, bidirectional, lengths
+        ctx.save_for_backward(x, *states, *flat)     # the in-place check, and _op_backward
         ctx.set_materialize_grads(False)
         return (torch.from_numpy(out), *(torch.from_numpy(f) for f in finals))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout, *dfinals):
-        ctx.saved_tensors                      # raises if an input was modified in place after forward
+        saved = ctx.saved_tensors              # raises if an input was modified in place after forward
+        if torch.is_grad_enabled() or _batched(dout, *dfinals):
+            return (None,) * 6 + _op_backward(ctx, saved, dout, dfinals)
         grads = [tuple(None if w is None else np.zeros_like(w) for w in layer) for layer in ctx.weights]
         dx, dstates = _kernel_backward(ctx.cell, _np(dout), [_np(d) for d in dfinals], ctx.cache, grads)
         flat_grads = []
         for layer in grads:
             flat_grads += [torch.from_numpy(g) for g in (layer if ctx.has_bias else layer[:2])]
         return (None,) * 6 + (torch.from_numpy(dx), *(torch.from_numpy(d) for d in dstates), *flat_grads)
+
+
+def _batched(*ts):
+    """True when a gradient is a vmap BatchedTensor (torch.autograd.grad(..., is_grads_batched=True))."""
+    f = torch._C._functorch
+    return any(t is not None and (f.is_legacy_batchedtensor(t) or f.is_batchedtensor(t)) for t in ts)
+
+
+def _op_backward(ctx, saved, dout, dfinals):
+    """The backward when create_graph=True (grad mode on inside backward) or the incoming gradients are
+    batched: recompute the forward in differentiable torch ops (_op_stack, the same math) and let autograd
+    differentiate it, so that second derivatives (gradient penalties) and vmap over the backward are right.
+    Returns the gradients of (x, *states, *flat)."""
+    ns = _NSTATES[ctx.cell]
+    x, states, flat = saved[0], saved[1:1 + ns], saved[1 + ns:]
+    inputs = (x, *states, *flat)
+    with torch.enable_grad():
+        out, finals = _op_stack(ctx.cell, ctx.nonlinearity, ctx.groups, ctx.bidirectional, ctx.has_bias,
+                                ctx.lengths, x, states, flat)
+        pairs = [(o, g) for o, g in zip((out, *finals), (dout, *dfinals)) if g is not None]
+        wanted = [t for t in inputs if t.requires_grad]
+        if not pairs or not wanted:
+            return (None,) * len(inputs)
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                       create_graph=torch.is_grad_enabled(), allow_unused=True))
+    return tuple(next(got) if t.requires_grad else None for t in inputs)
+
+
+def _op_step(cell, act, p, st, W_hh, b_hh):
+    """One step of `cell` in torch ops: p (N, G*H) the input projection with b_ih, st the states (h,) or
+    (h, c), each (N, H) -> the new states."""
+    h = st[0]
+    r = nn.functional.linear(h, W_hh, b_hh)
+    if cell == "rnn":
+        z = p + r
+        return (torch.tanh(z) if act == "tanh" else torch.relu(z),)
+    if cell == "lstm":
+        i, f, g, o = (p + r).chunk(4, -1)
+        c = torch.sigmoid(f) * st[1] + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    pr, pz, pn = p.chunk(3, -1)
+    rr, rz, rn = r.chunk(3, -1)
+    reset, update = torch.sigmoid(pr + rr), torch.sigmoid(pz + rz)
+    n = torch.tanh(pn + reset * rn)
+    return ((1 - update) * n + update * h,)
+
+
+def _op_stack(cell, act, groups, bidirectional, has_bias, lengths, x, states, flat):
+    """_StackFunction's forward in differentiable torch ops (per step, readable; the kernels' math): x (T, N, D),
+    states each (groups, N, H), lengths (N,) or None -> (out (T, N, dirs*H), finals tuple). A step past a
+    sequence's length keeps the state and outputs zero; the reverse direction runs from each sequence's last
+    valid step, as the kernels and torch do."""
+    T, N = x.shape[:2]
+    dirs = 2 if bidirectional else 1
+    per = 4 if has_bias else 2
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(T)[:, None] < torch.as_tensor(lengths)[None, :]).unsqueeze(-1)   # (T, N, 1)
+    inp, finals = x, [[] for _ in states]
+    for k in range(groups // dirs):
+        outs = []
+        for d in range(dirs):
+            i = k * dirs + d
+            w = flat[i * per:(i + 1) * per]
+            b_ih, b_hh = (w[2], w[3]) if has_bias else (None, None)
+            P = nn.functional.linear(inp, w[0], b_ih)          # (T, N, G*H): the input projection
+            st, ys = tuple(s[i] for s in states), [None] * T
+            for t in (range(T) if d == 0 else reversed(range(T))):
+                new = _op_step(cell, act, P[t], st, w[1], b_hh)
+                if valid is not None:
+                    new = tuple(torch.where(valid[t], a, b) for a, b in zip(new, st))
+                    ys[t] = torch.where(valid[t], new[0], torch.zeros_like(new[0]))
+                else:
+                    ys[t] = new[0]
+                st = new
+            outs.append(torch.stack(ys))
+            for f, s in zip(finals, st):
+                f.append(s)
+        inp = outs[0] if dirs == 1 else torch.cat(outs, 2)
+    return inp, tuple(torch.stack(f) for f in finals)
 
 
 def _run(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, states, flat):
@@ -127,14 +212,44 @@ def _packed_dropout(y, p, index):
     return torch.zeros_like(rows).index_copy(0, index, data).reshape(T, N, F)
 
 
+_EAGER_REASON = ("rnnfast.torch runs its recurrence eagerly: the kernels are NumPy/C++ calls that torch.compile "
+                 "cannot trace, so a compiled model graph-breaks around the drop-in and compiles the rest")
+_DISABLED = {}
+
+
+def _eager(fn):
+    """`fn` wrapped by torch.compiler.disable (one clean graph break with the reason above instead of dynamo
+    tracing into the kernels), created on first use so that importing rnnfast.torch does not import
+    torch._dynamo (seconds) for programs that never compile; without torch._dynamo nothing can be compiling."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        disabled = _DISABLED.get(fn)
+        if disabled is None:
+            if "torch._dynamo" not in sys.modules:
+                return fn(*args, **kwargs)
+            disabled = _DISABLED[fn] = torch.compiler.disable(fn, reason=_EAGER_REASON)
+        return disabled(*args, **kwargs)
+    return inner
+
+
 class _DropIn:
     """The forward shared by RNN, LSTM and GRU (a mixin placed before the torch class)."""
 
     _cell = "rnn"
     _torch_name = "RNN"
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: refuse with the reason rather than fail inside forward."""
+        raise RuntimeError(f"rnnfast.torch.{self._torch_name} cannot be compiled by TorchScript "
+                           f"(torch.jit.script/trace): its forward calls rnnfast's C++ kernels through NumPy, "
+                           f"which TorchScript cannot see. Script a model holding torch.nn.{self._torch_name}, "
+                           f"or use torch.compile (the drop-in then runs eagerly between compiled graphs)")
+
+    @_eager
     def forward(self, input, hx=None):
         cell, name = self._cell, self._torch_name
+        if torch.jit.is_tracing():
+            self.__prepare_scriptable__()
         lstm = cell == "lstm"
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
@@ -146,7 +261,8 @@ class _DropIn:
             raise RuntimeError(f"rnnfast.torch.{name} runs on CPU tensors; got input on {data.device}, and "
                                f"{why}: use torch.nn.{name} on the GPU")
         if data.dtype not in _DTYPES:
-            raise TypeError(f"input must have dtype torch.float32 or torch.float64, got {data.dtype}")
+            raise TypeError(f"input must have dtype torch.float32 or torch.float64 (or bfloat16/float16, computed "
+                            f"in float32), got {data.dtype}")
         if lstm and hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2
                                             and all(isinstance(h, torch.Tensor) for h in hx)):
             raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors for LSTM, got {type(hx).__name__}")
@@ -193,10 +309,14 @@ class _DropIn:
         else:
             self.check_forward_args(input, states if lstm else states[0], None)
             x = (input.transpose(0, 1) if self.batch_first else input).contiguous()   # (T, N, D)
+            if x.size(0) == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         states = tuple(s.contiguous() for s in states)
+        flat = self._flat_weights
+        if data.dtype in _HALF:      # float32 kernels; autograd casts the gradients back
+            x, states, flat = x.float(), tuple(s.float() for s in states), [w.float() for w in flat]
 
         act = getattr(self, "nonlinearity", "tanh")
-        flat = self._flat_weights
         L = self.num_layers
         use_dropout = self.dropout > 0 and self.training and L > 1
         if not use_dropout:
@@ -214,6 +334,8 @@ class _DropIn:
                     layer_input = (nn.functional.dropout(layer_input, self.dropout, training=True) if index is None
                                    else _packed_dropout(layer_input, self.dropout, index))
             output, finals = layer_input, tuple(torch.cat(a, 0) for a in acc)
+        if data.dtype in _HALF:
+            output, finals = output.to(data.dtype), tuple(f.to(data.dtype) for f in finals)
 
         if packed:
             T, N, F = output.shape
