@@ -527,13 +527,17 @@ def test_convert_on_bare_lstm_and_gru():
     assert new.dropout == 0.25 and not new.bias and new.weight_hh_l1.dtype == torch.float64
     g = nn.GRU(3, 4, batch_first=True)
     assert type(rt.convert(g)) is rt.GRU
-    p = nn.LSTM(3, 4, proj_size=2)
-    assert rt.convert(p) is p
+    p = nn.LSTM(3, 4, proj_size=2, bidirectional=True)
+    new = rt.convert(p)
+    assert type(new) is rt.LSTM and new.proj_size == 2 and new.weight_hr_l0_reverse is p.weight_hr_l0_reverse
+    x = torch.randn(5, 2, 3)
+    for a, b in zip(torch.utils._pytree.tree_leaves(new(x)), torch.utils._pytree.tree_leaves(p(x))):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
 
 
 def test_gated_refusals_and_bad_inputs():
-    with pytest.raises(ValueError, match="proj_size"):
-        rt.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        rt.LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
         rt.GRU(3, 4, proj_size=2)
     for cell in ("LSTM", "GRU"):

@@ -3,8 +3,12 @@
 What it is: `RNN`, `LSTM`, `GRU`, subclasses of torch.nn.RNN / LSTM / GRU (same constructor, initialisation,
 parameter names, state dict and forward signature, PackedSequence input included) whose forward goes through
 a torch.autograd.Function that calls rnnfast.functional on CPU tensors shared with NumPy without copies.
-What it is not: CUDA tensors (torch's own modules serve the GPU), LSTM projections (proj_size > 0) or double
-backward.
+LSTM projections (proj_size > 0) run on rnnfast's projection kernel. The backward is the kernels' unless
+create_graph=True (double backward, gradient penalties) or the incoming gradients are batched
+(is_grads_batched=True): those recompute the forward in differentiable torch ops (_op_stack, the same math)
+and let autograd differentiate it. bfloat16/float16 inputs are computed in float32 and returned in their dtype.
+torch.compile graph-breaks around the drop-in (it runs eagerly); TorchScript is refused with the reason.
+What it is not: CUDA tensors (torch's own modules serve the GPU), forward-mode AD (jvp) or torch.func transforms.
 torch is imported here, never by `import rnnfast`.
 """
 from __future__ import annotations
@@ -17,13 +21,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _lstm_proj as _LP
 from . import functional as _F
 
 __all__ = ["RNN", "LSTM", "GRU", "convert"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _HALF = (torch.bfloat16, torch.float16)      # computed in float32, returned in the input's dtype
-_NSTATES = {"rnn": 1, "lstm": 2, "gru": 1}
+_NSTATES = {"rnn": 1, "lstm": 2, "gru": 1, "lstmp": 2}     # lstmp: LSTM with projections (proj_size > 0)
 
 
 def _np(t):
@@ -31,15 +36,25 @@ def _np(t):
     return None if t is None else t.detach().contiguous().numpy()
 
 
-def _layers(flat, groups, has_bias):
-    """Torch's flat weight list -> rnnfast's list of `groups` tuples (W_ih, W_hh, b_ih, b_hh) of NumPy views
-    (one per layer and direction, torch's order l0, l0_reverse, l1, ...)."""
-    per = 4 if has_bias else 2
+def _per(has_bias, proj):
+    """How many tensors torch's flat weight list holds per layer and direction."""
+    return (4 if has_bias else 2) + (1 if proj else 0)
+
+
+def _layers(flat, groups, has_bias, proj=False):
+    """Torch's flat weight list -> rnnfast's list of `groups` tuples (W_ih, W_hh, b_ih, b_hh[, W_hr]) of NumPy
+    views (one per layer and direction, torch's order l0, l0_reverse, l1, ...; W_hr with projections)."""
+    per = _per(has_bias, proj)
     out = []
     for k in range(groups):
         w = [_np(t) for t in flat[k * per:(k + 1) * per]]
-        out.append(tuple(w) if has_bias else (w[0], w[1], None, None))
+        out.append(tuple(w[:4] if has_bias else (w[0], w[1], None, None)) + ((w[-1],) if proj else ()))
     return out
+
+
+def _present(layer, has_bias, proj):
+    """The inverse of _layers for one tuple: the entries torch's flat list holds, in its order."""
+    return tuple(layer[:4] if has_bias else layer[:2]) + ((layer[4],) if proj else ())
 
 
 def _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirectional, need_cache):
@@ -53,6 +68,10 @@ def _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirection
         out, h_n, c_n, cache = _F.lstm_forward(_np(x), s[0], s[1], weights, need_cache, lengths=lengths,
                                                bidirectional=bidirectional)
         return out, (h_n, c_n), cache
+    if cell == "lstmp":
+        out, h_n, c_n, cache = _LP.lstm_proj_forward(_np(x), s[0], s[1], weights, need_cache, lengths=lengths,
+                                                     bidirectional=bidirectional)
+        return out, (h_n, c_n), cache
     out, h_n, cache = _F.gru_forward(_np(x), s[0], weights, need_cache, lengths=lengths, bidirectional=bidirectional)
     return out, (h_n,), cache
 
@@ -64,6 +83,9 @@ def _kernel_backward(cell, dout, dfinals, cache, grads):
         return dx, (dh0,)
     if cell == "lstm":
         dx, dh0, dc0 = _F.lstm_backward(dout, dfinals[0], dfinals[1], cache, grads)
+        return dx, (dh0, dc0)
+    if cell == "lstmp":
+        dx, dh0, dc0 = _LP.lstm_proj_backward(dout, dfinals[0], dfinals[1], cache, grads)
         return dx, (dh0, dc0)
     dx, dh0 = _F.gru_backward(dout, dfinals[0], cache, grads)
     return dx, (dh0,)
@@ -77,7 +99,7 @@ class _StackFunction(torch.autograd.Function):
     def forward(ctx, cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, *rest):
         ns = _NSTATES[cell]
         states, flat = rest[:ns], rest[ns:]
-        weights = _layers(flat, groups, has_bias)
+        weights = _layers(flat, groups, has_bias, cell == "lstmp")
         out, finals, cache = _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirectional, True)
         ctx.cell, ctx.cache, ctx.weights, ctx.has_bias = cell, cache, weights, has_bias
         ctx.nonlinearity, ctx.groups, ctx.bidirectional, ctx.lengths = nonlinearity, groups, bidirectional, lengths
@@ -94,7 +116,7 @@ class _StackFunction(torch.autograd.Function):
         dx, dstates = _kernel_backward(ctx.cell, _np(dout), [_np(d) for d in dfinals], ctx.cache, grads)
         flat_grads = []
         for layer in grads:
-            flat_grads += [torch.from_numpy(g) for g in (layer if ctx.has_bias else layer[:2])]
+            flat_grads += [torch.from_numpy(g) for g in _present(layer, ctx.has_bias, ctx.cell == "lstmp")]
         return (None,) * 6 + (torch.from_numpy(dx), *(torch.from_numpy(d) for d in dstates), *flat_grads)
 
 
@@ -124,18 +146,19 @@ def _op_backward(ctx, saved, dout, dfinals):
     return tuple(next(got) if t.requires_grad else None for t in inputs)
 
 
-def _op_step(cell, act, p, st, W_hh, b_hh):
+def _op_step(cell, act, p, st, W_hh, b_hh, W_hr=None):
     """One step of `cell` in torch ops: p (N, G*H) the input projection with b_ih, st the states (h,) or
-    (h, c), each (N, H) -> the new states."""
+    (h, c), each (N, H) (h (N, P) with projections W_hr (P, H)) -> the new states."""
     h = st[0]
     r = nn.functional.linear(h, W_hh, b_hh)
     if cell == "rnn":
         z = p + r
         return (torch.tanh(z) if act == "tanh" else torch.relu(z),)
-    if cell == "lstm":
+    if cell in ("lstm", "lstmp"):
         i, f, g, o = (p + r).chunk(4, -1)
         c = torch.sigmoid(f) * st[1] + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h if W_hr is None else nn.functional.linear(h, W_hr)), c
     pr, pz, pn = p.chunk(3, -1)
     rr, rz, rn = r.chunk(3, -1)
     reset, update = torch.sigmoid(pr + rr), torch.sigmoid(pz + rz)
@@ -150,7 +173,8 @@ def _op_stack(cell, act, groups, bidirectional, has_bias, lengths, x, states, fl
     valid step, as the kernels and torch do."""
     T, N = x.shape[:2]
     dirs = 2 if bidirectional else 1
-    per = 4 if has_bias else 2
+    proj = cell == "lstmp"
+    per = _per(has_bias, proj)
     valid = None
     if lengths is not None:
         valid = (torch.arange(T)[:, None] < torch.as_tensor(lengths)[None, :]).unsqueeze(-1)   # (T, N, 1)
@@ -164,7 +188,7 @@ def _op_stack(cell, act, groups, bidirectional, has_bias, lengths, x, states, fl
             P = nn.functional.linear(inp, w[0], b_ih)          # (T, N, G*H): the input projection
             st, ys = tuple(s[i] for s in states), [None] * T
             for t in (range(T) if d == 0 else reversed(range(T))):
-                new = _op_step(cell, act, P[t], st, w[1], b_hh)
+                new = _op_step(cell, act, P[t], st, w[1], b_hh, w[-1] if proj else None)
                 if valid is not None:
                     new = tuple(torch.where(valid[t], a, b) for a, b in zip(new, st))
                     ys[t] = torch.where(valid[t], new[0], torch.zeros_like(new[0]))
@@ -184,8 +208,8 @@ def _run(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, states
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *flat)):
         res = _StackFunction.apply(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, *states, *flat)
         return res[0], tuple(res[1:])
-    out, finals, _ = _kernel_forward(cell, nonlinearity, _layers(flat, groups, has_bias), x, states, lengths,
-                                     bidirectional, False)
+    out, finals, _ = _kernel_forward(cell, nonlinearity, _layers(flat, groups, has_bias, cell == "lstmp"), x,
+                                     states, lengths, bidirectional, False)
     return torch.from_numpy(out), tuple(torch.from_numpy(f) for f in finals)
 
 
@@ -251,6 +275,9 @@ class _DropIn:
         if torch.jit.is_tracing():
             self.__prepare_scriptable__()
         lstm = cell == "lstm"
+        proj = getattr(self, "proj_size", 0)
+        if proj:
+            cell = "lstmp"
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
         if not isinstance(data, torch.Tensor):
@@ -291,8 +318,8 @@ class _DropIn:
                     hx = tuple(h.unsqueeze(1) for h in hx) if lstm else hx.unsqueeze(1)
             N = input.size(0) if self.batch_first else input.size(1)
         if hx is None:
-            states = tuple(torch.zeros(self.num_layers * dirs, N, self.hidden_size, dtype=data.dtype)
-                           for _ in range(_NSTATES[cell]))
+            states = tuple(torch.zeros(self.num_layers * dirs, N, size, dtype=data.dtype)
+                           for size in (proj or self.hidden_size, self.hidden_size)[:_NSTATES[cell]])
         else:
             states = tuple(hx) if lstm else (hx,)
         for sname, s in zip(("hx", "cx") if lstm else ("hx",), states):
@@ -322,7 +349,7 @@ class _DropIn:
         if not use_dropout:
             output, finals = _run(cell, act, L * dirs, dirs == 2, self.bias, lengths, x, states, flat)
         else:
-            per = (4 if self.bias else 2) * dirs
+            per = _per(self.bias, proj) * dirs
             layer_input, acc = x, [[] for _ in states]
             for k in range(L):
                 st = tuple(s[k * dirs:(k + 1) * dirs] for s in states)
@@ -370,17 +397,12 @@ class LSTM(_DropIn, nn.LSTM):
 
     Constructor, parameters (gates i, f, g, o stacked in weight_ih_l{k} (4H, D_k), ...), initialisation and
     forward(input, (h_0, c_0)=None) -> (output, (h_n, c_n)) are torch.nn.LSTM's, with the options of RNN above.
-    proj_size > 0 (torch's LSTM with projections) is refused: use torch.nn.LSTM for it.
+    proj_size = P > 0 (torch's LSTM with projections, h_t = W_hr (o_t * tanh(c_t)), weight_hr_l{k} (P, H), h_0 and
+    h_n (L*dirs, N, P)) runs on rnnfast's projection kernel (csrc/cpu/lstm_proj_cpu.cpp).
     """
 
     _cell = "lstm"
     _torch_name = "LSTM"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.proj_size != 0:
-            raise ValueError(f"rnnfast.torch.LSTM does not support proj_size != 0 (got {self.proj_size}): "
-                             "rnnfast has no LSTM-with-projections kernel; use torch.nn.LSTM for it")
 
 
 class GRU(_DropIn, nn.GRU):
@@ -399,7 +421,7 @@ _REPLACEMENTS = {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU}
 
 
 def _convertible(m):
-    return type(m) in _REPLACEMENTS and getattr(m, "proj_size", 0) == 0
+    return type(m) in _REPLACEMENTS
 
 
 def _from_torch(m):
@@ -409,6 +431,8 @@ def _from_torch(m):
               dtype=m.weight_ih_l0.dtype)
     if type(m) is nn.RNN:
         kw["nonlinearity"] = m.nonlinearity
+    if type(m) is nn.LSTM:
+        kw["proj_size"] = m.proj_size
     new = _REPLACEMENTS[type(m)](m.input_size, m.hidden_size, **kw)
     for name in m._flat_weights_names:
         setattr(new, name, getattr(m, name))
@@ -422,8 +446,7 @@ def convert(model):
 
     The replacement shares the original Parameter objects, so weights, devices and optimizers built on
     model.parameters() carry over. Only modules whose type is exactly torch.nn.RNN, LSTM or GRU are replaced
-    (a user subclass may override forward); an LSTM with proj_size > 0 stays as it is (rnnfast has no
-    projection kernel). Returns the model (the new module when `model` is itself one of them).
+    (a user subclass may override forward), LSTMs with proj_size > 0 included. Returns the model (the new module when `model` is itself one of them).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
