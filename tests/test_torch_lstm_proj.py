@@ -1,6 +1,7 @@
 """LSTM with projections (proj_size P > 0): the NumPy reference against central differences, the CPU kernel
 against the reference, and rnnfast.torch.LSTM(proj_size=P) against torch.nn.LSTM (outputs, final states,
-every gradient; float32 and float64; bias, layers, batch_first, bidirectional, packed, given states).
+every gradient; float32 and float64; bias, layers, batch_first, bidirectional, packed, given states), and the
+NumPy-API layer rnnfast.nn.LSTM(proj_size=P) against torch.nn.LSTM with lengths and state dicts both ways.
 
 What it is not: the drop-in's other features (test_torch_features.py). The reference and kernel tests need
 no torch; the drop-in tests skip without it.
@@ -176,3 +177,51 @@ def test_drop_in_matches_torch_outputs_final_states_and_all_gradients(cfg, packe
     tol = dict(rtol=1e-4, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **tol)
+
+
+# ---- the NumPy-API layer rnnfast.nn.LSTM(proj_size=P) against torch.nn.LSTM ----
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cfg", [dict(), dict(bidirectional=True, num_layers=2, batch_first=True),
+                                 dict(bias=False, num_layers=2)], ids=["default", "bi-2-bf", "nobias-2"])
+def test_layer_matches_torch_with_lengths_and_state_dicts(backend, cfg):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    from rnnfast import nn as rnn
+    torch.set_num_threads(1)
+    D, H, P, T, N = 3, 6, 2, 5, 3
+    m = rnn.LSTM(D, H, proj_size=P, dtype=np.float64, backend=backend, seed=0, **cfg)
+    t = torch.nn.LSTM(D, H, proj_size=P, dtype=torch.float64, **cfg)
+    assert list(m.state_dict()) == list(t.state_dict())
+    t.load_state_dict({k: torch.from_numpy(v) for k, v in m.state_dict().items()})
+    bf = cfg.get("batch_first", False)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, T, D) if bf else (T, N, D))
+    lengths = np.array([5, 2, 4])
+    out, (h_n, c_n) = m(x, lengths=lengths)
+    do = rng.standard_normal(out.shape)
+    dh, dc = rng.standard_normal(h_n.shape), rng.standard_normal(c_n.shape)
+    dx, _ = m.backward(do, dh, dc)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    to, (th, tc) = t(pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=bf, enforce_sorted=False))
+    to = pad_packed_sequence(to, batch_first=bf, total_length=T)[0]
+    loss = (to * torch.from_numpy(do)).sum() + (th * torch.from_numpy(dh)).sum() + (tc * torch.from_numpy(dc)).sum()
+    loss.backward()
+    tol = dict(rtol=1e-9, atol=1e-11)
+    for a, b in [(out, to), (h_n, th), (c_n, tc), (dx, xt.grad)]:
+        np.testing.assert_allclose(a, b.detach().numpy(), **tol)
+    for name, p in t.named_parameters():
+        np.testing.assert_allclose(m.grads[name], p.grad.numpy(), **tol)
+    back = rnn.LSTM(D, H, proj_size=P, dtype=np.float64, backend=backend, seed=7, **cfg)
+    back.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    np.testing.assert_allclose(back(x, lengths=lengths)[0], out, **tol)
+
+
+def test_layer_refuses_bad_proj_size():
+    from rnnfast import nn as rnn
+    with pytest.raises(ValueError, match=r"proj_size must be smaller than hidden_size \(4\), got 4"):
+        rnn.LSTM(3, 4, proj_size=4)
+    with pytest.raises(ValueError, match="proj_size must be >= 0"):
+        rnn.LSTM(3, 4, proj_size=-1)
+    with pytest.raises(TypeError, match="proj_size must be an int"):
+        rnn.LSTM(3, 4, proj_size=1.5)

@@ -211,14 +211,14 @@ def run_errors(mi, cls):
 @pytest.mark.parametrize("check", list(CHECKS))
 @pytest.mark.parametrize("mi", INFOS, ids=lambda mi: mi.name)
 def test_module_db_samples_pass_on_the_drop_in(mi, check):
-    passed, counted, failures = run_check(mi, check, OURS[mi.module_cls])
+    _, counted, failures = run_check(mi, check, OURS[mi.module_cls])
     assert counted > 0
     assert not failures, "\n".join(failures[:10])
 
 
 @pytest.mark.parametrize("mi", INFOS, ids=lambda mi: mi.name)
 def test_module_db_error_samples_raise_torchs_errors(mi):
-    passed, counted, failures = run_errors(mi, OURS[mi.module_cls])
+    _, _, failures = run_errors(mi, OURS[mi.module_cls])
     assert not failures, "\n".join(failures[:10])
 
 

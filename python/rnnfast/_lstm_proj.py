@@ -89,7 +89,7 @@ def lstm_proj_forward(x, h0, c0, weights, need_cache=True, backend=None, lengths
     Returns (out (T, N, dirs*P), h_n (L*dirs, N, P), c_n (L*dirs, N, H), LSTMProjCache or None). With lengths
     (N,) in [0, T], outputs past a length are zero and the final states are each sequence's own last ones."""
     dirs = 2 if bidirectional else 1
-    T, N, D, H, P, L = validate(x, h0, c0, weights, dirs)
+    T, N, _, H, P, L = validate(x, h0, c0, weights, dirs)
     name, fwd, _ = _kernels(backend)
     if lengths is not None:
         lengths = check_lengths(lengths, T, N)
@@ -121,7 +121,7 @@ def lstm_proj_backward(dout, dh_n, dc_n, cache, grads):
                         f"{type(cache).__name__}")
     _, _, bwd = _kernels(cache.backend)
     dirs, LD = cache.dirs, len(cache.layers)
-    x0, h00, c00, _ = cache.layers[0]
+    x0 = cache.layers[0][0]
     T, N, _ = x0.shape
     P, H = cache.weights[0][4].shape
     dt = x0.dtype

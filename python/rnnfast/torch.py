@@ -171,7 +171,7 @@ def _op_stack(cell, act, groups, bidirectional, has_bias, lengths, x, states, fl
     states each (groups, N, H), lengths (N,) or None -> (out (T, N, dirs*H), finals tuple). A step past a
     sequence's length keeps the state and outputs zero; the reverse direction runs from each sequence's last
     valid step, as the kernels and torch do."""
-    T, N = x.shape[:2]
+    T = x.shape[0]
     dirs = 2 if bidirectional else 1
     proj = cell == "lstmp"
     per = _per(has_bias, proj)
@@ -446,7 +446,8 @@ def convert(model):
 
     The replacement shares the original Parameter objects, so weights, devices and optimizers built on
     model.parameters() carry over. Only modules whose type is exactly torch.nn.RNN, LSTM or GRU are replaced
-    (a user subclass may override forward), LSTMs with proj_size > 0 included. Returns the model (the new module when `model` is itself one of them).
+    (a user subclass may override forward), LSTMs with proj_size > 0 included. Returns the model (the new
+    module when `model` is itself one of them).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
