@@ -475,20 +475,22 @@ def test_gated_no_grad_path_and_in_place_detection(cell):
 
 
 class Tagger(nn.Module):
-    """Embedding -> 2-layer LSTM -> bidirectional GRU -> Linear, plus an LSTM with projections (kept)."""
+    """Embedding -> 2-layer LSTM -> bidirectional GRU, beside an LSTM with projections -> Linear."""
 
     def __init__(self, V=11, E=6, H=8):
         super().__init__()
         self.embed = nn.Embedding(V, E)
         self.lstm = nn.LSTM(E, H, num_layers=2, batch_first=True)
         self.gru = nn.GRU(H, H, bidirectional=True, batch_first=True)
-        self.head = nn.Linear(2 * H, V)
-        self.proj = nn.LSTM(E, H, proj_size=3)       # not convertible: stays torch's
+        self.head = nn.Linear(2 * H + 3, V)
+        self.proj = nn.LSTM(E, H, proj_size=3, batch_first=True)
 
     def forward(self, idx):
-        h, (h_n, c_n) = self.lstm(self.embed(idx))
+        e = self.embed(idx)
+        h, (h_n, c_n) = self.lstm(e)
         g, _ = self.gru(h, h_n)                      # the LSTM's (2, N, H) final states start both directions
-        return self.head(g)
+        p, _ = self.proj(e)                          # (N, T, 3)
+        return self.head(torch.cat([g, p], -1))
 
 
 def test_convert_lstm_and_gru_model_trains_to_the_same_losses():
@@ -502,7 +504,7 @@ def test_convert_lstm_and_gru_model_trains_to_the_same_losses():
     assert rt.convert(converted) is converted
     assert torch.equal(rng_before, torch.get_rng_state())      # convert draws nothing
     assert type(converted.lstm) is rt.LSTM and type(converted.gru) is rt.GRU
-    assert type(converted.proj) is nn.LSTM
+    assert type(converted.proj) is rt.LSTM and converted.proj.proj_size == 3     # projections convert too
     assert [id(p) for p in converted.parameters()] == params_before
     assert converted.gru.bidirectional and converted.lstm.batch_first and converted.lstm.num_layers == 2
     gen = torch.Generator().manual_seed(1)
