@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import reference as _ref
-from ._stack import check_lengths
-from .functional import _check
+from ._checks import check as _check
+from ._checks import check_lengths
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
