@@ -251,7 +251,7 @@ def test_convert_on_a_bare_rnn_and_bad_arguments():
 def test_bad_inputs():
     m = rt.RNN(3, 4)
     with pytest.raises(TypeError, match="float32 or torch.float64"):
-        m(torch.randn(5, 2, 3).half())
+        m(torch.ones(5, 2, 3, dtype=torch.int32))
     with pytest.raises(TypeError, match="hx must have the dtype"):
         m(torch.randn(5, 2, 3), torch.zeros(1, 2, 4, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="input_size"):
@@ -475,20 +475,22 @@ def test_gated_no_grad_path_and_in_place_detection(cell):
 
 
 class Tagger(nn.Module):
-    """Embedding -> 2-layer LSTM -> bidirectional GRU -> Linear, plus an LSTM with projections (kept)."""
+    """Embedding -> 2-layer LSTM -> bidirectional GRU, beside an LSTM with projections -> Linear."""
 
     def __init__(self, V=11, E=6, H=8):
         super().__init__()
         self.embed = nn.Embedding(V, E)
         self.lstm = nn.LSTM(E, H, num_layers=2, batch_first=True)
         self.gru = nn.GRU(H, H, bidirectional=True, batch_first=True)
-        self.head = nn.Linear(2 * H, V)
-        self.proj = nn.LSTM(E, H, proj_size=3)       # not convertible: stays torch's
+        self.head = nn.Linear(2 * H + 3, V)
+        self.proj = nn.LSTM(E, H, proj_size=3, batch_first=True)
 
     def forward(self, idx):
-        h, (h_n, c_n) = self.lstm(self.embed(idx))
+        e = self.embed(idx)
+        h, (h_n, c_n) = self.lstm(e)
         g, _ = self.gru(h, h_n)                      # the LSTM's (2, N, H) final states start both directions
-        return self.head(g)
+        p, _ = self.proj(e)                          # (N, T, 3)
+        return self.head(torch.cat([g, p], -1))
 
 
 def test_convert_lstm_and_gru_model_trains_to_the_same_losses():
@@ -502,7 +504,7 @@ def test_convert_lstm_and_gru_model_trains_to_the_same_losses():
     assert rt.convert(converted) is converted
     assert torch.equal(rng_before, torch.get_rng_state())      # convert draws nothing
     assert type(converted.lstm) is rt.LSTM and type(converted.gru) is rt.GRU
-    assert type(converted.proj) is nn.LSTM
+    assert type(converted.proj) is rt.LSTM and converted.proj.proj_size == 3     # projections convert too
     assert [id(p) for p in converted.parameters()] == params_before
     assert converted.gru.bidirectional and converted.lstm.batch_first and converted.lstm.num_layers == 2
     gen = torch.Generator().manual_seed(1)
@@ -527,13 +529,17 @@ def test_convert_on_bare_lstm_and_gru():
     assert new.dropout == 0.25 and not new.bias and new.weight_hh_l1.dtype == torch.float64
     g = nn.GRU(3, 4, batch_first=True)
     assert type(rt.convert(g)) is rt.GRU
-    p = nn.LSTM(3, 4, proj_size=2)
-    assert rt.convert(p) is p
+    p = nn.LSTM(3, 4, proj_size=2, bidirectional=True)
+    new = rt.convert(p)
+    assert type(new) is rt.LSTM and new.proj_size == 2 and new.weight_hr_l0_reverse is p.weight_hr_l0_reverse
+    x = torch.randn(5, 2, 3)
+    for a, b in zip(torch.utils._pytree.tree_leaves(new(x)), torch.utils._pytree.tree_leaves(p(x))):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
 
 
 def test_gated_refusals_and_bad_inputs():
-    with pytest.raises(ValueError, match="proj_size"):
-        rt.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
+        rt.LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
         rt.GRU(3, 4, proj_size=2)
     for cell in ("LSTM", "GRU"):
@@ -541,7 +547,7 @@ def test_gated_refusals_and_bad_inputs():
         with pytest.raises(RuntimeError, match=f"use torch.nn.{cell} on the GPU"):
             m(torch.empty(5, 2, 3, device="meta"))
         with pytest.raises(TypeError, match="float32 or torch.float64"):
-            m(torch.randn(5, 2, 3).half())
+            m(torch.ones(5, 2, 3, dtype=torch.int32))
         with pytest.raises(RuntimeError, match="input_size"):
             m(torch.randn(5, 2, 7))
         with pytest.raises(ValueError, match="2D or 3D"):

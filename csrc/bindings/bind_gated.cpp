@@ -235,7 +235,10 @@ py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const 
 
 }  // namespace
 
+void register_lstm_proj(py::module_& m);  // LSTM with projections, csrc/bindings/bind_lstm_proj.cpp
+
 void register_gated(py::module_& m) {
+  register_lstm_proj(m);
   m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weights"),
         py::arg("need_cache"),
         "-> (out (T,N,H), h_n (L,N,H), c_n (L,N,H), (x, h0, c0, hs, cs, gates (L,T,N,4H)) or None)");

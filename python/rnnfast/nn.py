@@ -7,11 +7,13 @@ handling and the forward->backward bookkeeping of each layer. What it is not: th
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import numpy as np
 
 from . import _cells
+from . import _lstm_proj as _LP
 from . import functional as F
 from .backends import resolve as _resolve_backend
 
@@ -769,19 +771,89 @@ class LSTM(_Gated):
       sequence's state at its last valid step (as torch with a packed sequence).
     backward(dout, dh_n=None, dc_n=None) -> (dx, (dh0, dc0)). Parameter gradients accumulate (+=) into
       `grads` until zero_grad().
+    proj_size=P (keyword, 0 < P < H): torch's LSTM with projections, h_t = W_hr (o_t * tanh(c_t)) with
+      weight_hr_l{k}[_reverse] (P, H); weight_hh (4H, P), layers above the first take dirs*P inputs, h0/h_n are
+      (L*dirs, N, P), out (T, N, dirs*P); c stays H wide. Runs on the 'cpu' and 'numpy' backends
+      (rnnfast._lstm_proj).
     """
 
     _cell = _cells.LSTM
 
+    def __init__(self, *args, proj_size=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+            raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+        if proj_size < 0:
+            raise ValueError(f"proj_size must be >= 0 (0 disables projections), got {proj_size}")
+        if proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), got {proj_size}")
+        self.proj_size = int(proj_size)
+        if self.proj_size:
+            seed = inspect.signature(_Gated.__init__).bind(self, *args, **kwargs).arguments.get("seed")
+            self._projection_params(seed)
+
+    def _projection_params(self, seed):
+        """The parameters with projections, in torch's order and init (U(-1/sqrt(H), 1/sqrt(H)))."""
+        H, P = self.hidden_size, self.proj_size
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(H)
+        params, keys = {}, []
+        for k in range(self.num_layers):
+            for sfx in ("", "_reverse")[:self._dirs]:
+                Dk = self.input_size if k == 0 else P * self._dirs
+                names = (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}", f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}",
+                         f"weight_hr_l{k}{sfx}")
+                shapes = [(4 * H, Dk), (4 * H, P), (4 * H,), (4 * H,), (P, H)]
+                for name, shape in zip(names, shapes):
+                    if self.bias or "bias" not in name:
+                        params[name] = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+                keys.append(names)
+        self._init_params(params)
+        self._keys = keys
+
+    def _weights(self):
+        if not getattr(self, "proj_size", 0):
+            return super()._weights()
+        p = self.params
+        return [(p[a], p[b], p.get(c), p.get(d), p[e]) for a, b, c, d, e in self._keys]
+
+    def _grad_list(self):
+        if not getattr(self, "proj_size", 0):
+            return super()._grad_list()
+        g = self.grads
+        return [(g[a], g[b], g.get(c), g.get(d), g[e]) for a, b, c, d, e in self._keys]
+
+    def __repr__(self):
+        return super().__repr__()[:-1] + (f", proj_size={self.proj_size})" if self.proj_size else ")")
+
     def forward(self, x, hc0=None, need_cache: Optional[bool] = None, lengths=None) -> tuple:
         h0, c0 = (None, None) if hc0 is None else hc0
-        out, (h_n, c_n) = self._forward(x, (h0, c0), need_cache, lengths)
+        if not self.proj_size:
+            out, (h_n, c_n) = self._forward(x, (h0, c0), need_cache, lengths)
+            return out, (h_n, c_n)
+        x = self._input(x)
+        if need_cache is None:
+            need_cache = self.training
+        out, h_n, c_n, self._cache = _LP.lstm_proj_forward(x, h0, c0, self._weights(), need_cache, self.backend,
+                                                           lengths, self.bidirectional)
+        if self.batch_first:
+            out = out.transpose(1, 0, 2)
         return out, (h_n, c_n)
 
     __call__ = forward
 
     def backward(self, dout, dh_n=None, dc_n=None) -> tuple:
-        dx, (dh0, dc0), _ = self._backward(dout, (dh_n, dc_n))
+        if not self.proj_size:
+            dx, (dh0, dc0), _ = self._backward(dout, (dh_n, dc_n))
+            return dx, (dh0, dc0)
+        cache = self._take_cache()
+        try:
+            dx, dh0, dc0 = _LP.lstm_proj_backward(self._dout(dout), dh_n, dc_n, cache, self._grad_list())
+        except (ValueError, TypeError):
+            self._cache = cache    # bad arguments: keep the cache so the caller can retry
+            raise
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
         return dx, (dh0, dc0)
 
 

@@ -334,3 +334,63 @@ def gru_backward(dout, dh_n, cache, grads):
         dh0[k] = dh_next
         dy = dinp
     return dy, dh0
+
+
+# ---- LSTM with projections (torch.nn.LSTM proj_size P > 0): one layer, one direction ----
+# h_t = W_hr m_t with m_t = o_t * tanh(c_t): the hidden state h is P wide, the cell state c is H wide, so W_hh is
+# (4H, P) and W_hr (P, H). `lengths` (N,) or None: a step t >= lengths[n] keeps sequence n's states and outputs
+# zero; `reverse` runs t = T-1..0 (the reverse direction of a bidirectional layer, from each sequence's own end).
+
+
+def lstm_proj_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths=None, reverse=False, need_cache=True):
+    """x (T, N, D), h0 (N, P), c0 (N, H) -> (out (T, N, P), h_n (N, P), c_n (N, H), cache or None) with cache the
+    tuple (gates (T, N, 4H) after the activations, cs (T, N, H), ms (T, N, H), hs (T, N, P)): the states after each
+    step and m_t (zero past a length)."""
+    T, N, _ = x.shape
+    P, H = W_hr.shape
+    valid = np.ones((T, N), dtype=bool) if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+    out, hs = np.zeros((T, N, P), dtype=x.dtype), np.empty((T, N, P), dtype=x.dtype)
+    cs, ms = np.empty((T, N, H), dtype=x.dtype), np.empty((T, N, H), dtype=x.dtype)
+    gates = np.empty((T, N, 4 * H), dtype=x.dtype)
+    h, c = h0.copy(), c0.copy()
+    for t in (reversed(range(T)) if reverse else range(T)):
+        a = x[t] @ W_ih.T + h @ W_hh.T
+        if b_ih is not None:
+            a = a + b_ih + b_hh
+        i, f = act_sigmoid(a[:, 0:H]), act_sigmoid(a[:, H:2 * H])
+        g, o = act_tanh(a[:, 2 * H:3 * H]), act_sigmoid(a[:, 3 * H:4 * H])
+        v = valid[t][:, None]
+        c = np.where(v, f * c + i * g, c)            # c_t = f * c_{t-1} + i * g
+        m = np.where(v, o * act_tanh(c), 0)          # m_t = o * tanh(c_t)
+        h = np.where(v, m @ W_hr.T, h)               # h_t = W_hr m_t
+        out[t] = np.where(v, h, 0)
+        gates[t], cs[t], ms[t], hs[t] = np.concatenate([i, f, g, o], axis=1), c, m, h
+    return out, h, c, ((gates, cs, ms, hs) if need_cache else None)
+
+
+def lstm_proj_backward(dout, dh_n, dc_n, x, h0, c0, cache, W_ih, W_hh, W_hr, grads, lengths=None, reverse=False):
+    """Backward through lstm_proj_forward. dout (T, N, P), dh_n (N, P), dc_n (N, H), each or None; grads =
+    (dW_ih, dW_hh, db_ih or None, db_hh or None, dW_hr) accumulate (+=). Returns (dx (T, N, D), dh0 (N, P),
+    dc0 (N, H))."""
+    gates, cs, ms, hs = cache
+    T, N, _ = x.shape
+    P, H = W_hr.shape
+    dW_ih, dW_hh, db_ih, db_hh, dW_hr = grads
+    valid = np.ones((T, N), dtype=bool) if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+    dh = np.zeros((N, P), dtype=x.dtype) if dh_n is None else dh_n.copy()
+    dc = np.zeros((N, H), dtype=x.dtype) if dc_n is None else dc_n.copy()
+    dx = np.zeros_like(x)
+    order = list(reversed(range(T))) if reverse else list(range(T))
+    for s in reversed(range(T)):
+        t = order[s]
+        h_prev = h0 if s == 0 else hs[order[s - 1]]
+        c_prev = c0 if s == 0 else cs[order[s - 1]]
+        v = valid[t][:, None]
+        dht = np.where(v, dh + (0 if dout is None else dout[t]), 0)   # the gradient reaching h_t
+        dW_hr += dht.T @ ms[t]                                        # into W_hr
+        dm = dht @ W_hr                                               # through h_t = W_hr m_t into m_t
+        # through the LSTM cell (rows past a length get no gradient there: they pass dh and dc through)
+        dx[t], dh_prev, dc_prev, _ = lstm_step_backward(dm, np.where(v, dc, 0), cs[t], gates[t], x[t], h_prev,
+                                                        c_prev, W_ih, W_hh, (dW_ih, dW_hh, db_ih, db_hh))
+        dh, dc = np.where(v, dh_prev, dh), np.where(v, dc_prev, dc)
+    return dx, dh, dc

@@ -3,24 +3,32 @@
 What it is: `RNN`, `LSTM`, `GRU`, subclasses of torch.nn.RNN / LSTM / GRU (same constructor, initialisation,
 parameter names, state dict and forward signature, PackedSequence input included) whose forward goes through
 a torch.autograd.Function that calls rnnfast.functional on CPU tensors shared with NumPy without copies.
-What it is not: CUDA tensors (torch's own modules serve the GPU), LSTM projections (proj_size > 0) or double
-backward.
+LSTM projections (proj_size > 0) run on rnnfast's projection kernel. The backward is the kernels' unless
+create_graph=True (double backward, gradient penalties) or the incoming gradients are batched
+(is_grads_batched=True): those recompute the forward in differentiable torch ops (_op_stack, the same math)
+and let autograd differentiate it. bfloat16/float16 inputs are computed in float32 and returned in their dtype.
+torch.compile graph-breaks around the drop-in (it runs eagerly); TorchScript is refused with the reason.
+What it is not: CUDA tensors (torch's own modules serve the GPU), forward-mode AD (jvp) or torch.func transforms.
 torch is imported here, never by `import rnnfast`.
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _lstm_proj as _LP
 from . import functional as _F
 
 __all__ = ["RNN", "LSTM", "GRU", "convert"]
 
-_DTYPES = (torch.float32, torch.float64)
-_NSTATES = {"rnn": 1, "lstm": 2, "gru": 1}
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_HALF = (torch.bfloat16, torch.float16)      # computed in float32, returned in the input's dtype
+_NSTATES = {"rnn": 1, "lstm": 2, "gru": 1, "lstmp": 2}     # lstmp: LSTM with projections (proj_size > 0)
 
 
 def _np(t):
@@ -28,15 +36,25 @@ def _np(t):
     return None if t is None else t.detach().contiguous().numpy()
 
 
-def _layers(flat, groups, has_bias):
-    """Torch's flat weight list -> rnnfast's list of `groups` tuples (W_ih, W_hh, b_ih, b_hh) of NumPy views
-    (one per layer and direction, torch's order l0, l0_reverse, l1, ...)."""
-    per = 4 if has_bias else 2
+def _per(has_bias, proj):
+    """How many tensors torch's flat weight list holds per layer and direction."""
+    return (4 if has_bias else 2) + (1 if proj else 0)
+
+
+def _layers(flat, groups, has_bias, proj=False):
+    """Torch's flat weight list -> rnnfast's list of `groups` tuples (W_ih, W_hh, b_ih, b_hh[, W_hr]) of NumPy
+    views (one per layer and direction, torch's order l0, l0_reverse, l1, ...; W_hr with projections)."""
+    per = _per(has_bias, proj)
     out = []
     for k in range(groups):
         w = [_np(t) for t in flat[k * per:(k + 1) * per]]
-        out.append(tuple(w) if has_bias else (w[0], w[1], None, None))
+        out.append(tuple(w[:4] if has_bias else (w[0], w[1], None, None)) + ((w[-1],) if proj else ()))
     return out
+
+
+def _present(layer, has_bias, proj):
+    """The inverse of _layers for one tuple: the entries torch's flat list holds, in its order."""
+    return tuple(layer[:4] if has_bias else layer[:2]) + ((layer[4],) if proj else ())
 
 
 def _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirectional, need_cache):
@@ -50,6 +68,10 @@ def _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirection
         out, h_n, c_n, cache = _F.lstm_forward(_np(x), s[0], s[1], weights, need_cache, lengths=lengths,
                                                bidirectional=bidirectional)
         return out, (h_n, c_n), cache
+    if cell == "lstmp":
+        out, h_n, c_n, cache = _LP.lstm_proj_forward(_np(x), s[0], s[1], weights, need_cache, lengths=lengths,
+                                                     bidirectional=bidirectional)
+        return out, (h_n, c_n), cache
     out, h_n, cache = _F.gru_forward(_np(x), s[0], weights, need_cache, lengths=lengths, bidirectional=bidirectional)
     return out, (h_n,), cache
 
@@ -61,6 +83,9 @@ def _kernel_backward(cell, dout, dfinals, cache, grads):
         return dx, (dh0,)
     if cell == "lstm":
         dx, dh0, dc0 = _F.lstm_backward(dout, dfinals[0], dfinals[1], cache, grads)
+        return dx, (dh0, dc0)
+    if cell == "lstmp":
+        dx, dh0, dc0 = _LP.lstm_proj_backward(dout, dfinals[0], dfinals[1], cache, grads)
         return dx, (dh0, dc0)
     dx, dh0 = _F.gru_backward(dout, dfinals[0], cache, grads)
     return dx, (dh0,)
@@ -74,23 +99,107 @@ class _StackFunction(torch.autograd.Function):
     def forward(ctx, cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, *rest):
         ns = _NSTATES[cell]
         states, flat = rest[:ns], rest[ns:]
-        weights = _layers(flat, groups, has_bias)
+        weights = _layers(flat, groups, has_bias, cell == "lstmp")
         out, finals, cache = _kernel_forward(cell, nonlinearity, weights, x, states, lengths, bidirectional, True)
         ctx.cell, ctx.cache, ctx.weights, ctx.has_bias = cell, cache, weights, has_bias
-        ctx.save_for_backward(x, *states, *flat)     # for torch's in-place modification check only
+        ctx.nonlinearity, ctx.groups, ctx.bidirectional, ctx.lengths = nonlinearity, groups, bidirectional, lengths
+        ctx.save_for_backward(x, *states, *flat)     # the in-place check, and _op_backward
         ctx.set_materialize_grads(False)
         return (torch.from_numpy(out), *(torch.from_numpy(f) for f in finals))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout, *dfinals):
-        ctx.saved_tensors                      # raises if an input was modified in place after forward
+        saved = ctx.saved_tensors              # raises if an input was modified in place after forward
+        if torch.is_grad_enabled() or _batched(dout, *dfinals):
+            return (None,) * 6 + _op_backward(ctx, saved, dout, dfinals)
         grads = [tuple(None if w is None else np.zeros_like(w) for w in layer) for layer in ctx.weights]
         dx, dstates = _kernel_backward(ctx.cell, _np(dout), [_np(d) for d in dfinals], ctx.cache, grads)
         flat_grads = []
         for layer in grads:
-            flat_grads += [torch.from_numpy(g) for g in (layer if ctx.has_bias else layer[:2])]
+            flat_grads += [torch.from_numpy(g) for g in _present(layer, ctx.has_bias, ctx.cell == "lstmp")]
         return (None,) * 6 + (torch.from_numpy(dx), *(torch.from_numpy(d) for d in dstates), *flat_grads)
+
+
+def _batched(*ts):
+    """True when a gradient is a vmap BatchedTensor (torch.autograd.grad(..., is_grads_batched=True))."""
+    f = torch._C._functorch
+    return any(t is not None and (f.is_legacy_batchedtensor(t) or f.is_batchedtensor(t)) for t in ts)
+
+
+def _op_backward(ctx, saved, dout, dfinals):
+    """The backward when create_graph=True (grad mode on inside backward) or the incoming gradients are
+    batched: recompute the forward in differentiable torch ops (_op_stack, the same math) and let autograd
+    differentiate it, so that second derivatives (gradient penalties) and vmap over the backward are right.
+    Returns the gradients of (x, *states, *flat)."""
+    ns = _NSTATES[ctx.cell]
+    x, states, flat = saved[0], saved[1:1 + ns], saved[1 + ns:]
+    inputs = (x, *states, *flat)
+    with torch.enable_grad():
+        out, finals = _op_stack(ctx.cell, ctx.nonlinearity, ctx.groups, ctx.bidirectional, ctx.has_bias,
+                                ctx.lengths, x, states, flat)
+        pairs = [(o, g) for o, g in zip((out, *finals), (dout, *dfinals)) if g is not None]
+        wanted = [t for t in inputs if t.requires_grad]
+        if not pairs or not wanted:
+            return (None,) * len(inputs)
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                       create_graph=torch.is_grad_enabled(), allow_unused=True))
+    return tuple(next(got) if t.requires_grad else None for t in inputs)
+
+
+def _op_step(cell, act, p, st, W_hh, b_hh, W_hr=None):
+    """One step of `cell` in torch ops: p (N, G*H) the input projection with b_ih, st the states (h,) or
+    (h, c), each (N, H) (h (N, P) with projections W_hr (P, H)) -> the new states."""
+    h = st[0]
+    r = nn.functional.linear(h, W_hh, b_hh)
+    if cell == "rnn":
+        z = p + r
+        return (torch.tanh(z) if act == "tanh" else torch.relu(z),)
+    if cell in ("lstm", "lstmp"):
+        i, f, g, o = (p + r).chunk(4, -1)
+        c = torch.sigmoid(f) * st[1] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h if W_hr is None else nn.functional.linear(h, W_hr)), c
+    pr, pz, pn = p.chunk(3, -1)
+    rr, rz, rn = r.chunk(3, -1)
+    reset, update = torch.sigmoid(pr + rr), torch.sigmoid(pz + rz)
+    n = torch.tanh(pn + reset * rn)
+    return ((1 - update) * n + update * h,)
+
+
+def _op_stack(cell, act, groups, bidirectional, has_bias, lengths, x, states, flat):
+    """_StackFunction's forward in differentiable torch ops (per step, readable; the kernels' math): x (T, N, D),
+    states each (groups, N, H), lengths (N,) or None -> (out (T, N, dirs*H), finals tuple). A step past a
+    sequence's length keeps the state and outputs zero; the reverse direction runs from each sequence's last
+    valid step, as the kernels and torch do."""
+    T = x.shape[0]
+    dirs = 2 if bidirectional else 1
+    proj = cell == "lstmp"
+    per = _per(has_bias, proj)
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(T)[:, None] < torch.as_tensor(lengths)[None, :]).unsqueeze(-1)   # (T, N, 1)
+    inp, finals = x, [[] for _ in states]
+    for k in range(groups // dirs):
+        outs = []
+        for d in range(dirs):
+            i = k * dirs + d
+            w = flat[i * per:(i + 1) * per]
+            b_ih, b_hh = (w[2], w[3]) if has_bias else (None, None)
+            P = nn.functional.linear(inp, w[0], b_ih)          # (T, N, G*H): the input projection
+            st, ys = tuple(s[i] for s in states), [None] * T
+            for t in (range(T) if d == 0 else reversed(range(T))):
+                new = _op_step(cell, act, P[t], st, w[1], b_hh, w[-1] if proj else None)
+                if valid is not None:
+                    new = tuple(torch.where(valid[t], a, b) for a, b in zip(new, st))
+                    ys[t] = torch.where(valid[t], new[0], torch.zeros_like(new[0]))
+                else:
+                    ys[t] = new[0]
+                st = new
+            outs.append(torch.stack(ys))
+            for f, s in zip(finals, st):
+                f.append(s)
+        inp = outs[0] if dirs == 1 else torch.cat(outs, 2)
+    return inp, tuple(torch.stack(f) for f in finals)
 
 
 def _run(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, states, flat):
@@ -99,8 +208,8 @@ def _run(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, states
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *states, *flat)):
         res = _StackFunction.apply(cell, nonlinearity, groups, bidirectional, has_bias, lengths, x, *states, *flat)
         return res[0], tuple(res[1:])
-    out, finals, _ = _kernel_forward(cell, nonlinearity, _layers(flat, groups, has_bias), x, states, lengths,
-                                     bidirectional, False)
+    out, finals, _ = _kernel_forward(cell, nonlinearity, _layers(flat, groups, has_bias, cell == "lstmp"), x,
+                                     states, lengths, bidirectional, False)
     return torch.from_numpy(out), tuple(torch.from_numpy(f) for f in finals)
 
 
@@ -127,15 +236,48 @@ def _packed_dropout(y, p, index):
     return torch.zeros_like(rows).index_copy(0, index, data).reshape(T, N, F)
 
 
+_EAGER_REASON = ("rnnfast.torch runs its recurrence eagerly: the kernels are NumPy/C++ calls that torch.compile "
+                 "cannot trace, so a compiled model graph-breaks around the drop-in and compiles the rest")
+_DISABLED = {}
+
+
+def _eager(fn):
+    """`fn` wrapped by torch.compiler.disable (one clean graph break with the reason above instead of dynamo
+    tracing into the kernels), created on first use so that importing rnnfast.torch does not import
+    torch._dynamo (seconds) for programs that never compile; without torch._dynamo nothing can be compiling."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        disabled = _DISABLED.get(fn)
+        if disabled is None:
+            if "torch._dynamo" not in sys.modules:
+                return fn(*args, **kwargs)
+            disabled = _DISABLED[fn] = torch.compiler.disable(fn, reason=_EAGER_REASON)
+        return disabled(*args, **kwargs)
+    return inner
+
+
 class _DropIn:
     """The forward shared by RNN, LSTM and GRU (a mixin placed before the torch class)."""
 
     _cell = "rnn"
     _torch_name = "RNN"
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this first: refuse with the reason rather than fail inside forward."""
+        raise RuntimeError(f"rnnfast.torch.{self._torch_name} cannot be compiled by TorchScript "
+                           f"(torch.jit.script/trace): its forward calls rnnfast's C++ kernels through NumPy, "
+                           f"which TorchScript cannot see. Script a model holding torch.nn.{self._torch_name}, "
+                           f"or use torch.compile (the drop-in then runs eagerly between compiled graphs)")
+
+    @_eager
     def forward(self, input, hx=None):
         cell, name = self._cell, self._torch_name
+        if torch.jit.is_tracing():
+            self.__prepare_scriptable__()
         lstm = cell == "lstm"
+        proj = getattr(self, "proj_size", 0)
+        if proj:
+            cell = "lstmp"
         packed = isinstance(input, PackedSequence)
         data = input.data if packed else input
         if not isinstance(data, torch.Tensor):
@@ -146,7 +288,8 @@ class _DropIn:
             raise RuntimeError(f"rnnfast.torch.{name} runs on CPU tensors; got input on {data.device}, and "
                                f"{why}: use torch.nn.{name} on the GPU")
         if data.dtype not in _DTYPES:
-            raise TypeError(f"input must have dtype torch.float32 or torch.float64, got {data.dtype}")
+            raise TypeError(f"input must have dtype torch.float32 or torch.float64 (or bfloat16/float16, computed "
+                            f"in float32), got {data.dtype}")
         if lstm and hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2
                                             and all(isinstance(h, torch.Tensor) for h in hx)):
             raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors for LSTM, got {type(hx).__name__}")
@@ -175,8 +318,8 @@ class _DropIn:
                     hx = tuple(h.unsqueeze(1) for h in hx) if lstm else hx.unsqueeze(1)
             N = input.size(0) if self.batch_first else input.size(1)
         if hx is None:
-            states = tuple(torch.zeros(self.num_layers * dirs, N, self.hidden_size, dtype=data.dtype)
-                           for _ in range(_NSTATES[cell]))
+            states = tuple(torch.zeros(self.num_layers * dirs, N, size, dtype=data.dtype)
+                           for size in (proj or self.hidden_size, self.hidden_size)[:_NSTATES[cell]])
         else:
             states = tuple(hx) if lstm else (hx,)
         for sname, s in zip(("hx", "cx") if lstm else ("hx",), states):
@@ -193,16 +336,20 @@ class _DropIn:
         else:
             self.check_forward_args(input, states if lstm else states[0], None)
             x = (input.transpose(0, 1) if self.batch_first else input).contiguous()   # (T, N, D)
+            if x.size(0) == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         states = tuple(s.contiguous() for s in states)
+        flat = self._flat_weights
+        if data.dtype in _HALF:      # float32 kernels; autograd casts the gradients back
+            x, states, flat = x.float(), tuple(s.float() for s in states), [w.float() for w in flat]
 
         act = getattr(self, "nonlinearity", "tanh")
-        flat = self._flat_weights
         L = self.num_layers
         use_dropout = self.dropout > 0 and self.training and L > 1
         if not use_dropout:
             output, finals = _run(cell, act, L * dirs, dirs == 2, self.bias, lengths, x, states, flat)
         else:
-            per = (4 if self.bias else 2) * dirs
+            per = _per(self.bias, proj) * dirs
             layer_input, acc = x, [[] for _ in states]
             for k in range(L):
                 st = tuple(s[k * dirs:(k + 1) * dirs] for s in states)
@@ -214,6 +361,8 @@ class _DropIn:
                     layer_input = (nn.functional.dropout(layer_input, self.dropout, training=True) if index is None
                                    else _packed_dropout(layer_input, self.dropout, index))
             output, finals = layer_input, tuple(torch.cat(a, 0) for a in acc)
+        if data.dtype in _HALF:
+            output, finals = output.to(data.dtype), tuple(f.to(data.dtype) for f in finals)
 
         if packed:
             T, N, F = output.shape
@@ -248,17 +397,12 @@ class LSTM(_DropIn, nn.LSTM):
 
     Constructor, parameters (gates i, f, g, o stacked in weight_ih_l{k} (4H, D_k), ...), initialisation and
     forward(input, (h_0, c_0)=None) -> (output, (h_n, c_n)) are torch.nn.LSTM's, with the options of RNN above.
-    proj_size > 0 (torch's LSTM with projections) is refused: use torch.nn.LSTM for it.
+    proj_size = P > 0 (torch's LSTM with projections, h_t = W_hr (o_t * tanh(c_t)), weight_hr_l{k} (P, H), h_0 and
+    h_n (L*dirs, N, P)) runs on rnnfast's projection kernel (csrc/cpu/lstm_proj_cpu.cpp).
     """
 
     _cell = "lstm"
     _torch_name = "LSTM"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.proj_size != 0:
-            raise ValueError(f"rnnfast.torch.LSTM does not support proj_size != 0 (got {self.proj_size}): "
-                             "rnnfast has no LSTM-with-projections kernel; use torch.nn.LSTM for it")
 
 
 class GRU(_DropIn, nn.GRU):
@@ -277,7 +421,7 @@ _REPLACEMENTS = {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU}
 
 
 def _convertible(m):
-    return type(m) in _REPLACEMENTS and getattr(m, "proj_size", 0) == 0
+    return type(m) in _REPLACEMENTS
 
 
 def _from_torch(m):
@@ -287,6 +431,8 @@ def _from_torch(m):
               dtype=m.weight_ih_l0.dtype)
     if type(m) is nn.RNN:
         kw["nonlinearity"] = m.nonlinearity
+    if type(m) is nn.LSTM:
+        kw["proj_size"] = m.proj_size
     new = _REPLACEMENTS[type(m)](m.input_size, m.hidden_size, **kw)
     for name in m._flat_weights_names:
         setattr(new, name, getattr(m, name))
@@ -300,8 +446,8 @@ def convert(model):
 
     The replacement shares the original Parameter objects, so weights, devices and optimizers built on
     model.parameters() carry over. Only modules whose type is exactly torch.nn.RNN, LSTM or GRU are replaced
-    (a user subclass may override forward); an LSTM with proj_size > 0 stays as it is (rnnfast has no
-    projection kernel). Returns the model (the new module when `model` is itself one of them).
+    (a user subclass may override forward), LSTMs with proj_size > 0 included. Returns the model (the new
+    module when `model` is itself one of them).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
