@@ -92,12 +92,29 @@ inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_
     for (int64_t j = 0; j < C; ++j) out[r][j0 + j] = acc[r][j];
 }
 
-// n is a multiple of CB<T> (every padded width is).
+// n is a multiple of CB<T> (every padded width is). One row: up to 12 vector accumulators per block, so a
+// width up to 6 CB (96 floats) is one block and no block is latency-bound by too few accumulators.
 template <typename T, int R>
 inline void mm_rows_r(const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
   constexpr int64_t B = CB<T>;
   constexpr int64_t C = (R == 1 ? 4 : (R == 2 ? 2 : 1)) * B;
   int64_t j0 = 0;
+  if (R == 1) {
+    while (n - j0 > 6 * B) {
+      mm_block<T, R, 4 * B>(v, K, M, n, out, j0);
+      j0 += 4 * B;
+    }
+    switch ((n - j0) / B) {
+      case 6: mm_block<T, R, 6 * B>(v, K, M, n, out, j0); break;
+      case 5: mm_block<T, R, 5 * B>(v, K, M, n, out, j0); break;
+      case 4: mm_block<T, R, 4 * B>(v, K, M, n, out, j0); break;
+      case 3: mm_block<T, R, 3 * B>(v, K, M, n, out, j0); break;
+      case 2: mm_block<T, R, 2 * B>(v, K, M, n, out, j0); break;
+      case 1: mm_block<T, R, B>(v, K, M, n, out, j0); break;
+      default: break;
+    }
+    return;
+  }
   for (; j0 + C <= n; j0 += C) mm_block<T, R, C>(v, K, M, n, out, j0);
   for (; j0 < n; j0 += B) mm_block<T, R, B>(v, K, M, n, out, j0);
 }
@@ -128,11 +145,16 @@ struct Prepared {
   std::vector<T> bo;                    // (Vp)
 };
 
-// dst (K, ldd) = src^T for src (n, K) row-major; columns n..ldd stay zero.
+// dst (K, ldd) = src^T for src (n, K) row-major, in 16 x 16 tiles; columns n..ldd stay zero.
 template <typename T>
 void transpose_into(const T* src, int64_t n, int64_t K, T* dst, int64_t ldd) {
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t k = 0; k < K; ++k) dst[k * ldd + j] = src[j * K + k];
+  constexpr int64_t S = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += S)
+    for (int64_t k0 = 0; k0 < K; k0 += S) {
+      const int64_t j1 = std::min(n, j0 + S), k1 = std::min(K, k0 + S);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t j = j0; j < j1; ++j) dst[k * ldd + j] = src[j * K + k];
+    }
 }
 
 template <typename T>
