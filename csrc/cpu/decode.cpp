@@ -73,50 +73,73 @@ inline double vexp(double x) {
 }
 
 // ---- row-blocked products: out[i][0:n] += sum_k v[i][k] * M[k][0:n] for R rows, M (K, n) row-major ----
-// C columns per block with R rows keep R*C/CB vector accumulators (8 at most) in registers while the K rows
-// of M stream past once for all R rows.
-template <typename T, int R, int64_t C>
+// 32-byte vectors (GCC/Clang vector extensions: one AVX register, or two SSE registers in the generic build).
+// A block of NV vectors per row with R rows keeps R*NV accumulators (12 at most) in registers while the K
+// rows of M stream past once for all R rows.
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  typedef float unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+};
+template <> struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  typedef double unaligned __attribute__((vector_size(32), aligned(8), may_alias));
+};
+
+template <typename T, int R, int NV>
 inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_t ldm, T* const* out,
                      int64_t j0) {
-  T acc[R][C];
+  using V = typename Vec<T>::type;
+  using U = typename Vec<T>::unaligned;
+  constexpr int64_t W = 32 / int64_t(sizeof(T));
+  V acc[R][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    for (int64_t j = 0; j < C; ++j) acc[r][j] = out[r][j0 + j];
+#pragma GCC unroll 16
+    for (int q = 0; q < NV; ++q) acc[r][q] = *reinterpret_cast<const U*>(out[r] + j0 + q * W);
   for (int64_t k = 0; k < K; ++k) {
-    const T* __restrict mk = M + k * ldm + j0;
+    const T* mk = M + k * ldm + j0;
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const T vk = v[r][k];
-      for (int64_t j = 0; j < C; ++j) acc[r][j] += vk * mk[j];
+#pragma GCC unroll 16
+      for (int q = 0; q < NV; ++q) acc[r][q] += vk * *reinterpret_cast<const U*>(mk + q * W);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    for (int64_t j = 0; j < C; ++j) out[r][j0 + j] = acc[r][j];
+#pragma GCC unroll 16
+    for (int q = 0; q < NV; ++q) *reinterpret_cast<U*>(out[r] + j0 + q * W) = acc[r][q];
 }
 
-// n is a multiple of CB<T> (every padded width is). One row: up to 12 vector accumulators per block, so a
-// width up to 6 CB (96 floats) is one block and no block is latency-bound by too few accumulators.
+// n is a multiple of CB<T> = 2 vectors (every padded width is). One row: up to 12 accumulators, so a width
+// up to 6 CB (96 floats) is one block; 2 rows: 3 CB; 3-4 rows: 1 CB (8 accumulators for 4 rows).
 template <typename T, int R>
 inline void mm_rows_r(const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
   constexpr int64_t B = CB<T>;
-  constexpr int64_t C = (R == 1 ? 4 : (R == 2 ? 2 : 1)) * B;
   int64_t j0 = 0;
   if (R == 1) {
     while (n - j0 > 6 * B) {
-      mm_block<T, R, 4 * B>(v, K, M, n, out, j0);
+      mm_block<T, R, 8>(v, K, M, n, out, j0);
       j0 += 4 * B;
     }
     switch ((n - j0) / B) {
-      case 6: mm_block<T, R, 6 * B>(v, K, M, n, out, j0); break;
-      case 5: mm_block<T, R, 5 * B>(v, K, M, n, out, j0); break;
-      case 4: mm_block<T, R, 4 * B>(v, K, M, n, out, j0); break;
-      case 3: mm_block<T, R, 3 * B>(v, K, M, n, out, j0); break;
-      case 2: mm_block<T, R, 2 * B>(v, K, M, n, out, j0); break;
-      case 1: mm_block<T, R, B>(v, K, M, n, out, j0); break;
+      case 6: mm_block<T, R, 12>(v, K, M, n, out, j0); break;
+      case 5: mm_block<T, R, 10>(v, K, M, n, out, j0); break;
+      case 4: mm_block<T, R, 8>(v, K, M, n, out, j0); break;
+      case 3: mm_block<T, R, 6>(v, K, M, n, out, j0); break;
+      case 2: mm_block<T, R, 4>(v, K, M, n, out, j0); break;
+      case 1: mm_block<T, R, 2>(v, K, M, n, out, j0); break;
       default: break;
     }
     return;
   }
-  for (; j0 + C <= n; j0 += C) mm_block<T, R, C>(v, K, M, n, out, j0);
-  for (; j0 < n; j0 += B) mm_block<T, R, B>(v, K, M, n, out, j0);
+  if (R == 2) {
+    for (; j0 + 3 * B <= n; j0 += 3 * B) mm_block<T, R, 6>(v, K, M, n, out, j0);
+    for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
+    return;
+  }
+  for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
 }
 
 template <typename T>
@@ -396,7 +419,7 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
   std::vector<int64_t> prev(static_cast<size_t>(NK), bp.start_token), active, toks(static_cast<size_t>(NK));
   std::vector<int64_t> hist_tok, hist_par;                     // (steps, N*K) token and parent beam
   Scratch<T> s(p, std::min<int64_t>(kRowBlock, NK));
-  std::vector<double> best_v(static_cast<size_t>(K));
+  std::vector<double> best_v(static_cast<size_t>(K)), ebuf(static_cast<size_t>(V));
   std::vector<int64_t> best_i(static_cast<size_t>(K));
   int64_t steps = 0;
   for (int64_t t = 0; t < bp.max_len; ++t) {
@@ -416,8 +439,9 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
         double mx = double(z[0]);
         for (int64_t j = 1; j < V; ++j) mx = double(z[j]) > mx ? double(z[j]) : mx;
         for (int64_t j = 0; j < V; ++j) l[j] = double(z[j]) - mx;
+        for (int64_t j = 0; j < V; ++j) ebuf[j] = vexp(l[j]);   // vectorised, apart from the sum
         double se = 0;
-        for (int64_t j = 0; j < V; ++j) se += vexp(l[j]);
+        for (int64_t j = 0; j < V; ++j) se += ebuf[j];
         const double lse = std::log(se);
         for (int64_t j = 0; j < V; ++j) l[j] -= lse;
       }
