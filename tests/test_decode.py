@@ -180,6 +180,20 @@ def test_chunked_decoding_equals_one_call(method):
     np.testing.assert_array_equal(hb[0], hw[0])
 
 
+def test_prefix_equals_feeding_it_first():
+    m = _one_to_many("gru", None, np.float64, L=2)
+    with _inference(m):
+        h0, _ = m._start(_code(3, np.float64), need_cache=False)
+    prime = np.random.default_rng(2).integers(0, 11, (6, 3))
+    got, hg = _decode.sample(m.decoder.rnn, m.head, None, prime[0], h0, None, 9, "sample", 0.8, 3, 77,
+                             prefix=prime[1:])
+    with _inference(m):
+        _, h = m.decoder.forward(prime[:-1], h0)              # the prime but its last token, by the layer
+    want, hw = _decode.sample(m.decoder.rnn, m.head, None, prime[-1], h, None, 9, "sample", 0.8, 3, 77)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(hg, hw, rtol=1e-10, atol=1e-12)
+
+
 # ---- the random stream and the sampler ----
 
 def _splitmix64(x):
@@ -314,7 +328,9 @@ def test_bad_arguments_native():
              (dict(c=np.zeros((3, 31), np.float32)), ValueError, "constant input"),
              (dict(head_weight=W[:, :5]), ValueError, "head weight"), (dict(weights=w[:1] + [w[0]]), ValueError,
                                                                       "weight_ih_l1"),
-             (dict(embed=np.zeros((11, 4), np.float32)), ValueError, "weight_ih_l0")]
+             (dict(embed=np.zeros((11, 4), np.float32)), ValueError, "weight_ih_l0"),
+             (dict(prefix=np.zeros((2, 2), np.int64)), ValueError, r"prefix must .* shape \(P, N\)"),
+             (dict(prefix=np.full((2, 3), 11)), ValueError, "prefix.* outside the vocabulary")]
     for kw, exc, msg in cases:
         with pytest.raises(exc, match=msg):
             call(**kw)

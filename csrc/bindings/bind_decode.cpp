@@ -148,13 +148,13 @@ void take_states(cpu::DecodeCell cell, const py::dtype& dt, int64_t L, int64_t N
   }
 }
 
-py::array_t<int64_t> take_ids(const char* name, const py::object& obj, int64_t V) {
+py::array_t<int64_t> take_ids(const char* name, const py::object& obj, int64_t V, bool allow_empty = false) {
   if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a numpy integer array of shape (N,)");
   py::array a = py::reinterpret_borrow<py::array>(obj);
   if (a.dtype().kind() != 'i' && a.dtype().kind() != 'u')
     throw py::type_error(std::string(name) + " must be an integer array of token ids, got dtype " +
                          py::str(a.dtype()).cast<std::string>());
-  if (a.ndim() != 1 || a.shape(0) < 1)
+  if (a.ndim() != 1 || (a.shape(0) < 1 && !allow_empty))
     throw py::value_error(std::string(name) + " must have shape (N,) with N >= 1, got " + got_shape(a));
   py::array_t<int64_t> ids = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
   const int64_t* d = ids.data();
@@ -170,7 +170,7 @@ py::tuple sample_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, 
                       const py::array& W_out, const py::object& b_out, const py::object& first_obj,
                       const py::object& h0, const py::object& c0, const py::object& c, int64_t steps,
                       const std::string& method, double temperature, int64_t top_k, uint64_t seed, int64_t t0,
-                      int64_t end_token, int64_t pad_token) {
+                      int64_t end_token, int64_t pad_token, const py::object& prefix_obj) {
   Model<T> md = take_model<T>(cell, G, weights, embed, W_out, b_out);
   const int64_t V = md.m.V, L = md.m.L, H = md.m.H;
   if (method != "greedy" && method != "sample")
@@ -188,8 +188,22 @@ py::tuple sample_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, 
   py::array_t<T> h;
   py::object cs = py::none(), cin = py::none();
   take_states<T>(cell, W_out.dtype(), L, N, H, h0, c0, c, h, cs, cin);
+  py::array_t<int64_t> prefix;
+  int64_t P = 0;
+  if (!prefix_obj.is_none()) {
+    if (!py::isinstance<py::array>(prefix_obj) || py::reinterpret_borrow<py::array>(prefix_obj).ndim() != 2 ||
+        py::reinterpret_borrow<py::array>(prefix_obj).shape(1) != N)
+      throw py::value_error("prefix must be an integer array of shape (P, N) with N = " + std::to_string(N) +
+                            " or None");
+    py::array a = py::reinterpret_borrow<py::array>(prefix_obj);
+    P = a.shape(0);
+    py::array flat = a.reshape({py::ssize_t(P * N)});
+    prefix = take_ids("prefix", flat, V, true);
+  }
   py::array_t<int64_t> ids({steps, N});
   cpu::SampleParams<T> p;
+  p.P = P;
+  p.prefix = P ? prefix.data() : nullptr;
   p.N = N; p.steps = steps; p.greedy = greedy; p.temperature = temperature; p.top_k = top_k;
   p.seed = seed; p.t0 = t0; p.end_token = end_token; p.pad_token = pad_token;
   p.first = first.data();
@@ -250,15 +264,15 @@ py::tuple decode_sample_py(const std::string& cell, const py::sequence& weights,
                            const py::object& W_out, const py::object& b_out, const py::object& first,
                            const py::object& h0, const py::object& c0, const py::object& c, int64_t steps,
                            const std::string& method, double temperature, int64_t top_k, uint64_t seed, int64_t t0,
-                           int64_t end_token, int64_t pad_token) {
+                           int64_t end_token, int64_t pad_token, const py::object& prefix) {
   int G = 1;
   const cpu::DecodeCell cl = parse_cell(cell, G);
   py::array W = head_weight(W_out);
   if (W.itemsize() == 4)
     return sample_impl<float>(cl, G, weights, embed, W, b_out, first, h0, c0, c, steps, method, temperature, top_k,
-                              seed, t0, end_token, pad_token);
+                              seed, t0, end_token, pad_token, prefix);
   return sample_impl<double>(cl, G, weights, embed, W, b_out, first, h0, c0, c, steps, method, temperature, top_k,
-                             seed, t0, end_token, pad_token);
+                             seed, t0, end_token, pad_token, prefix);
 }
 
 py::tuple decode_beam_py(const std::string& cell, const py::sequence& weights, const py::object& embed,
@@ -279,8 +293,9 @@ void register_decode(py::module_& m) {
   m.def("decode_sample", &decode_sample_py, py::arg("cell"), py::arg("weights"), py::arg("embed"),
         py::arg("head_weight"), py::arg("head_bias"), py::arg("first"), py::arg("h0"), py::arg("c0"), py::arg("c"),
         py::arg("steps"), py::arg("method"), py::arg("temperature"), py::arg("top_k"), py::arg("seed"),
-        py::arg("t0"), py::arg("end_token"), py::arg("pad_token"),
-        "-> (ids (steps, N) int64, h_n (L, N, H), c_n (L, N, H) or None): greedy or sampled decoding");
+        py::arg("t0"), py::arg("end_token"), py::arg("pad_token"), py::arg("prefix") = py::none(),
+        "-> (ids (steps, N) int64, h_n (L, N, H), c_n (L, N, H) or None): greedy or sampled decoding after an "
+        "optional forced prefix (P, N)");
   m.def("decode_beam", &decode_beam_py, py::arg("cell"), py::arg("weights"), py::arg("embed"),
         py::arg("head_weight"), py::arg("head_bias"), py::arg("h0"), py::arg("c0"), py::arg("c"),
         py::arg("start_token"), py::arg("end_token"), py::arg("max_len"), py::arg("beam_size"),

@@ -267,10 +267,10 @@ inline void act_gru(int64_t H, const T* __restrict gi, const T* __restrict gh, T
 }
 
 // Advance rows idx[0:R) (of Nrows, state h / cs (L, Nrows, H)) by one step fed tokens tok[0:R); leaves their
-// logits in s.logits (R, Vp).
+// logits in s.logits (R, Vp) unless head is false.
 template <typename T>
 void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* tok, int64_t Nrows, T* h, T* cs,
-          const T* c, Scratch<T>& s) {
+          const T* c, Scratch<T>& s, bool head = true) {
   const int64_t H = p.H, GHp = p.GHp;
   const bool gru = p.cell == DecodeCell::Gru, lstm = p.cell == DecodeCell::Lstm;
   for (int64_t k = 0; k < p.L; ++k) {
@@ -300,6 +300,7 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
       else act_rnn(p.cell, H, s.opre[i], hi);
     }
   }
+  if (!head) return;
   const T* top = h + (p.L - 1) * Nrows * H;
   for (int64_t i = 0; i < R; ++i) {
     s.olog[i] = s.logits.data() + i * p.Vp;
@@ -365,6 +366,14 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
   Scratch<T> s(p, std::min<int64_t>(kRowBlock, N));
   std::vector<T> pbuf(static_cast<size_t>(V)), kbuf(static_cast<size_t>(V));
   const T inv_temp = T(1.0 / sp.temperature);
+  for (int64_t t = 0; t < sp.P; ++t) {                // the forced prefix: feed, no head, no choice
+    for (int64_t b = 0; b < N; b += kRowBlock) {
+      const int64_t nb = std::min(kRowBlock, N - b);
+      for (int64_t i = 0; i < nb; ++i) toks[i] = prev[b + i];
+      step(p, nb, active.data() + b, toks.data(), N, sp.h, sp.cs, sp.c, s, false);
+    }
+    std::copy(sp.prefix + t * N, sp.prefix + (t + 1) * N, prev.begin());
+  }
   int64_t t = 0;
   for (; t < sp.steps && !active.empty(); ++t) {
     int64_t* out = sp.ids + t * N;

@@ -39,6 +39,10 @@ struct SampleParams {
   int64_t end_token = -1;     // -1: none
   int64_t pad_token = 0;
   const int64_t* first = nullptr;  // (N) the first input token of each sequence
+  // A forced prefix (a prime): P steps before decoding, each feeding its input and then taking the next
+  // input from prefix (P, N) instead of choosing one (no output, no random draw). nullptr when P = 0.
+  int64_t P = 0;
+  const int64_t* prefix = nullptr;
   const T* c = nullptr;       // (N, H) constant input added at every step of layer 0 (rnn only), or nullptr
   T* h = nullptr;             // (L, N, H) in: initial hidden state; out (=): final state
   T* cs = nullptr;            // (L, N, H) LSTM cell state, in and out (=); nullptr for rnn/gru

@@ -119,20 +119,23 @@ def _split(kind, state):
 
 
 def sample(rnn, head, embed, first, state, c, steps, method="greedy", temperature=1.0, top_k=0, seed=0, t0=0,
-           end_token=-1, pad_token=0):
+           end_token=-1, pad_token=0, prefix=None):
     """Decode `steps` tokens for N sequences in one native call -> (ids (steps, N) int64, final state).
 
     rnn: the recurrent layer; head: the Linear head (or a (weight (V, H), bias or None) pair); embed: the
     (V, E) embedding table or None for one-hot input; first (N,) the first input tokens; state: (L, N, H),
-    or the pair (h, c) for an LSTM; c: (N, H) constant input or None. After a sequence chooses end_token its
-    ids are pad_token and its state stays put. Arguments are validated by the caller and by _C.
+    or the pair (h, c) for an LSTM; c: (N, H) constant input or None. prefix (P, N) or None: P forced steps
+    first (a prime: step t feeds its input and takes prefix[t] as the next one, nothing is chosen). After a
+    sequence chooses end_token its ids are pad_token and its state stays put. Arguments are validated by
+    the caller and by _C.
     """
     kind, weights = layer_spec(rnn)
     W, b = (head.params["weight"], head.params.get("bias")) if hasattr(head, "params") else head
     h0, c0 = _split(kind, state)
     ids, h_n, c_n = _native_module().decode_sample(
         kind, weights, embed, W, b, np.ascontiguousarray(first, dtype=np.int64), h0, c0, c, int(steps), method,
-        float(temperature), int(top_k), int(seed), int(t0), int(end_token), int(pad_token))
+        float(temperature), int(top_k), int(seed), int(t0), int(end_token), int(pad_token),
+        None if prefix is None else np.ascontiguousarray(prefix, dtype=np.int64))
     return ids, ((h_n, c_n) if kind == "lstm" else h_n)
 
 

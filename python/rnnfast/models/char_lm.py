@@ -252,8 +252,8 @@ class CharLM:
         of `chunk` steps with the state carried, so any prime length gives the same state as feeding it
         whole. Returns the generated text (without the prime).
 
-        native (None = where available): the prime goes through the layer's forward and the `length`
-        characters come from one native call (rnnfast._decode). Its random stream is a counter-based hash of
+        native (None = where available): the prime and the `length` characters are one native call
+        (rnnfast._decode; `chunk` then does not apply). Its random stream is a counter-based hash of
         (seed, step), not NumPy's, so a seed gives the same text on every run and machine but not the text
         the Python per-step loop (native=False, the reference) gives; greedy text is the same either way.
         seed: an int, a np.random.Generator or None (fresh)."""
@@ -271,14 +271,12 @@ class CharLM:
         if not _decode.use_native(native, encoder.rnn):
             return self._sample_python(ids, length, temperature, top_k, seed, chunk)
         h = self.zero_state(1)
-        for t in range(0, len(ids) - 1, chunk):        # the prime but its last character: the decoder feeds it
-            _, h = self.step_logits(ids[t:min(t + chunk, len(ids) - 1), None], h)
         state = (h[0], h[1]) if self.cell == "lstm" else h
         greedy = temperature == 0
-        out, _ = _decode.sample(encoder.rnn, self.net.head, None, ids[-1:], state, None, int(length),
+        out, _ = _decode.sample(encoder.rnn, self.net.head, None, ids[:1], state, None, int(length),
                                 "greedy" if greedy else "sample", temperature if not greedy else 1.0,
                                 0 if top_k is None else min(int(top_k), self.vocab.size),
-                                0 if greedy else _decode.seed64(seed))
+                                0 if greedy else _decode.seed64(seed), prefix=ids[1:, None])
         return self.vocab.decode(out[:, 0])
 
     def _sample_python(self, ids, length, temperature, top_k, seed, chunk):
