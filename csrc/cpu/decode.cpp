@@ -310,20 +310,43 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
   mm_rows<T>(R, s.vh.data(), H, p.WoT.data(), p.Vp, s.olog.data());                   // the head
 }
 
+// The largest of z[0:V) (NaN ignored unless all are NaN), in 8 independent lanes so the loop vectorises;
+// max is exact, so the lane order changes nothing.
+template <typename T>
+inline T max_of(const T* z, int64_t V) {
+  constexpr int64_t LN = 8;
+  T m[LN];
+  for (int64_t l = 0; l < LN; ++l) m[l] = z[0];
+  int64_t j0 = 0;
+  for (; j0 + LN <= V; j0 += LN)
+    for (int64_t l = 0; l < LN; ++l) m[l] = z[j0 + l] > m[l] ? z[j0 + l] : m[l];
+  T r = m[0];
+  for (int64_t l = 1; l < LN; ++l) r = m[l] > r ? m[l] : r;
+  for (int64_t j = j0; j < V; ++j) r = z[j] > r ? z[j] : r;
+  return r;
+}
+
 // np.argmax semantics: the first maximum, or the first NaN.
 template <typename T>
 inline int64_t argmax(const T* z, int64_t V) {
-  int64_t best = 0;
-  for (int64_t j = 0; j < V; ++j) {
-    if (z[j] != z[j]) return j;
-    if (z[j] > z[best]) best = j;
-  }
-  return best;
+  bool nan = false;
+  for (int64_t j = 0; j < V; ++j) nan |= z[j] != z[j];
+  if (nan)
+    for (int64_t j = 0; j < V; ++j)
+      if (z[j] != z[j]) return j;
+  const T m = max_of(z, V);
+  for (int64_t j = 0; j < V; ++j)
+    if (z[j] == m) return j;
+  return 0;
 }
 
-// A token from softmax(z / temperature) restricted to the top_k largest (ties at the k-th value kept).
+// A token from softmax(z / temperature) restricted to the top_k largest (ties at the k-th value kept): the
+// first token whose cumulative weight exceeds u times the total. The weights are summed in blocks of 8
+// (block sums in a fixed order, then the blocks in order), the same on every ISA, and the chosen block is
+// scanned token by token.
 template <typename T>
-int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T* pbuf, T* kbuf) {
+int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T* pbuf, T* kbuf, double* bsum) {
+  constexpr int64_t BS = 8;
   T kth = -std::numeric_limits<T>::infinity();
   if (top_k > 0 && top_k < V) {
     const T lowest = -std::numeric_limits<T>::infinity();
@@ -331,25 +354,41 @@ int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T
     std::nth_element(kbuf, kbuf + (top_k - 1), kbuf + V, [](T a, T b) { return a > b; });
     kth = kbuf[top_k - 1];
   }
-  T m = z[0];
-  for (int64_t j = 1; j < V; ++j) m = z[j] > m ? z[j] : m;
+  const T m = max_of(z, V);
   for (int64_t j = 0; j < V; ++j) {
     const T e = vexp((z[j] - m) * inv_temp);
     pbuf[j] = z[j] >= kth ? e : T(0);
   }
+  const int64_t nblk = (V + BS - 1) / BS;
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int64_t j1 = std::min(V, (b + 1) * BS);
+    double acc = 0;
+    for (int64_t j = b * BS; j < j1; ++j) acc += double(pbuf[j]);
+    bsum[b] = acc;
+  }
   double total = 0;
-  for (int64_t j = 0; j < V; ++j) total += double(pbuf[j]);
+  for (int64_t b = 0; b < nblk; ++b) total += bsum[b];
   const double target = u * total;
   double cum = 0;
-  int64_t last = -1;
-  for (int64_t j = 0; j < V; ++j) {
-    if (pbuf[j] > T(0)) {
-      cum += double(pbuf[j]);
-      last = j;
-      if (cum > target) return j;
+  for (int64_t b = 0; b < nblk; ++b) {
+    if (!(cum + bsum[b] > target)) {
+      cum += bsum[b];
+      continue;
     }
+    const int64_t j1 = std::min(V, (b + 1) * BS);
+    int64_t last = -1;
+    for (int64_t j = b * BS; j < j1; ++j) {
+      if (pbuf[j] > T(0)) {
+        cum += double(pbuf[j]);
+        last = j;
+        if (cum > target) return j;
+      }
+    }
+    if (last >= 0) return last;                    // rounding inside the block: its last positive token
   }
-  return last >= 0 ? last : argmax(z, V);
+  for (int64_t j = V - 1; j >= 0; --j)              // rounding at the very end (or no positive weight)
+    if (pbuf[j] > T(0)) return j;
+  return argmax(z, V);
 }
 
 constexpr int64_t kRowBlock = 16;   // rows advanced together (cache locality of the per-row scratch)
@@ -365,6 +404,7 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
   std::vector<char> done(static_cast<size_t>(N), 0);
   Scratch<T> s(p, std::min<int64_t>(kRowBlock, N));
   std::vector<T> pbuf(static_cast<size_t>(V)), kbuf(static_cast<size_t>(V));
+  std::vector<double> bsum(static_cast<size_t>(V / 8 + 1));
   const T inv_temp = T(1.0 / sp.temperature);
   for (int64_t t = 0; t < sp.P; ++t) {                // the forced prefix: feed, no head, no choice
     for (int64_t b = 0; b < N; b += kRowBlock) {
@@ -390,7 +430,7 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
         const int64_t tok = sp.greedy ? argmax(z, V)
                                       : sample_one(z, V, inv_temp, sp.top_k,
                                                    decode_uniform(sp.seed, uint64_t(n), uint64_t(sp.t0 + t)),
-                                                   pbuf.data(), kbuf.data());
+                                                   pbuf.data(), kbuf.data(), bsum.data());
         out[n] = prev[n] = tok;
         if (tok == sp.end_token) done[n] = 1;
       }
@@ -445,8 +485,7 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
       for (int64_t i = 0; i < nb; ++i) {                       // log-softmax in float64
         const T* z = s.logits.data() + i * p.Vp;
         double* l = lp.data() + idx[i] * V;
-        double mx = double(z[0]);
-        for (int64_t j = 1; j < V; ++j) mx = double(z[j]) > mx ? double(z[j]) : mx;
+        const double mx = double(max_of(z, V));
         for (int64_t j = 0; j < V; ++j) l[j] = double(z[j]) - mx;
         for (int64_t j = 0; j < V; ++j) ebuf[j] = vexp(l[j]);   // vectorised, apart from the sum
         double se = 0;
