@@ -18,13 +18,13 @@ if any(k in os.environ for k in _PINS):           # before NumPy loads: re-exec 
     env = {k: v for k, v in os.environ.items() if k not in _PINS}
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import string  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import platform
+import string
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 FLOORS = {"numpy per-step": 10.0, "torch cpu": 15.0, "us_per_char": 3.0, "beam vs python": 10.0}
 
@@ -113,14 +113,16 @@ def bench_sampling(V=96, H=128, length=500, temperature=0.8, rounds=7, include_t
     lm = _char_model(V, H, seed)
     prime = lm.vocab.chars[:8]
     prime_ids = lm.vocab.encode(prime)
+    np_run = _numpy_sampler(lm)
     peers = {
         "rnnfast": lambda r: lm.sample(prime, length, temperature, seed=r),
         "rnnfast python loop": lambda r: lm.sample(prime, length, temperature, seed=r, native=False),
-        "numpy per-step": lambda r, f=_numpy_sampler(lm): f(prime_ids, length, temperature, r),
+        "numpy per-step": lambda r: np_run(prime_ids, length, temperature, r),
     }
     if include_torch:
         try:
-            peers["torch cpu"] = lambda r, f=_torch_sampler(lm): f(prime_ids, length, temperature, r)
+            torch_run = _torch_sampler(lm)
+            peers["torch cpu"] = lambda r: torch_run(prime_ids, length, temperature, r)
         except ImportError:
             pass
     for f in peers.values():
@@ -174,15 +176,15 @@ def table(sampling, beam):
         op = "<=" if unit == " us" else ">="
         return f"{op} {r['floor']:g}{unit} ({'met' if r['meets_floor'] else 'NOT met'})"
     s0 = sampling[0]
-    lines = [f"Sampling {s0['chars']} chars, temperature {s0['temperature']}, V={s0['V']}, H={s0['H']}, one stream "
-             f"(median of {s0['rounds']} interleaved rounds)", "",
+    lines = [(f"Sampling {s0['chars']} chars, temperature {s0['temperature']}, V={s0['V']}, H={s0['H']}, one stream "
+              f"(median of {s0['rounds']} interleaved rounds)"), "",
              "| implementation | us/char | rnnfast speed-up | floor |", "|---|---:|---:|---|"]
     for r in sampling:
         sp = "" if r["rnnfast_speedup"] is None else f"{r['rnnfast_speedup']:.1f}x"
         lines.append(f"| {r['impl']} | {r['us_per_char']:.2f} | {sp} | {fl(r)} |")
     b = beam[1]
-    lines += ["", f"Seq2Seq beam search, beam {b['K']}, max_len {b['T']}, N={b['N']}, V={b['V']}, H={b['H']} "
-              f"(median of {b['rounds']} rounds; same ids and scores: {b['same_result']})", "",
+    lines += ["", (f"Seq2Seq beam search, beam {b['K']}, max_len {b['T']}, N={b['N']}, V={b['V']}, H={b['H']} "
+                   f"(median of {b['rounds']} rounds; same ids and scores: {b['same_result']})"), "",
               "| implementation | ms | rnnfast speed-up | floor |", "|---|---:|---:|---|"]
     for r in beam:
         sp = "" if r["rnnfast_speedup"] is None else f"{r['rnnfast_speedup']:.1f}x"

@@ -10,11 +10,10 @@ import string
 
 import numpy as np
 import pytest
-
 import rnnfast
 from rnnfast import _decode
 from rnnfast.compat import cs231n as C
-from rnnfast.models.captioning import END, NULL, START, CaptioningRNN
+from rnnfast.models.captioning import END, NULL, CaptioningRNN
 from rnnfast.models.char_lm import CharLM
 from rnnfast.topologies import OneToMany, Seq2Seq, _decode_step, _inference
 
@@ -311,26 +310,27 @@ def test_bad_arguments_native():
     first = np.zeros(3, np.int64)
 
     def call(**kw):
-        a = dict(cell=kind, weights=w, embed=None, head_weight=W, head_bias=b, first=first, h0=h, c0=h, c=None,
-                 steps=4, method="sample", temperature=1.0, top_k=0, seed=0, t0=0, end_token=-1, pad_token=0)
+        a = {"cell": kind, "weights": w, "embed": None, "head_weight": W, "head_bias": b, "first": first, "h0": h,
+             "c0": h, "c": None, "steps": 4, "method": "sample", "temperature": 1.0, "top_k": 0, "seed": 0, "t0": 0,
+             "end_token": -1, "pad_token": 0}
         a.update(kw)
         return mod.decode_sample(**a)
 
     assert call()[0].shape == (4, 3)
-    cases = [(dict(cell="transformer"), ValueError, "cell"), (dict(method="beam"), ValueError, "method"),
-             (dict(temperature=0.0), ValueError, "temperature"), (dict(top_k=-1), ValueError, "top_k"),
-             (dict(end_token=11), ValueError, "end_token"), (dict(pad_token=-1), ValueError, "pad_token"),
-             (dict(h0=np.zeros((2, 2, 31), np.float32)), ValueError, r"h0 must have shape \(L, N, H\)"),
-             (dict(c0=None), ValueError, "c0"), (dict(c0=np.zeros((1, 3, 31), np.float32)), ValueError, "c0"),
-             (dict(h0=h.astype(np.float64)), TypeError, "dtype"), (dict(first=np.array([0, 11, 0])), ValueError,
+    cases = [({"cell": "transformer"}, ValueError, "cell"), ({"method": "beam"}, ValueError, "method"),
+             ({"temperature": 0.0}, ValueError, "temperature"), ({"top_k": -1}, ValueError, "top_k"),
+             ({"end_token": 11}, ValueError, "end_token"), ({"pad_token": -1}, ValueError, "pad_token"),
+             ({"h0": np.zeros((2, 2, 31), np.float32)}, ValueError, r"h0 must have shape \(L, N, H\)"),
+             ({"c0": None}, ValueError, "c0"), ({"c0": np.zeros((1, 3, 31), np.float32)}, ValueError, "c0"),
+             ({"h0": h.astype(np.float64)}, TypeError, "dtype"), ({"first": np.array([0, 11, 0])}, ValueError,
                                                                    "outside the vocabulary"),
-             (dict(first=np.zeros(3)), TypeError, "integer"), (dict(steps=-1), ValueError, "steps"),
-             (dict(c=np.zeros((3, 31), np.float32)), ValueError, "constant input"),
-             (dict(head_weight=W[:, :5]), ValueError, "head weight"), (dict(weights=w[:1] + [w[0]]), ValueError,
+             ({"first": np.zeros(3)}, TypeError, "integer"), ({"steps": -1}, ValueError, "steps"),
+             ({"c": np.zeros((3, 31), np.float32)}, ValueError, "constant input"),
+             ({"head_weight": W[:, :5]}, ValueError, "head weight"), ({"weights": w[:1] + [w[0]]}, ValueError,
                                                                       "weight_ih_l1"),
-             (dict(embed=np.zeros((11, 4), np.float32)), ValueError, "weight_ih_l0"),
-             (dict(prefix=np.zeros((2, 2), np.int64)), ValueError, r"prefix must .* shape \(P, N\)"),
-             (dict(prefix=np.full((2, 3), 11)), ValueError, "prefix.* outside the vocabulary")]
+             ({"embed": np.zeros((11, 4), np.float32)}, ValueError, "weight_ih_l0"),
+             ({"prefix": np.zeros((2, 2), np.int64)}, ValueError, r"prefix must .* shape \(P, N\)"),
+             ({"prefix": np.full((2, 3), 11)}, ValueError, "prefix.* outside the vocabulary")]
     for kw, exc, msg in cases:
         with pytest.raises(exc, match=msg):
             call(**kw)

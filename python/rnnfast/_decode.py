@@ -27,7 +27,7 @@ def available(*layers):
     from .backends import resolve
     try:
         mod = _native_module()
-    except Exception as e:   # the extension did not build or load: the reason is in the message
+    except (ImportError, OSError, RuntimeError) as e:   # the extension did not build or load
         return False, str(e)
     if not hasattr(mod, "decode_sample"):
         return False, "this build of rnnfast._C has no native decoder"
@@ -75,10 +75,10 @@ def check_sampling(method, temperature, top_k):
     """Validate the token choice; returns top_k as an int (0 = no limit)."""
     if method not in ("greedy", "sample"):
         raise ValueError(f"method must be 'greedy' or 'sample', got {method!r}")
-    if method == "sample":
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
-                or not np.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if method == "sample" and (isinstance(temperature, bool)
+                               or not isinstance(temperature, (int, float, np.floating, np.integer))
+                               or not np.isfinite(temperature) or temperature <= 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if top_k is None:
         return 0
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
