@@ -66,7 +66,14 @@ inline double vexp(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  const int64_t e = (int64_t(fi) + 1023) << 52;
+  // 2^fi without a double -> int64 conversion (AVX2 has none, which would keep the loop scalar): adding
+  // 1.5 * 2^52 leaves fi as the low bits of the mantissa.
+  const double shifter = 6755399441055744.0;
+  const double tf = fi + shifter;
+  int64_t tb, sb;
+  std::memcpy(&tb, &tf, sizeof tb);
+  std::memcpy(&sb, &shifter, sizeof sb);
+  const int64_t e = (tb - sb + 1023) << 52;
   double s;
   std::memcpy(&s, &e, sizeof s);
   return p * s;
