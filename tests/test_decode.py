@@ -64,6 +64,21 @@ def test_one_to_many_greedy_layers_and_relu(L):
     np.testing.assert_array_equal(m.generate(code, 20, native=True), m.generate(code, 20, native=False))
 
 
+@pytest.mark.parametrize("H,V,N", [(1, 1, 1), (1, 3, 2), (65, 33, 5), (257, 300, 33)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_odd_sizes_match_python(cell, H, V, N):
+    """Sizes off the 64-byte blocks and the 4-row blocks: padding and tails."""
+    m = _sharpen(OneToMany(2, H, V, num_layers=2, cell=cell, seed=5), 2.0)
+    code = np.random.default_rng(4).standard_normal((N, 2)).astype(np.float32)
+    np.testing.assert_array_equal(m.generate(code, 6, native=True), m.generate(code, 6, native=False))
+    s = _sharpen(Seq2Seq(4, V, H, cell=cell, seed=5, end_token=0, start_token=min(1, V - 1)), 2.0)
+    src = np.random.default_rng(5).integers(0, 4, (3, N))
+    a, sa = s.generate(src, 5, method="beam", beam_size=3, return_scores=True, native=True)
+    b, sb = s.generate(src, 5, method="beam", beam_size=3, return_scores=True, native=False)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_char_lm_greedy_matches_python(cell):
     lm = CharLM(string.ascii_lowercase + " .", 48, num_layers=2, cell=cell, seed=4)
