@@ -200,6 +200,7 @@ py::tuple rnn_backward(const py::object& dout, const py::object& dh_n, const py:
 
 void register_gated(py::module_& m);  // LSTM and GRU, csrc/bindings/bind_gated.cpp
 void register_train(py::module_& m);  // training-step ops, csrc/bindings/bind_train.cpp
+void register_decode(py::module_& m);  // native decoding, csrc/bindings/bind_decode.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "rnnfast CPU kernels (fused vanilla RNN forward/backward). Use rnnfast.functional, not this.";
@@ -262,6 +263,7 @@ PYBIND11_MODULE(_C, m) {
   }, "largest row/reduction count per BLAS call; lowered by tests to exercise the 64-bit split path");
   register_gated(m);
   register_train(m);
+  register_decode(m);
   m.attr("__version__") = RNNFAST_VERSION;
   // Default: one thread per core for large GEMMs and for steps big enough to share.
   cpu::tuning().threads = std::max(1, scipy_openblas_get_num_threads());

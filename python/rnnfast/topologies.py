@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import _decode
 from .nn import (GRU, LSTM, RNN, Embedding, Linear, Module, OneHotRNN, _check_ids, _check_size, _gather_rows,
                  _one_hot, _scatter_add_rows, linear_cross_entropy, mse, softmax_cross_entropy)
 
@@ -567,11 +568,34 @@ class OneToMany(Module):
         return loss
 
     def generate(self, code, T: int, method: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
-                 seed: Optional[int] = None, end_token: Optional[int] = None) -> np.ndarray:
+                 seed: Optional[int] = None, end_token: Optional[int] = None,
+                 native: Optional[bool] = None) -> np.ndarray:
         """Generate T tokens per code row, feeding each back; after end_token (if given) the rest is
-        end_token. method "greedy" or "sample" (temperature, top_k; reproducible with seed)."""
-        from .train import sample_logits
+        end_token. method "greedy" or "sample" (temperature > 0, top_k >= 1 or None; reproducible with seed).
+
+        native (None = where available): one native call decodes the whole batch (rnnfast._decode). Its
+        random stream is a counter-based hash of (seed, row, step), not NumPy's: a seed gives the same ids on
+        every run, batch composition and thread count, but not the ids of the Python per-step loop
+        (native=False, the reference, which draws from np.random.default_rng(seed)). Greedy decoding gives
+        the same ids either way."""
         T = _check_size("T", T, 0)
+        top_k = _decode.check_sampling(method, temperature, top_k)
+        end = _decode.check_token("end_token", end_token, self.vocab_size)
+        if not _decode.use_native(native, self.decoder.rnn):
+            return self._generate_python(code, T, method, temperature, top_k or None, seed,
+                                         None if end < 0 else end)
+        with _inference(self):
+            h, c = self._start(code, need_cache=False)
+        N = _hidden(h).shape[1]
+        embed = self.decoder.embed.params["weight"] if self.decoder.kind == "embed" else None
+        ids, _ = _decode.sample(self.decoder.rnn, self.head, embed, np.full(N, self.start_token), h, c, T, method,
+                                temperature, min(top_k, self.vocab_size), _decode.seed64(seed),
+                                end_token=end, pad_token=max(end, 0))
+        return ids
+
+    def _generate_python(self, code, T, method="greedy", temperature=1.0, top_k=None, seed=None, end_token=None):
+        """The reference: one layer forward, head and NumPy sampler per step."""
+        from .train import sample_logits
         rng = np.random.default_rng(seed)
         with _inference(self):
             h, c = self._start(code, need_cache=False)
@@ -700,19 +724,25 @@ class Seq2Seq(Module):
         return np.where(after, 0.0, lp).sum(axis=0)
 
     def generate(self, src, max_len: int, src_lengths=None, method: str = "greedy", beam_size: int = 4,
-                 return_scores: bool = False):
+                 return_scores: bool = False, native: Optional[bool] = None):
         """Decode up to max_len tokens -> ids (max_len, N) (after end_token the rest is end_token), and with
         return_scores also each sequence's log-probability. method "greedy" or "beam" (beam_size beams per
-        source; the highest total log-probability wins, ties to the earlier beam)."""
+        source; the highest total log-probability wins, ties to the earlier beam; no length normalisation).
+        native (None = where available): the whole search in one native call, same ids and scores (to
+        float64 rounding) as the Python loop (native=False, the reference)."""
         max_len = _check_size("max_len", max_len, 1)
         if method not in ("greedy", "beam"):
             raise ValueError(f"method must be 'greedy' or 'beam', got {method!r}")
+        K = 1 if method == "greedy" else _check_size("beam_size", beam_size)
+        fast = _decode.use_native(native, self.decoder.rnn)
         with _inference(self):
             ctx, c = self.encode(src, src_lengths, need_cache=False)
-            if method == "greedy":
-                ids, scores = self._beam(ctx, c, max_len, 1)
+            if fast:
+                embed = self.decoder.embed.params["weight"] if self.decoder.kind == "embed" else None
+                ids, scores = _decode.beam(self.decoder.rnn, self.head, embed, ctx, c, self.start_token,
+                                           self.end_token, max_len, K)
             else:
-                ids, scores = self._beam(ctx, c, max_len, _check_size("beam_size", beam_size))
+                ids, scores = self._beam(ctx, c, max_len, K)
         return (ids, scores) if return_scores else ids
 
     def _beam(self, ctx, c, max_len, K):

@@ -448,6 +448,8 @@ def sample_logits(logits, method: str = "greedy", temperature: float = 1.0, top_
 
     "greedy": argmax. "sample": from softmax(logits / temperature), restricted to the top_k largest when
     top_k is given. rng: an np.random.Generator or an int seed (the same seed gives the same ids).
+    This is the NumPy reference sampler of the Python decoding loops (native=False); the native decoders
+    (rnnfast._decode) draw from their own counter-based stream instead.
     """
     logits = np.asarray(logits)
     one = logits.ndim == 1

@@ -436,13 +436,46 @@ class CaptioningRNN:
         _, grads["W_proj"], grads["b_proj"] = affine_backward(dh0, cache_proj)
         return loss, grads
 
-    def sample(self, features, max_length=30):
+    def sample(self, features, max_length=30, native=None):
         """Greedy decoding from <START>. Returns captions (N, max_length) int32, first sampled word first.
 
         A sequence that has produced <END> (when the vocabulary has one) stops: its later slots stay <NULL>.
+        native (None = where available): the whole batch in one native call (rnnfast._decode), computed in
+        the params' dtype; native=False runs the assignment-style per-step loop (the reference). Both give
+        the same captions.
         """
+        from .. import _decode
         if self._start is None:
             raise ValueError("sample() needs '<START>' in word_to_idx")
+        if not _decode.use_native(native):
+            return self._sample_python(features, max_length)
+        p = self.params
+        features = _arr("features", features)
+        _shape("features", features, ("N", "D"), (None, p["W_proj"].shape[0]))
+        N = features.shape[0]
+        if N == 0 or max_length <= 0:
+            return self._null * np.ones((N, max(int(max_length), 0)), dtype=np.int32)
+        dt = _float_dtype(features, *p.values())     # what the NumPy steps would compute in
+        H = p["Wh"].shape[0]
+        h0, _ = affine_forward(np.asarray(features, dt), np.asarray(p["W_proj"], dt), np.asarray(p["b_proj"], dt))
+        Wx, Wh, b = (np.asarray(p[k], dt) for k in ("Wx", "Wh", "b"))
+        if self.cell_type == "lstm":
+            perm = _gate_perm(H)
+            Wx, Wh, b = Wx[:, perm], Wh[:, perm], b[perm]
+        W_ih, W_hh = np.ascontiguousarray(Wx.T), np.ascontiguousarray(Wh.T)
+        weights = [(W_ih, W_hh, np.ascontiguousarray(b), np.zeros_like(b))]
+        state = np.ascontiguousarray(h0, dtype=dt)[None]
+        head = (np.ascontiguousarray(np.asarray(p["W_vocab"], dt).T), np.ascontiguousarray(p["b_vocab"], dt))
+        from .._decode import _native_module
+        ids, _, _ = _native_module().decode_sample(
+            "rnn_tanh" if self.cell_type == "rnn" else "lstm", weights, np.ascontiguousarray(p["W_embed"], dt),
+            head[0], head[1], np.full(N, self._start, np.int64), state,
+            np.zeros_like(state) if self.cell_type == "lstm" else None, None, int(max_length), "greedy", 1.0, 0, 0, 0,
+            -1 if self._end is None else self._end, self._null)
+        return np.ascontiguousarray(ids.T, dtype=np.int32)
+
+    def _sample_python(self, features, max_length=30):
+        """The reference: the assignment's per-step loop on the step functions above."""
         N = np.asarray(features).shape[0]
         captions = self._null * np.ones((N, max_length), dtype=np.int32)
         p = self.params

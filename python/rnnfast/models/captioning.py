@@ -166,9 +166,30 @@ class CaptioningRNN(Module):
             h = (h, np.zeros_like(h))                               # the image sets h0; c0 starts at zero
         return self.rnn.forward(x, h, need_cache)
 
-    def generate(self, features, max_length=20):
+    def generate(self, features, max_length=20, native=None):
         """Greedy decoding from <START>: ids (N, max_length); after a sequence emits <END> the rest is
-        <NULL>. Decoding stops early once every sequence has ended."""
+        <NULL>. Decoding stops early once every sequence has ended. native (None = where available): one
+        native call for the whole batch (rnnfast._decode); native=False runs the Python per-step loop (the
+        reference). Both give the same ids."""
+        from .. import _decode
+        max_length = int(max_length)
+        if max_length < 0:
+            raise ValueError(f"max_length must be >= 0, got {max_length}")
+        if not _decode.use_native(native, self.rnn):
+            return self._generate_python(features, max_length)
+        v = self._check_features(features)
+        N = len(v)
+        h, c = self._condition(v, False)
+        if h is None:
+            h = np.zeros((self.L, N, self.H), self.dtype)
+        if self.cell == "lstm":
+            h = (h, np.zeros_like(h))
+        ids, _ = _decode.sample(self.rnn, self.head, self.embed.params["weight"], np.full(N, START), h, c,
+                                max_length, end_token=END, pad_token=NULL)
+        return np.ascontiguousarray(ids.T)
+
+    def _generate_python(self, features, max_length=20):
+        """The reference greedy decoder: one embedding, layer forward and head per step."""
         v = self._check_features(features)
         N = len(v)
         h, c = self._condition(v, False)

@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from .. import _decode
 from .. import train as _train
 from ..topologies import ManyToMany, check_cell
 from ._progress import Progress
@@ -246,19 +247,40 @@ class CharLM:
             count += y.size
         return total / count / _LN2
 
-    def sample(self, prime, length, temperature=1.0, top_k=None, seed=None, chunk=256):
+    def sample(self, prime, length, temperature=1.0, top_k=None, seed=None, chunk=256, native=None):
         """Continue `prime` by `length` characters. temperature 0 is greedy. The prime is fed in chunks
         of `chunk` steps with the state carried, so any prime length gives the same state as feeding it
-        whole. Returns the generated text (without the prime)."""
+        whole. Returns the generated text (without the prime).
+
+        native (None = where available): the prime and the `length` characters are one native call
+        (rnnfast._decode; `chunk` then does not apply). Its random stream is a counter-based hash of
+        (seed, step), not NumPy's, so a seed gives the same text on every run and machine but not the text
+        the Python per-step loop (native=False, the reference) gives; greedy text is the same either way.
+        seed: an int, a np.random.Generator or None (fresh)."""
         if not isinstance(prime, str) or not prime:
             raise ValueError("prime must be a non-empty string (the text to continue)")
-        if length < 0:
-            raise ValueError(f"length must be >= 0, got {length}")
-        if temperature < 0:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+            raise ValueError(f"length must be an int >= 0, got {length!r}")
+        if not isinstance(temperature, (int, float, np.floating, np.integer)) or not temperature >= 0 \
+                or not np.isfinite(temperature):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and not 1 <= top_k:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         ids = self.vocab.encode(prime, "prime")
+        encoder = self.net.encoder
+        if not _decode.use_native(native, encoder.rnn):
+            return self._sample_python(ids, length, temperature, top_k, seed, chunk)
+        h = self.zero_state(1)
+        state = (h[0], h[1]) if self.cell == "lstm" else h
+        greedy = temperature == 0
+        out, _ = _decode.sample(encoder.rnn, self.net.head, None, ids[:1], state, None, int(length),
+                                "greedy" if greedy else "sample", temperature if not greedy else 1.0,
+                                0 if top_k is None else min(int(top_k), self.vocab.size),
+                                0 if greedy else _decode.seed64(seed), prefix=ids[1:, None])
+        return self.vocab.decode(out[:, 0])
+
+    def _sample_python(self, ids, length, temperature, top_k, seed, chunk):
+        """The reference sampler: one layer forward and one NumPy draw per character."""
         rng = np.random.default_rng(seed)
         h = self.zero_state(1)
         logits = None

@@ -1,0 +1,577 @@
+// Native autoregressive decoding (decode.h): per call the weights are laid out once (transposed, padded to
+// 64-byte column blocks, the token input projection as a (V, G*H) table plus biases); per step only
+// row-blocked matrix-vector products, the cell's pointwise update, the head and the token choice run.
+// Written so the compiler vectorises it (fixed-size accumulator blocks, branch-free pointwise loops); not
+// tied to the recurrence kernels of rnn_cpu.cpp / gated_cpu.cpp. Compiled twice: generic and AVX2+FMA.
+#include "cpu/decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/blas.h"
+#include "rnnfast/cell_math.h"
+
+#ifndef RNNFAST_ISA
+#define RNNFAST_ISA generic
+#endif
+
+namespace rnnfast {
+namespace cpu {
+namespace RNNFAST_ISA {
+
+namespace {
+
+// Columns per block: 64 bytes.
+template <typename T>
+constexpr int64_t CB = 64 / int64_t(sizeof(T));
+
+inline int64_t pad_to(int64_t n, int64_t b) { return (n + b - 1) / b * b; }
+
+// ---- exp, vectorisable (branch-free range reduction + polynomial) ----
+// float32: Cephes' expf polynomial, relative error ~1e-7; float64: degree-13 Taylor on |r| <= ln2/2, a few ulp.
+inline float vexp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float fi = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = (x - fi * 0.693359375f) - fi * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t e = (int32_t(fi) + 127) << 23;
+  float s;
+  std::memcpy(&s, &e, sizeof s);
+  return p * s;
+}
+inline double vexp(double x) {
+  x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+  const double fi = std::floor(x * 1.4426950408889634074 + 0.5);
+  const double r = (x - fi * 6.93145751953125e-1) - fi * 1.42860682030941723212e-6;
+  double p = 1.0 / 6227020800.0;
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // 2^fi without a double -> int64 conversion (AVX2 has none, which would keep the loop scalar): adding
+  // 1.5 * 2^52 leaves fi as the low bits of the mantissa.
+  const double shifter = 6755399441055744.0;
+  const double tf = fi + shifter;
+  int64_t tb, sb;
+  std::memcpy(&tb, &tf, sizeof tb);
+  std::memcpy(&sb, &shifter, sizeof sb);
+  const int64_t e = (tb - sb + 1023) << 52;
+  double s;
+  std::memcpy(&s, &e, sizeof s);
+  return p * s;
+}
+
+// ---- row-blocked products: out[i][0:n] += sum_k v[i][k] * M[k][0:n] for R rows, M (K, n) row-major ----
+// 32-byte vectors (GCC/Clang vector extensions: one AVX register, or two SSE registers in the generic build).
+// A block of NV vectors per row with R rows keeps R*NV accumulators (12 at most) in registers while the K
+// rows of M stream past once for all R rows.
+template <typename T> struct Vec;
+template <> struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  typedef float unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+};
+template <> struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  typedef double unaligned __attribute__((vector_size(32), aligned(8), may_alias));
+};
+
+template <typename T, int R, int NV>
+inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_t ldm, T* const* out,
+                     int64_t j0) {
+  using V = typename Vec<T>::type;
+  using U = typename Vec<T>::unaligned;
+  constexpr int64_t W = 32 / int64_t(sizeof(T));
+  V acc[R][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int q = 0; q < NV; ++q) acc[r][q] = *reinterpret_cast<const U*>(out[r] + j0 + q * W);
+  for (int64_t k = 0; k < K; ++k) {
+    const T* mk = M + k * ldm + j0;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const T vk = v[r][k];
+#pragma GCC unroll 16
+      for (int q = 0; q < NV; ++q) acc[r][q] += vk * *reinterpret_cast<const U*>(mk + q * W);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int q = 0; q < NV; ++q) *reinterpret_cast<U*>(out[r] + j0 + q * W) = acc[r][q];
+}
+
+// n is a multiple of CB<T> = 2 vectors (every padded width is). One row: up to 12 accumulators, so a width
+// up to 6 CB (96 floats) is one block; 2 rows: 3 CB; 3-4 rows: 1 CB (8 accumulators for 4 rows).
+template <typename T, int R>
+inline void mm_rows_r(const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
+  constexpr int64_t B = CB<T>;
+  int64_t j0 = 0;
+  if (R == 1) {
+    while (n - j0 > 6 * B) {
+      mm_block<T, R, 8>(v, K, M, n, out, j0);
+      j0 += 4 * B;
+    }
+    switch ((n - j0) / B) {
+      case 6: mm_block<T, R, 12>(v, K, M, n, out, j0); break;
+      case 5: mm_block<T, R, 10>(v, K, M, n, out, j0); break;
+      case 4: mm_block<T, R, 8>(v, K, M, n, out, j0); break;
+      case 3: mm_block<T, R, 6>(v, K, M, n, out, j0); break;
+      case 2: mm_block<T, R, 4>(v, K, M, n, out, j0); break;
+      case 1: mm_block<T, R, 2>(v, K, M, n, out, j0); break;
+      default: break;
+    }
+    return;
+  }
+  if (R == 2) {
+    for (; j0 + 3 * B <= n; j0 += 3 * B) mm_block<T, R, 6>(v, K, M, n, out, j0);
+    for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
+    return;
+  }
+  for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
+}
+
+template <typename T>
+void mm_rows(int64_t R, const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
+  int64_t i = 0;
+  for (; i + 4 <= R; i += 4) mm_rows_r<T, 4>(v + i, K, M, n, out + i);
+  switch (R - i) {
+    case 3: mm_rows_r<T, 3>(v + i, K, M, n, out + i); break;
+    case 2: mm_rows_r<T, 2>(v + i, K, M, n, out + i); break;
+    case 1: mm_rows_r<T, 1>(v + i, K, M, n, out + i); break;
+    default: break;
+  }
+}
+
+// ---- the model laid out for decoding ----
+template <typename T>
+struct Prepared {
+  DecodeCell cell;
+  int64_t L, H, G, GH, GHp, V, Vp;
+  std::vector<T> table;                 // (V, GHp): token v's layer-0 input projection + biases
+  std::vector<std::vector<T>> WihT;     // [L] (H, GHp) for k >= 1 (empty for k = 0)
+  std::vector<std::vector<T>> WhhT;     // [L] (H, GHp)
+  std::vector<std::vector<T>> bias;     // [L] (GHp): k >= 1: b_ih + b_hh (gru: b_ih); k = 0 unused
+  std::vector<std::vector<T>> bhh;      // [L] (GHp) gru only: b_hh (zeros without bias)
+  std::vector<T> WoT;                   // (H, Vp)
+  std::vector<T> bo;                    // (Vp)
+};
+
+// dst (K, ldd) = src^T for src (n, K) row-major, in 16 x 16 tiles; columns n..ldd stay zero.
+template <typename T>
+void transpose_into(const T* src, int64_t n, int64_t K, T* dst, int64_t ldd) {
+  constexpr int64_t S = 16;
+  for (int64_t j0 = 0; j0 < n; j0 += S)
+    for (int64_t k0 = 0; k0 < K; k0 += S) {
+      const int64_t j1 = std::min(n, j0 + S), k1 = std::min(K, k0 + S);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t j = j0; j < j1; ++j) dst[k * ldd + j] = src[j * K + k];
+    }
+}
+
+template <typename T>
+Prepared<T> prepare(const DecodeModel<T>& m) {
+  Prepared<T> p;
+  p.cell = m.cell;
+  p.L = m.L; p.H = m.H; p.G = m.G; p.GH = m.G * m.H; p.GHp = pad_to(p.GH, CB<T>);
+  p.V = m.V; p.Vp = pad_to(m.V, CB<T>);
+  const bool gru = m.cell == DecodeCell::Gru;
+  const int64_t GH = p.GH, GHp = p.GHp, H = m.H;
+  // The layer-0 input projection of every token: one-hot -> the columns of W_ih, embedding -> E W_ih^T.
+  p.table.assign(size_t(m.V * GHp), T(0));
+  const LayerWeights<T>& w0 = m.layers[0];
+  if (m.embed) blas::gemm<T>(false, true, m.V, GH, m.D, T(1), m.embed, m.D, w0.W_ih, m.D, T(0), p.table.data(), GHp);
+  else transpose_into(w0.W_ih, GH, m.V, p.table.data(), GHp);
+  p.WihT.resize(size_t(m.L));
+  p.WhhT.resize(size_t(m.L));
+  p.bias.resize(size_t(m.L));
+  p.bhh.resize(size_t(m.L));
+  for (int64_t k = 0; k < m.L; ++k) {
+    const LayerWeights<T>& w = m.layers[k];
+    std::vector<T> b(static_cast<size_t>(GHp), T(0));          // the bias that goes with the input side
+    if (w.b_ih)
+      for (int64_t j = 0; j < GH; ++j) b[j] = gru ? w.b_ih[j] : w.b_ih[j] + w.b_hh[j];
+    if (gru) {
+      p.bhh[k].assign(static_cast<size_t>(GHp), T(0));
+      if (w.b_hh) std::copy(w.b_hh, w.b_hh + GH, p.bhh[k].begin());
+    }
+    p.WhhT[k].assign(static_cast<size_t>(H * GHp), T(0));
+    transpose_into(w.W_hh, GH, H, p.WhhT[k].data(), GHp);
+    if (k == 0) {
+      for (int64_t v = 0; v < m.V; ++v)
+        for (int64_t j = 0; j < GH; ++j) p.table[v * GHp + j] += b[j];
+    } else {
+      p.WihT[k].assign(static_cast<size_t>(H * GHp), T(0));
+      transpose_into(w.W_ih, GH, H, p.WihT[k].data(), GHp);
+      p.bias[k] = std::move(b);
+    }
+  }
+  p.WoT.assign(size_t(H * p.Vp), T(0));
+  transpose_into(m.W_out, m.V, H, p.WoT.data(), p.Vp);
+  p.bo.assign(size_t(p.Vp), T(0));
+  if (m.b_out) std::copy(m.b_out, m.b_out + m.V, p.bo.begin());
+  return p;
+}
+
+// ---- one step for a block of rows ----
+template <typename T>
+struct Scratch {
+  std::vector<T> pre, gh, logits;           // (R, GHp), (R, GHp), (R, Vp)
+  std::vector<const T*> vin, vh;
+  std::vector<T*> opre, ogh, olog;
+  Scratch(const Prepared<T>& p, int64_t R)
+      : pre(size_t(R * p.GHp)), gh(p.cell == DecodeCell::Gru ? size_t(R * p.GHp) : 0), logits(size_t(R * p.Vp)),
+        vin(static_cast<size_t>(R)), vh(static_cast<size_t>(R)), opre(static_cast<size_t>(R)), ogh(static_cast<size_t>(R)), olog(static_cast<size_t>(R)) {}
+};
+
+template <typename T>
+inline void act_rnn(DecodeCell cell, int64_t H, const T* __restrict z, T* __restrict h) {
+  if (cell == DecodeCell::RnnTanh)
+    for (int64_t j = 0; j < H; ++j) h[j] = fast_tanh(z[j]);
+  else
+    for (int64_t j = 0; j < H; ++j) h[j] = act_relu(z[j]);
+}
+
+template <typename T>
+inline void act_lstm(int64_t H, const T* __restrict a, T* __restrict c, T* __restrict h) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i_ = fast_sigmoid(a[j]);
+    const T f_ = fast_sigmoid(a[H + j]);
+    const T g_ = fast_tanh(a[2 * H + j]);
+    const T o_ = fast_sigmoid(a[3 * H + j]);
+    const T cv = f_ * c[j] + i_ * g_;
+    c[j] = cv;
+    h[j] = o_ * fast_tanh(cv);
+  }
+}
+
+template <typename T>
+inline void act_gru(int64_t H, const T* __restrict gi, const T* __restrict gh, T* __restrict h) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T r_ = fast_sigmoid(gi[j] + gh[j]);
+    const T z_ = fast_sigmoid(gi[H + j] + gh[H + j]);
+    const T n_ = fast_tanh(gi[2 * H + j] + r_ * gh[2 * H + j]);
+    h[j] = (T(1) - z_) * n_ + z_ * h[j];
+  }
+}
+
+// Advance rows idx[0:R) (of Nrows, state h / cs (L, Nrows, H)) by one step fed tokens tok[0:R); leaves their
+// logits in s.logits (R, Vp) unless head is false.
+template <typename T>
+void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* tok, int64_t Nrows, T* h, T* cs,
+          const T* c, Scratch<T>& s, bool head = true) {
+  const int64_t H = p.H, GHp = p.GHp;
+  const bool gru = p.cell == DecodeCell::Gru, lstm = p.cell == DecodeCell::Lstm;
+  for (int64_t k = 0; k < p.L; ++k) {
+    T* hk = h + k * Nrows * H;
+    for (int64_t i = 0; i < R; ++i) {
+      T* pre = s.pre.data() + i * GHp;
+      const T* src = k == 0 ? p.table.data() + tok[i] * GHp : p.bias[k].data();
+      std::memcpy(pre, src, sizeof(T) * static_cast<size_t>(GHp));
+      if (k == 0 && c) {
+        const T* ci = c + idx[i] * H;
+        for (int64_t j = 0; j < H; ++j) pre[j] += ci[j];
+      }
+      s.opre[i] = pre;
+      if (gru) {
+        s.ogh[i] = s.gh.data() + i * GHp;
+        std::memcpy(s.ogh[i], p.bhh[k].data(), sizeof(T) * static_cast<size_t>(GHp));
+      }
+      s.vh[i] = hk + idx[i] * H;
+      if (k > 0) s.vin[i] = h + ((k - 1) * Nrows + idx[i]) * H;
+    }
+    if (k > 0) mm_rows<T>(R, s.vin.data(), H, p.WihT[k].data(), GHp, s.opre.data());   // input side
+    mm_rows<T>(R, s.vh.data(), H, p.WhhT[k].data(), GHp, gru ? s.ogh.data() : s.opre.data());  // recurrent
+    for (int64_t i = 0; i < R; ++i) {
+      T* hi = hk + idx[i] * H;
+      if (lstm) act_lstm(H, s.opre[i], cs + (k * Nrows + idx[i]) * H, hi);
+      else if (gru) act_gru(H, s.opre[i], s.ogh[i], hi);
+      else act_rnn(p.cell, H, s.opre[i], hi);
+    }
+  }
+  if (!head) return;
+  const T* top = h + (p.L - 1) * Nrows * H;
+  for (int64_t i = 0; i < R; ++i) {
+    s.olog[i] = s.logits.data() + i * p.Vp;
+    std::memcpy(s.olog[i], p.bo.data(), sizeof(T) * size_t(p.Vp));
+    s.vh[i] = top + idx[i] * H;
+  }
+  mm_rows<T>(R, s.vh.data(), H, p.WoT.data(), p.Vp, s.olog.data());                   // the head
+}
+
+// The largest of z[0:V) (NaN ignored unless all are NaN), in 8 independent lanes so the loop vectorises;
+// max is exact, so the lane order changes nothing.
+template <typename T>
+inline T max_of(const T* z, int64_t V) {
+  constexpr int64_t LN = 8;
+  T m[LN];
+  for (int64_t l = 0; l < LN; ++l) m[l] = z[0];
+  int64_t j0 = 0;
+  for (; j0 + LN <= V; j0 += LN)
+    for (int64_t l = 0; l < LN; ++l) m[l] = z[j0 + l] > m[l] ? z[j0 + l] : m[l];
+  T r = m[0];
+  for (int64_t l = 1; l < LN; ++l) r = m[l] > r ? m[l] : r;
+  for (int64_t j = j0; j < V; ++j) r = z[j] > r ? z[j] : r;
+  return r;
+}
+
+// np.argmax semantics: the first maximum, or the first NaN.
+template <typename T>
+inline int64_t argmax(const T* z, int64_t V) {
+  bool nan = false;
+  for (int64_t j = 0; j < V; ++j) nan |= z[j] != z[j];
+  if (nan)
+    for (int64_t j = 0; j < V; ++j)
+      if (z[j] != z[j]) return j;
+  const T m = max_of(z, V);
+  for (int64_t j = 0; j < V; ++j)
+    if (z[j] == m) return j;
+  return 0;
+}
+
+// A token from softmax(z / temperature) restricted to the top_k largest (ties at the k-th value kept): the
+// first token whose cumulative weight exceeds u times the total. The weights are summed in blocks of 8
+// (block sums in a fixed order, then the blocks in order), the same on every ISA, and the chosen block is
+// scanned token by token.
+template <typename T>
+int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T* pbuf, T* kbuf, double* bsum) {
+  constexpr int64_t BS = 8;
+  T kth = -std::numeric_limits<T>::infinity();
+  if (top_k > 0 && top_k < V) {
+    const T lowest = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < V; ++j) kbuf[j] = z[j] != z[j] ? lowest : z[j];   // NaN: no ordering
+    std::nth_element(kbuf, kbuf + (top_k - 1), kbuf + V, [](T a, T b) { return a > b; });
+    kth = kbuf[top_k - 1];
+  }
+  const T m = max_of(z, V);
+  for (int64_t j = 0; j < V; ++j) {
+    const T e = vexp((z[j] - m) * inv_temp);
+    pbuf[j] = z[j] >= kth ? e : T(0);
+  }
+  const int64_t nblk = (V + BS - 1) / BS;
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int64_t j1 = std::min(V, (b + 1) * BS);
+    double acc = 0;
+    for (int64_t j = b * BS; j < j1; ++j) acc += double(pbuf[j]);
+    bsum[b] = acc;
+  }
+  double total = 0;
+  for (int64_t b = 0; b < nblk; ++b) total += bsum[b];
+  const double target = u * total;
+  double cum = 0;
+  for (int64_t b = 0; b < nblk; ++b) {
+    if (!(cum + bsum[b] > target)) {
+      cum += bsum[b];
+      continue;
+    }
+    const int64_t j1 = std::min(V, (b + 1) * BS);
+    int64_t last = -1;
+    for (int64_t j = b * BS; j < j1; ++j) {
+      if (pbuf[j] > T(0)) {
+        cum += double(pbuf[j]);
+        last = j;
+        if (cum > target) return j;
+      }
+    }
+    if (last >= 0) return last;                    // rounding inside the block: its last positive token
+  }
+  for (int64_t j = V - 1; j >= 0; --j)              // rounding at the very end (or no positive weight)
+    if (pbuf[j] > T(0)) return j;
+  return argmax(z, V);
+}
+
+constexpr int64_t kRowBlock = 16;   // rows advanced together (cache locality of the per-row scratch)
+
+}  // namespace
+
+template <typename T>
+void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
+  const Prepared<T> p = prepare(m);
+  const int64_t N = sp.N, V = m.V;
+  std::vector<int64_t> prev(sp.first, sp.first + N), active(static_cast<size_t>(N)), toks(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) active[n] = n;
+  std::vector<char> done(static_cast<size_t>(N), 0);
+  Scratch<T> s(p, std::min<int64_t>(kRowBlock, N));
+  std::vector<T> pbuf(static_cast<size_t>(V)), kbuf(static_cast<size_t>(V));
+  std::vector<double> bsum(static_cast<size_t>(V / 8 + 1));
+  const T inv_temp = T(1.0 / sp.temperature);
+  for (int64_t t = 0; t < sp.P; ++t) {                // the forced prefix: feed, no head, no choice
+    for (int64_t b = 0; b < N; b += kRowBlock) {
+      const int64_t nb = std::min(kRowBlock, N - b);
+      for (int64_t i = 0; i < nb; ++i) toks[i] = prev[b + i];
+      step(p, nb, active.data() + b, toks.data(), N, sp.h, sp.cs, sp.c, s, false);
+    }
+    std::copy(sp.prefix + t * N, sp.prefix + (t + 1) * N, prev.begin());
+  }
+  int64_t t = 0;
+  for (; t < sp.steps && !active.empty(); ++t) {
+    int64_t* out = sp.ids + t * N;
+    for (int64_t n = 0; n < N; ++n) out[n] = sp.pad_token;
+    const int64_t R = int64_t(active.size());
+    for (int64_t b = 0; b < R; b += kRowBlock) {
+      const int64_t nb = std::min(kRowBlock, R - b);
+      const int64_t* idx = active.data() + b;
+      for (int64_t i = 0; i < nb; ++i) toks[i] = prev[idx[i]];
+      step(p, nb, idx, toks.data(), N, sp.h, sp.cs, sp.c, s);
+      for (int64_t i = 0; i < nb; ++i) {
+        const T* z = s.logits.data() + i * p.Vp;
+        const int64_t n = idx[i];
+        const int64_t tok = sp.greedy ? argmax(z, V)
+                                      : sample_one(z, V, inv_temp, sp.top_k,
+                                                   decode_uniform(sp.seed, uint64_t(n), uint64_t(sp.t0 + t)),
+                                                   pbuf.data(), kbuf.data(), bsum.data());
+        out[n] = prev[n] = tok;
+        if (tok == sp.end_token) done[n] = 1;
+      }
+    }
+    active.erase(std::remove_if(active.begin(), active.end(), [&](int64_t n) { return done[n] != 0; }),
+                 active.end());
+  }
+  for (; t < sp.steps; ++t)
+    for (int64_t n = 0; n < N; ++n) sp.ids[t * N + n] = sp.pad_token;
+}
+
+template <typename T>
+void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
+  const Prepared<T> p = prepare(m);
+  const int64_t N = bp.N, K = bp.K, NK = N * K, V = m.V, L = m.L, H = m.H, end = bp.end_token;
+  const bool lstm = m.cell == DecodeCell::Lstm;
+  const double ninf = -std::numeric_limits<double>::infinity();
+  // States of every beam, (L, N*K, H), beam k of source n at row n*K + k; double-buffered for the reorder.
+  std::vector<T> h(static_cast<size_t>(L * NK * H)), h2(h.size()), cs(lstm ? h.size() : 0), cs2(cs.size());
+  for (int64_t k = 0; k < L; ++k)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t b = 0; b < K; ++b) {
+        const int64_t src = (k * N + n) * H, dst = (k * NK + n * K + b) * H;
+        std::memcpy(&h[dst], bp.h0 + src, sizeof(T) * static_cast<size_t>(H));
+        if (lstm) std::memcpy(&cs[dst], bp.c0 + src, sizeof(T) * static_cast<size_t>(H));
+      }
+  std::vector<T> cb;
+  if (bp.c) {
+    cb.resize(static_cast<size_t>(NK * H));
+    for (int64_t r = 0; r < NK; ++r) std::memcpy(&cb[r * H], bp.c + (r / K) * H, sizeof(T) * static_cast<size_t>(H));
+  }
+  std::vector<double> score(static_cast<size_t>(NK), ninf), score2(static_cast<size_t>(NK)), lp(static_cast<size_t>(NK * V));
+  for (int64_t n = 0; n < N; ++n) score[n * K] = 0.0;          // one live beam at the start
+  std::vector<char> done(static_cast<size_t>(NK), 0), done2(static_cast<size_t>(NK));
+  std::vector<int64_t> prev(static_cast<size_t>(NK), bp.start_token), active, toks(static_cast<size_t>(NK));
+  std::vector<int64_t> hist_tok, hist_par;                     // (steps, N*K) token and parent beam
+  Scratch<T> s(p, std::min<int64_t>(kRowBlock, NK));
+  std::vector<double> best_v(static_cast<size_t>(K)), ebuf(static_cast<size_t>(V));
+  std::vector<int64_t> best_i(static_cast<size_t>(K));
+  int64_t steps = 0;
+  for (int64_t t = 0; t < bp.max_len; ++t) {
+    // Beams that are finished or still at -inf (never live) need no step: their candidates are fixed.
+    active.clear();
+    for (int64_t r = 0; r < NK; ++r)
+      if (!done[r] && score[r] != ninf) active.push_back(r);
+    const int64_t R = int64_t(active.size());
+    for (int64_t b = 0; b < R; b += kRowBlock) {
+      const int64_t nb = std::min(kRowBlock, R - b);
+      const int64_t* idx = active.data() + b;
+      for (int64_t i = 0; i < nb; ++i) toks[i] = prev[idx[i]];
+      step(p, nb, idx, toks.data(), NK, h.data(), lstm ? cs.data() : nullptr, bp.c ? cb.data() : nullptr, s);
+      for (int64_t i = 0; i < nb; ++i) {                       // log-softmax in float64
+        const T* z = s.logits.data() + i * p.Vp;
+        double* l = lp.data() + idx[i] * V;
+        const double mx = double(max_of(z, V));
+        for (int64_t j = 0; j < V; ++j) l[j] = double(z[j]) - mx;
+        for (int64_t j = 0; j < V; ++j) ebuf[j] = vexp(l[j]);   // vectorised, apart from the sum
+        double se = 0;
+        for (int64_t j = 0; j < V; ++j) se += ebuf[j];
+        const double lse = std::log(se);
+        for (int64_t j = 0; j < V; ++j) l[j] -= lse;
+      }
+    }
+    hist_tok.resize(size_t((t + 1) * NK));
+    hist_par.resize(size_t((t + 1) * NK));
+    for (int64_t n = 0; n < N; ++n) {
+      // The K best of the K*V candidates, descending; equal values keep candidate order (stable).
+      int64_t cnt = 0;
+      auto offer = [&](double v, int64_t ci) {
+        if (cnt == K && !(v > best_v[K - 1])) return;
+        int64_t pos = cnt < K ? cnt++ : K - 1;
+        while (pos > 0 && v > best_v[pos - 1]) {
+          best_v[pos] = best_v[pos - 1];
+          best_i[pos] = best_i[pos - 1];
+          --pos;
+        }
+        best_v[pos] = v;
+        best_i[pos] = ci;
+      };
+      for (int64_t b = 0; b < K; ++b) {
+        const int64_t r = n * K + b;
+        const double sc = score[r];
+        if (done[r] || sc == ninf) {
+          if (cnt == K && !(sc > best_v[K - 1])) continue;    // nothing here can enter
+          for (int64_t j = 0; j < V; ++j) {
+            const double v = done[r] ? (j == end ? sc : ninf) : ninf;
+            if (cnt == K && !(v > best_v[K - 1])) {
+              if (!done[r] || j > end) break;
+              continue;
+            }
+            offer(v, b * V + j);
+          }
+          continue;
+        }
+        const double* l = lp.data() + r * V;
+        for (int64_t j = 0; j < V; ++j) offer(sc + l[j], b * V + j);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t r = n * K + k, b = best_i[k] / V, tok = best_i[k] % V, from = n * K + b;
+        score2[r] = best_v[k];
+        done2[r] = char(done[from] || tok == end);
+        hist_tok[t * NK + r] = tok;
+        hist_par[t * NK + r] = b;
+        toks[r] = tok;
+        for (int64_t l = 0; l < L; ++l) {
+          std::memcpy(&h2[(l * NK + r) * H], &h[(l * NK + from) * H], sizeof(T) * static_cast<size_t>(H));
+          if (lstm) std::memcpy(&cs2[(l * NK + r) * H], &cs[(l * NK + from) * H], sizeof(T) * static_cast<size_t>(H));
+        }
+      }
+    }
+    h.swap(h2);
+    if (lstm) cs.swap(cs2);
+    score.swap(score2);
+    done.swap(done2);
+    std::copy(toks.begin(), toks.begin() + NK, prev.begin());
+    steps = t + 1;
+    if (std::all_of(done.begin(), done.end(), [](char d) { return d != 0; })) break;
+  }
+  for (int64_t n = 0; n < N; ++n) {                            // follow beam 0 back to the start
+    for (int64_t t = steps; t < bp.max_len; ++t) bp.ids[t * N + n] = end;
+    int64_t k = 0;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      bp.ids[t * N + n] = hist_tok[t * NK + n * K + k];
+      k = hist_par[t * NK + n * K + k];
+    }
+    bp.scores[n] = score[n * K];
+  }
+}
+
+template void decode_sample_impl<float>(const DecodeModel<float>&, const SampleParams<float>&);
+template void decode_sample_impl<double>(const DecodeModel<double>&, const SampleParams<double>&);
+template void decode_beam_impl<float>(const DecodeModel<float>&, const BeamParams<float>&);
+template void decode_beam_impl<double>(const DecodeModel<double>&, const BeamParams<double>&);
+
+}  // namespace RNNFAST_ISA
+}  // namespace cpu
+}  // namespace rnnfast
