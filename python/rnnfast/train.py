@@ -740,7 +740,7 @@ class TrainingDiverged(FloatingPointError):
 
 def _tqdm():
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm

@@ -21,7 +21,7 @@ from .. import train as _train
 from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, linear_cross_entropy
 from ..topologies import check_cell
 from . import shapes as _shapes
-from ._progress import Progress
+from ._progress import Progress, TrainingInterrupted
 from .bleu import corpus_bleu, exact_match
 from .cnn import SmallCNN
 
@@ -316,8 +316,9 @@ def load_model(path, backend=None, cell=None):
     info = read_checkpoint_info(path)
     meta = info.get("metadata") or {}
     if meta.get("kind") != KIND:
-        raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a captioning "
-                         f"model ({KIND!r})")
+        what = f"a {meta['kind']!r} model" if meta.get("kind") else "not from rnnfast's applications (no model kind)"
+        raise ValueError(f"checkpoint {path} is {what}, not a captioning model: use a checkpoint written by "
+                         f"`rnnfast caption train` (or train_captioner)")
     saved = meta.get("captioner", {}).get("cell", "rnn")
     if cell is not None and check_cell(cell) != saved:
         raise ValueError(f"checkpoint {path} holds a cell={saved!r} model, not cell={cell!r}; leave the cell "
@@ -338,6 +339,9 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
     different one raises ValueError). Returns {"model", "history", "val", "steps", "seconds"}."""
     if max_steps is None and max_seconds is None:
         raise ValueError("give max_steps or max_seconds (a step or a time budget)")
+    from .char_lm import check_budget
+
+    check_budget(max_steps, max_seconds)
     caps, idxs, feats = data["train_captions"], data["train_image_idxs"], data["train_features"]
     if len(caps) == 0:
         raise ValueError("no training captions")
@@ -409,6 +413,11 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
                           f"({val['n_images']} images)")
             if checkpoint and checkpoint_every and step % checkpoint_every == 0:
                 save(checkpoint)
+    except TrainingInterrupted as e:     # a first Ctrl-C, raised between steps: the state is whole
+        if checkpoint:
+            save(checkpoint)
+        e.step, e.checkpoint = step, checkpoint
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start

@@ -1,0 +1,7 @@
+"""`python -m rnnfast ...`: the same command line as the `rnnfast` console script (rnnfast.cli.main).
+Not a library entry point: importing it runs the command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
