@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from rnnfast.cli import build_parser, main
 
 TINY = ["--hidden", "8", "--seq-length", "8", "--batch", "4", "--no-progress", "--sample-every", "0"]
@@ -82,18 +81,18 @@ def test_unwritable_output_path_refused_before_training(text, capsys, flag):
 
 
 def test_output_path_that_is_a_folder(text, capsys):
-    rc, out, err = run(["train-char", "--text", text, "--steps", 3, "--checkpoint", text.parent, *TINY], capsys)
+    rc, _out, err = run(["train-char", "--text", text, "--steps", 3, "--checkpoint", text.parent, *TINY], capsys)
     assert rc == 2 and "is a folder" in err
 
 
 def test_text_too_short_says_what_fits(text, capsys):
     short = text.parent / "short.txt"
     short.write_text(text.read_text()[:1500], encoding="utf-8")
-    rc, out, err = run(["train-char", "--text", short, "--steps", 2, "--no-progress"], capsys)   # defaults
+    rc, _out, err = run(["train-char", "--text", short, "--steps", 2, "--no-progress"], capsys)   # defaults
     assert rc == 2 and "IndexError" not in err and "too short" in err
     # 1350 training characters: T = 50 needs 51 per stream, so N <= 26; N = 32 gives 42 each, so T <= 41
     assert "--seq-length) <= 41" in err and "--batch) <= 26" in err
-    rc, out, err = run(["train-char", "--text", short, "--steps", 2, "--batch", 26, "--no-progress",
+    rc, _out, err = run(["train-char", "--text", short, "--steps", 2, "--batch", 26, "--no-progress",
                         "--hidden", 8], capsys)
     assert rc == 0, err
 
@@ -114,7 +113,7 @@ def test_stop_request_saves_a_whole_checkpoint_and_resumes_exactly(tmp_path):
     from rnnfast.models.char_lm import train_char_lm
 
     txt = "the quick brown fox jumps over the lazy dog.\n" * 20
-    kw = dict(hidden_size=8, seq_length=8, batch_size=4, val_fraction=0.0, progress=False, log=lambda s: None)
+    kw = {"hidden_size": 8, "seq_length": 8, "batch_size": 4, "val_fraction": 0.0, "progress": False, "log": lambda s: None}
     full = train_char_lm(txt, max_steps=6, **kw)["history"]["loss"]
     ck = str(tmp_path / "c.npz")
     _progress.request_stop()
@@ -132,7 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(text):
     assert p.stdout.readline().startswith("corpus:")
     time.sleep(1.5)
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    _out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "checkpoint saved" in err
     step = _step(text.parent / "cc.npz")
@@ -158,7 +157,7 @@ def test_bad_checkpoints_give_one_line(text, capsys, argv, kind):
         np.savez(ck, a=np.ones(3))
     if kind == "other-kind" and argv[0] != "caption":
         return      # a char_lm checkpoint is the right kind there
-    rc, out, err = run([a.format(ck=ck) for a in argv], capsys)
+    rc, _out, err = run([a.format(ck=ck) for a in argv], capsys)
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     for wrong in ("allow_pickle", "meta_json", "'unknown'", "BadZipFile"):
@@ -177,7 +176,7 @@ def test_cuda_without_gpu_fails_before_any_work(text, capsys, argv):
 
 
 def test_split_choices(capsys):
-    rc, out, err = run(["caption", "sample", "x.npz", "--split", "bogus"], capsys)
+    rc, _out, err = run(["caption", "sample", "x.npz", "--split", "bogus"], capsys)
     assert rc == 2 and "invalid choice: 'bogus'" in err and "train" in err
 
 
@@ -199,7 +198,7 @@ def test_every_option_has_help():
 def test_library_errors_become_one_line(text, capsys):
     rc, _, err = run(["train-char", "--text", text, "--steps", 2, "--checkpoint", "lm.npz", *TINY], capsys)
     assert rc == 0, err
-    rc, out, err = run(["sample", "lm.npz", "--prime", "\u03a9"], capsys)    # not in the vocabulary
+    rc, _out, err = run(["sample", "lm.npz", "--prime", "\u03a9"], capsys)    # not in the vocabulary
     assert rc == 2 and "vocabulary" in err and len(err.strip().splitlines()) == 1
 
 
@@ -207,7 +206,7 @@ def test_version_and_python_dash_m():
     import rnnfast
 
     p = sub("--version")
-    out, err = p.communicate(timeout=60)
+    out, _err = p.communicate(timeout=60)
     assert p.returncode == 0 and out.strip() == f"rnnfast {rnnfast.__version__}"
 
 
@@ -220,6 +219,6 @@ def test_info_json_into_a_closed_pipe():
 
 def test_bad_thread_setting_is_one_line(tmp_path):
     p = sub("demo", "--seconds", "1", "--bench-seconds", "0.1", env={"RNNFAST_NUM_THREADS": "0"}, cwd=tmp_path)
-    out, err = p.communicate(timeout=120)
+    _out, err = p.communicate(timeout=120)
     assert p.returncode == 2 and "RNNFAST_NUM_THREADS" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ def build_parser():
     q = sub.add_parser("info", help="version, backends, BLAS, CPU features, threads")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=_cmd_info)
-    from .models.commands import add_commands   # train-char, sample, caption, demo
+    from .models.commands import add_commands  # train-char, sample, caption, demo
     add_commands(sub)
     sub.add_parser("bench", add_help=False,
                    help="CPU benchmark vs the NumPy reference and torch (rnnfast bench --help)")
@@ -60,7 +60,7 @@ def main(argv=None):
         return 130
     except SystemExit:
         raise
-    except Exception as e:          # noqa: BLE001 - a library error becomes one line, not a traceback
+    except Exception as e:
         if os.environ.get("RNNFAST_TRACEBACK"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -113,7 +113,6 @@ def _check_checkpoint(path):
 # ---------------------------------------------------------------- train-char
 @_errors
 def _cmd_train_char(args):
-    from .. import train as _train
     from .char_lm import default_corpus, load_text, plot_history, train_char_lm
 
     # everything that can be checked is checked before any work: backend, output paths, the checkpoint
