@@ -159,8 +159,14 @@ class Optimizer:
     load_state_dict that replaces the arrays is followed). State is per parameter name."""
 
     def __init__(self, model, lr):
+        from .nn import Parameters
+
+        if isinstance(model, Parameters):   # Adam(model.parameters(), ...), as in torch
+            model = model.module
         if not (hasattr(model, "params") and hasattr(model, "grads")):
-            raise TypeError(f"model must have .params and .grads dicts, got {type(model).__name__}")
+            raise TypeError(f"{type(self).__name__} takes the model (anything with .params and .grads dicts, e.g. "
+                            f"{type(self).__name__}(model, lr=...)) or model.parameters(); got "
+                            f"{type(model).__name__} (a list of bare arrays has no gradients to follow)")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
         self.model, self.lr, self.t = model, float(lr), 0
