@@ -157,3 +157,42 @@ def test_optimizer_takes_parameters(opt):
         np.testing.assert_array_equal(a.params[k], b.params[k])
     with pytest.raises(TypeError, match=r"takes the model .* or model.parameters\(\)"):
         getattr(rf, opt)([np.ones(3)], lr=0.1)
+
+
+def test_regression_reduction_matches_classification_convention():
+    """reduction="sum": summed over steps and outputs, divided by N (as classification); "mean": per value."""
+    rng = np.random.default_rng(0)
+    T, N, D, C = 4, 3, 2, 2
+    m = rf.ManyToMany(5, C, input_size=D, task="regression", dtype=np.float64, seed=1)
+    x, t = rng.standard_normal((T, N, D)), rng.standard_normal((T, N, C))
+    y = m.forward(x)[0]
+    assert m.loss(x, t) == pytest.approx(((y - t) ** 2).sum() / N, rel=1e-12)
+    assert m.loss(x, t, reduction="mean") == pytest.approx(((y - t) ** 2).mean(), rel=1e-12)
+    c = rf.ManyToMany(5, 3, input_size=D, dtype=np.float64, seed=1)
+    ids = rng.integers(0, 3, (T, N))
+    logits = c.forward(x)[0]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, ids[..., None], -1).sum()
+    assert c.loss(x, ids) == pytest.approx(nll / N, rel=1e-12)
+    o = rf.OneToOne(4, C, input_size=D, task="regression", dtype=np.float64, seed=2)
+    x1, t1 = rng.standard_normal((N, D)), rng.standard_normal((N, C))
+    assert o.loss(x1, t1) == pytest.approx(((o.forward(x1) - t1) ** 2).sum() / N, rel=1e-12)
+
+
+def test_plot_history_keeps_the_backend_and_takes_ax(tmp_path):
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; import rnnfast as rf\n"
+            "from rnnfast.models.captioning import caption_grid\nimport numpy as np\n"
+            "h = {'step': [1, 2, 3], 'loss': [3.0, 2.0, 1.5], 'val_step': [3], 'val_bpc': [1.7]}\n"
+            "fig = rf.plot_history(h, r'%s', smooth=0.5)\n"
+            "fig2, ax = plt.subplots(); assert rf.plot_history(h, ax=ax) is fig2\n"
+            "caption_grid(np.zeros((2, 4, 4, 3)), ['a', 'b'], ['a', 'c'], r'%s')\n"
+            "print(matplotlib.get_backend(), type(fig).__name__, len(fig.axes[0].lines))"
+            % (tmp_path / "h.png", tmp_path / "g.png"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "Figure", "3"]     # train, EMA, validation
+    assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0

@@ -429,17 +429,17 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
 # ---------------------------------------------------------------- picture
 def caption_grid(images, generated, truth, path, cols=4, title=None):
     """A PNG grid of images with the generated (green when exactly right, red otherwise) and the true
-    caption under each. Returns the path, or None when matplotlib is not installed."""
+    caption under each. Returns the path, or None when matplotlib is not installed. The caller's matplotlib
+    backend is never changed (a standalone Figure, no pyplot)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     import textwrap
     n = len(images)
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 4.0 * rows), dpi=72)
+    fig = Figure(figsize=(3.0 * cols, 4.0 * rows), dpi=72)
+    axes = fig.subplots(rows, cols)
     for k, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if k >= n:
@@ -454,5 +454,4 @@ def caption_grid(images, generated, truth, path, cols=4, title=None):
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(h_pad=3.0)
     fig.savefig(path)
-    plt.close(fig)
     return path

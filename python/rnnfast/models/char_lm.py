@@ -534,31 +534,3 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         save(checkpoint)
     return {"model": model, "history": history, "val_bpc": val_bpc, "steps": step, "seconds": seconds,
             "chars_per_sec": chars / max(seconds, 1e-9), "uniform_bpc": math.log2(model.vocab.size)}
-
-
-def plot_history(history, path, title="character-level LM"):
-    """Write the loss curve (train bits/char, smoothed, and validation bits/char) as a PNG. Returns the path,
-    or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"])
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    if len(loss):
-        k = max(1, len(loss) // 100)
-        sm = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], sm, label="train (smoothed)", lw=1.2)
-    if history.get("val_step"):
-        ax.plot(history["val_step"], history["val_bpc"], "o-", label="validation", ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits / character")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -113,7 +113,8 @@ def _check_checkpoint(path):
 # ---------------------------------------------------------------- train-char
 @_errors
 def _cmd_train_char(args):
-    from .char_lm import default_corpus, load_text, plot_history, train_char_lm
+    from ..train import plot_history
+    from .char_lm import default_corpus, load_text, train_char_lm
 
     # everything that can be checked is checked before any work: backend, output paths, the checkpoint
     checkpoint = args.checkpoint or args.resume or "char_lm.npz"    # a resumed run writes back to its file
@@ -150,10 +151,11 @@ def _cmd_train_char(args):
           if r["val_bpc"] is not None else f"trained {r['steps']} steps in {r['seconds']:.1f} s")
     print(f"checkpoint: {checkpoint}")
     if plot:
-        if plot_history(r["history"], plot) is None:
-            print("loss curve: skipped (matplotlib is not installed: pip install matplotlib)")
-        else:
+        try:
+            plot_history(r["history"], plot, smooth=0.9, title="character-level LM", ylabel="bits / character")
             print(f"loss curve: {plot}")
+        except ImportError:
+            print("loss curve: skipped (matplotlib is not installed: pip install matplotlib)")
     return 0
 
 
