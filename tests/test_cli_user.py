@@ -113,7 +113,8 @@ def test_stop_request_saves_a_whole_checkpoint_and_resumes_exactly(tmp_path):
     from rnnfast.models.char_lm import train_char_lm
 
     txt = "the quick brown fox jumps over the lazy dog.\n" * 20
-    kw = {"hidden_size": 8, "seq_length": 8, "batch_size": 4, "val_fraction": 0.0, "progress": False, "log": lambda s: None}
+    kw = {"hidden_size": 8, "seq_length": 8, "batch_size": 4, "val_fraction": 0.0, "progress": False,
+          "log": lambda s: None}
     full = train_char_lm(txt, max_steps=6, **kw)["history"]["loss"]
     ck = str(tmp_path / "c.npz")
     _progress.request_stop()
