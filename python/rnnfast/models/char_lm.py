@@ -292,6 +292,8 @@ def read_checkpoint_info(path):
     except (OSError, ValueError) as e:
         if "pickle" in str(e):      # NumPy's text would suggest an unsafe load; checkpoints never hold pickles
             raise ValueError(f"{path} is not an rnnfast checkpoint: it is not a .npz archive") from None
+        if "meta_json" in str(e):   # a NumPy archive without rnnfast's entries: name no internal key
+            raise ValueError(f"{path} is not an rnnfast checkpoint: it has no rnnfast metadata") from None
         raise ValueError(f"{path} is not an rnnfast checkpoint ({e})") from None
 
 
