@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README): make a virtual environment, install rnnfast exactly as the README says with the
-# test extra, add torch==2.13.0 as the external oracle when it can be installed, and run the whole suite.
-# Not a developer shortcut: it always rebuilds from source. Usage: bash scripts/test.sh [pytest args...]
+# test extras (h5py included, so the HDF5-loader tests run), add torch==2.13.0 (the CPU-only wheel from
+# PyTorch's CPU index, not the multi-GB CUDA build) as the external oracle when it can be installed, and run
+# the whole suite. Not a developer shortcut: it always rebuilds from source. Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
-EXTRAS="test,bench"
+EXTRAS="test,bench,hdf5"
 source "$(dirname "$0")/_venv.sh"
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0" || echo "note: torch==2.13.0 not installable here; its oracle tests will skip"
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+    || echo "note: torch==2.13.0 not installable here; its oracle tests will skip"
 fi
 cd tests   # run against the installed package, never the source tree
 if [ $# -eq 0 ]; then set -- .; fi

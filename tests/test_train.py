@@ -356,6 +356,7 @@ def test_progress_bar_with_tqdm_and_without(monkeypatch):
             calls["closed"] = True
 
     monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeBar))   # notebooks' bar
     tr = _trainer()
     tr.progress = True
     tr.fit(_batch, 5, tokens_per_step=48)
@@ -363,6 +364,7 @@ def test_progress_bar_with_tqdm_and_without(monkeypatch):
     assert set(calls["postfix"][-1]) == {"loss", "steps/s", "tok/s"}
     assert float(calls["postfix"][-1]["loss"]) == pytest.approx(tr.history["loss"][-1], rel=1e-3)
     monkeypatch.setitem(sys.modules, "tqdm", None)          # not installed: no bar, training still runs
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     tr2 = _trainer()
     tr2.progress = True
     hist = tr2.fit(_batch, 3)

@@ -29,6 +29,64 @@ def _to_numpy(v):
     return np.asarray(v)
 
 
+class Parameters(list):
+    """What parameters() returns: the live parameter arrays, in order, as a list that also remembers its
+    module, so an optimizer can be given `model.parameters()` as in torch (it finds the gradients through
+    the module: NumPy arrays carry none)."""
+
+    def __init__(self, arrays, module):
+        super().__init__(arrays)
+        self.module = module
+
+
+class LoadResult(tuple):
+    """load_state_dict's result, as torch's: (missing_keys, unexpected_keys), both empty when strict."""
+
+    def __new__(cls, missing_keys, unexpected_keys):
+        return super().__new__(cls, (list(missing_keys), list(unexpected_keys)))
+
+    missing_keys = property(lambda self: self[0])
+    unexpected_keys = property(lambda self: self[1])
+
+
+def _check_state_keys(state, own, strict):
+    """(missing, unexpected) key lists; with strict, any of either raises KeyError naming them."""
+    if not hasattr(state, "keys"):
+        raise TypeError(f"state must be a dict of arrays (a state_dict()), got {type(state).__name__}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if strict and (missing or unexpected):
+        raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected} (strict=False loads the "
+                       f"names that match)")
+    return missing, unexpected
+
+
+def _check_dropout(dropout, backend):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+        raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if dropout and backend is not None and str(backend).lower() == "cuda":
+        raise ValueError("dropout is not available with backend='cuda' yet; use dropout=0 or backend='cpu'")
+    return float(dropout)
+
+
+def _unbatch_in(a, axis=1):
+    """An unbatched array (torch's 2-D input or state) with a batch axis of 1 added; None stays None."""
+    return None if a is None else np.expand_dims(np.asarray(a), axis)
+
+
+class _DropoutCache:
+    """What a forward with dropout keeps: each layer's own cache and the masks applied between layers."""
+
+    def __init__(self, caches, masks, out_shape):
+        self.caches, self.masks, self.out_shape = caches, masks, out_shape
+
+    @property
+    def nbytes(self):
+        return sum(getattr(c, "nbytes", 0) for c in self.caches) + sum(m.nbytes for m in self.masks)
+
+
 class _Layer:
     """The parameter bookkeeping every leaf layer shares (RNN, LSTM, GRU, Embedding, Linear): params/grads
     dicts, zero_grad, state_dict/load_state_dict, train/eval, and one backward per forward."""
@@ -44,25 +102,33 @@ class _Layer:
             g.fill(0)
 
     def parameters(self):
-        return list(self.params.values())
+        """The live parameter arrays in order (a list; an optimizer also accepts it, as in torch)."""
+        return Parameters(self.params.values(), self)
+
+    def named_parameters(self):
+        """(name, array) pairs in order, named as torch names them."""
+        return list(self.params.items())
 
     def state_dict(self):
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state):
-        """Load arrays (or torch tensors) named and shaped as torch's modules name them; cast to this dtype."""
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
-        if missing or unexpected:
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+    def load_state_dict(self, state, strict=True):
+        """Load arrays (or torch tensors) named and shaped as torch's modules name them; cast to this dtype.
+        strict=True (torch's default): the names must match exactly (KeyError otherwise); strict=False loads
+        the names that match and leaves the rest. Returns (missing_keys, unexpected_keys). Shapes are
+        checked before anything is assigned, so a failed call changes nothing."""
+        missing, unexpected = _check_state_keys(state, self.params, strict)
         new = {}
         for k, ref in self.params.items():
+            if k not in state:
+                continue
             v = _to_numpy(state[k])
             if v.shape != ref.shape:
                 raise ValueError(f"{k} must have shape {ref.shape}, got {v.shape}")
             new[k] = np.ascontiguousarray(v, dtype=self.dtype)
         self.params.update(self._place(new))
         self._cache = None
+        return LoadResult(missing, unexpected)
 
     def _place(self, arrays):
         """Where loaded parameters live: host arrays here; the RNN layer moves them to the GPU on cuda."""
@@ -92,7 +158,11 @@ class _Recurrent(_Layer):
     _cell = None   # a rnnfast._cells.Cell
 
     def _init_recurrent(self, input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
-                        bidirectional):
+                        bidirectional, dropout=0.0):
+        self.dropout = _check_dropout(dropout, backend)
+        # the dropout masks' own stream: seeded from `seed` (so runs repeat) but separate from the init's
+        self._drop_rng = np.random.default_rng(None if seed is None else [int(seed), 0x64726F70])
+        self._unbatched = False
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
@@ -151,38 +221,112 @@ class _Recurrent(_Layer):
 
     # ---- computation ----
     def _forward(self, x, states, need_cache, lengths, **kw):
-        """functional.forward on the layer's parameters; keeps the cache. -> (out, finals tuple)."""
+        """functional.forward on the layer's parameters; keeps the cache. -> (out, finals tuple).
+        Unbatched x (T, D) (torch's 2-D input) runs as a batch of one, squeezed on the way out; with dropout
+        in training mode the layers run one at a time with the masks between them."""
+        if not hasattr(x, "dtype") or hasattr(x, "detach"):
+            x = _to_numpy(x)
+        self._unbatched = x.ndim == 2 and not getattr(self, "_gpu", False)
+        if self._unbatched:
+            if lengths is not None:
+                raise ValueError("lengths needs a batch: x (T, N, D), not unbatched x (T, D)")
+            x = _unbatch_in(x, 0 if self.batch_first else 1)
+            states = tuple(_unbatch_in(s) for s in states)
+            if kw.get("c") is not None:
+                kw["c"] = _unbatch_in(kw["c"], 0)
         x = self._input(x)
         if need_cache is None:
             need_cache = self.training
         if lengths is not None or self.bidirectional:
             kw.update(lengths=lengths, bidirectional=self.bidirectional)
-        out, finals, cache = F.forward(self._cell, x, states, self._weights(), need_cache, self.backend, **kw)
+        if self.dropout and self.training and self.num_layers > 1:
+            out, finals, cache = self._dropout_forward(x, states, need_cache, kw)
+        else:
+            out, finals, cache = F.forward(self._cell, x, states, self._weights(), need_cache, self.backend, **kw)
         self._cache = cache
         if self.batch_first:
             out = out.transpose(1, 0, 2)
+        if self._unbatched:
+            out = out[0] if self.batch_first else out[:, 0]
+            finals = tuple(f[:, 0] for f in finals)
         return out, finals
 
     def _backward(self, dout, dfinals):
         """functional.backward of the last forward -> (dx, dstates tuple, dc). On a bad argument nothing has
         changed and the cache is kept."""
         cache = self._take_cache()
+        ub = self._unbatched
+        if ub:
+            dout = _unbatch_in(dout, 0 if self.batch_first else 1)
+            dfinals = tuple(_unbatch_in(d) for d in dfinals)
         try:
-            dx, dstates, dc = F.backward(self._cell, self._dout(dout), dfinals, cache, self._grad_list(),
-                                         self.backend)
+            if isinstance(cache, _DropoutCache):
+                dx, dstates, dc = self._dropout_backward(self._dout(dout), dfinals, cache)
+            else:
+                dx, dstates, dc = F.backward(self._cell, self._dout(dout), dfinals, cache, self._grad_list(),
+                                             self.backend)
         except (ValueError, TypeError):
             self._cache = cache    # bad arguments: keep the cache so the caller can retry
             raise
         if self.batch_first:
             dx = dx.transpose(1, 0, 2)
+        if ub:
+            dx = dx[0] if self.batch_first else dx[:, 0]
+            dstates = tuple(d[:, 0] for d in dstates)
+            dc = None if dc is None else dc[0]
         return dx, dstates, dc
+
+    # ---- dropout between layers (torch's placement: on the outputs of every layer but the last) ----
+    def _dropout_forward(self, x, states, need_cache, kw):
+        """Layer by layer, inverted dropout between: -> (out, finals, _DropoutCache or None)."""
+        d, keep = self._dirs, 1.0 - self.dropout
+        weights = self._weights()
+        caches, masks, finals = [], [], []
+        inp = x
+        for k in range(self.num_layers):
+            sk = tuple(None if s is None else np.asarray(s)[k * d:(k + 1) * d] for s in states)
+            kk = dict(kw) if k == 0 else {n: v for n, v in kw.items() if n != "c"}
+            out, fk, cache = F.forward(self._cell, inp, sk, weights[k * d:(k + 1) * d], need_cache, self.backend,
+                                       **kk)
+            caches.append(cache)
+            finals.append(fk)
+            if k < self.num_layers - 1:
+                m = (self._drop_rng.random(out.shape) < keep).astype(out.dtype) / out.dtype.type(keep)
+                masks.append(m)
+                inp = out * m
+        finals = tuple(np.concatenate(f, axis=0) for f in zip(*finals))
+        return out, finals, (_DropoutCache(caches, masks, out.shape) if need_cache else None)
+
+    def _dropout_backward(self, dout, dfinals, cache):
+        """Last layer first; the gradient into layer k's input passes through layer k-1's mask."""
+        if dout is not None and np.shape(dout) != cache.out_shape:
+            raise ValueError(f"dout must have shape {cache.out_shape} (the forward's out), got {np.shape(dout)}")
+        d = self._dirs
+        grads = self._grad_list()
+        g = np.zeros(cache.out_shape, self.dtype) if dout is None else dout
+        dstates, dc = [None] * self.num_layers, None
+        for k in reversed(range(self.num_layers)):
+            dk = tuple(None if s is None else np.asarray(s)[k * d:(k + 1) * d] for s in dfinals)
+            dx, dstates[k], dck = F.backward(self._cell, g, dk, cache.caches[k], grads[k * d:(k + 1) * d],
+                                             self.backend)
+            if k == 0:
+                dc = dck
+            else:
+                g = dx * cache.masks[k - 1]
+        return dx, tuple(np.concatenate(s, axis=0) for s in zip(*dstates)), dc
 
 
 class RNN(_Recurrent):
     """Stacked vanilla RNN, h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh [+ c]).
 
+    RNN(input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False, dropout=0.0,
+        bidirectional=False, dtype=np.float32, backend=None, seed=None): the first eight in torch.nn.RNN's
+    positional order. dropout: as torch, zeroes each output of every layer but the last with probability
+    `dropout` in training mode (survivors scaled by 1/(1-dropout)); the masks come from a stream seeded by
+    `seed`, so seeded runs repeat.
     forward(x, h0=None, c=None) -> (out, h_n): x (T, N, D) (or (N, T, D) with batch_first), h0 (L, N, H),
     c (N, H) a constant input added at every step of the first layer. out (T, N, H), h_n (L, N, H).
+    Unbatched input as torch: x (T, D), h0 (L, H), c (H,) give out (T, H), h_n (L, H).
     backward(dout, dh_n=None) -> (dx, dh0), or (dx, dh0, dc) when forward was given c. Parameter gradients
     accumulate (+=) into `grads` until zero_grad().
     """
@@ -190,7 +334,7 @@ class RNN(_Recurrent):
     _cell = _cells.RNN
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dtype=np.float32, backend=None, seed=None, bidirectional=False):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, backend=None, seed=None):
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
@@ -204,7 +348,7 @@ class RNN(_Recurrent):
             _resolve_backend(backend)   # fail now, with the reason, if it is unavailable
         self.nonlinearity = nonlinearity
         self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
-                             bidirectional)
+                             bidirectional, dropout)
         self._gpu = backend is not None and str(backend).lower() == "cuda"
         if self._gpu:   # parameters and gradients live on the GPU (CuPy arrays)
             self.params, self.grads = self._to_gpu(self.params), self._to_gpu(self.grads)
@@ -243,6 +387,7 @@ class RNN(_Recurrent):
         return (f"RNN({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"nonlinearity={self.nonlinearity!r}, bias={self.bias}, batch_first={self.batch_first}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r}"
+                + (f", dropout={self.dropout}" if self.dropout else "")
                 + (", bidirectional=True)" if self.bidirectional else ")"))
 
 
@@ -377,7 +522,12 @@ class Module:
         return {f"{c}.{k}": v for c, m in self._children.items() for k, v in m.grads.items()}
 
     def parameters(self):
-        return list(self.params.values())
+        """The live parameter arrays in order (a list; an optimizer also accepts it, as in torch)."""
+        return Parameters(self.params.values(), self)
+
+    def named_parameters(self):
+        """("child.name", array) pairs in order."""
+        return list(self.params.items())
 
     def zero_grad(self):
         for m in self._children.values():
@@ -386,14 +536,20 @@ class Module:
     def state_dict(self):
         return {k: v.copy() for k, v in self.params.items()}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, strict=True):
+        """As the layers' load_state_dict, over "child.name" keys; returns (missing_keys, unexpected_keys)."""
         own = self.params
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+        missing, unexpected = _check_state_keys(state, own, strict)
+        for k in own:                   # every shape first: a failed call changes nothing
+            if k in state and np.shape(_to_numpy(state[k])) != own[k].shape:
+                raise ValueError(f"{k} must have shape {own[k].shape}, got {np.shape(_to_numpy(state[k]))}")
         for c, m in self._children.items():
-            m.load_state_dict({k[len(c) + 1:]: v for k, v in state.items() if k.startswith(c + ".")})
+            part = {k[len(c) + 1:]: v for k, v in state.items() if k.startswith(c + ".") and k in own}
+            if strict:
+                m.load_state_dict(part)
+            elif part:
+                m.load_state_dict(part, strict=False)
+        return LoadResult(missing, unexpected)
 
     def train(self, mode=True):
         object.__setattr__(self, "training", bool(mode))
@@ -459,8 +615,8 @@ class OneHotRNN(RNN):
 
     def __init__(self, vocab_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dtype=np.float32, backend=None, seed=None, path="auto"):
-        super().__init__(vocab_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dtype, backend,
-                         seed)
+        super().__init__(vocab_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dtype=dtype,
+                         backend=backend, seed=seed)
         if path not in ("auto", "gather", "dense"):
             raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
         self.vocab_size = self.input_size
@@ -744,27 +900,29 @@ def mse(pred, target, mask=None, reduction: str = "mean") -> tuple[float, np.nda
 class _Gated(_Recurrent):
     """What LSTM and GRU share beyond _Recurrent: the constructor (no CUDA kernels yet) and the repr."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32,
-                 backend=None, seed=None, bidirectional=False):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, dtype=np.float32, backend=None, seed=None):
         if backend is not None:
             name = _resolve_backend(backend)
             if name == "cuda":
                 raise ValueError(f"{self._cell.title} has no CUDA kernels yet; use backend='cpu' or 'numpy'")
         self._init_recurrent(input_size, hidden_size, num_layers, bias, batch_first, dtype, backend, seed,
-                             bidirectional)
+                             bidirectional, dropout)
 
     def __repr__(self):
         return (f"{self._cell.title}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dtype={self.dtype.name}, "
-                f"backend={self.backend!r}, bidirectional={self.bidirectional})")
+                f"backend={self.backend!r}, bidirectional={self.bidirectional}"
+                + (f", dropout={self.dropout})" if self.dropout else ")"))
 
 
 class LSTM(_Gated):
     """Stacked LSTM, PyTorch's gates (i, f, g, o) and parameters (weight_ih_l{k} (4H, D_k), weight_hh_l{k}
     (4H, H), bias_ih_l{k}, bias_hh_l{k} (4H,), plus *_reverse with bidirectional=True).
 
-    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32, backend=None,
-         seed=None, bidirectional=False)
+    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+         dtype=np.float32, backend=None, seed=None): the first seven in torch.nn.LSTM's positional order;
+      dropout between layers in training mode, as RNN's. Unbatched input as torch: x (T, D), states (L, H).
     forward(x, hc0=None, need_cache=None, lengths=None) -> (out, (h_n, c_n)): x (T, N, D) (or (N, T, D) with
       batch_first); hc0 = (h0, c0), each (L*dirs, N, H) or None for zeros; out (T, N, dirs*H);
       lengths (N,) ints in [0, T], any order: outputs past a length are zero, h_n and c_n are each
@@ -861,8 +1019,8 @@ class GRU(_Gated):
     """Stacked GRU, PyTorch's variant (the reset gate multiplies W_hn h + b_hn), gates (r, z, n), parameters
     named and shaped as torch.nn.GRU's ((3H, D_k), (3H, H), (3H,), plus *_reverse when bidirectional).
 
-    GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dtype=np.float32, backend=None,
-        seed=None, bidirectional=False)
+    GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+        dtype=np.float32, backend=None, seed=None): torch.nn.GRU's positional order, dropout as LSTM's.
     forward(x, h0=None, need_cache=None, lengths=None) -> (out, h_n); backward(dout, dh_n=None) -> (dx, dh0).
     Shapes and lengths as in LSTM.
     """

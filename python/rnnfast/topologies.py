@@ -112,9 +112,17 @@ def _mask(name, mask, shape):
 
 
 def _head_loss(task, y, targets, mask, reduction):
+    """The topologies' loss, one convention for both tasks. reduction "sum" (default): per sequence, the sum
+    over steps (and, for regression, output features) of the per-element losses, averaged over the N
+    sequences; "mean": the mean over the counted elements (softmax: positions; regression: values).
+    y (T, N, C) or (N, C); N is axis 1 or 0."""
     if task == "classification":
         return softmax_cross_entropy(y, targets, mask=mask, reduction=reduction)
-    return mse(y, targets, mask=mask, reduction="mean" if reduction == "mean" else "sum")
+    if reduction == "mean":
+        return mse(y, targets, mask=mask, reduction="mean")
+    loss, dy = mse(y, targets, mask=mask, reduction="sum")
+    n = y.shape[1] if y.ndim == 3 else y.shape[0]
+    return loss / n, dy / n
 
 
 def _head_loss_backward(task, head, h, targets, mask, reduction):

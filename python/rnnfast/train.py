@@ -159,8 +159,14 @@ class Optimizer:
     load_state_dict that replaces the arrays is followed). State is per parameter name."""
 
     def __init__(self, model, lr):
+        from .nn import Parameters
+
+        if isinstance(model, Parameters):   # Adam(model.parameters(), ...), as in torch
+            model = model.module
         if not (hasattr(model, "params") and hasattr(model, "grads")):
-            raise TypeError(f"model must have .params and .grads dicts, got {type(model).__name__}")
+            raise TypeError(f"{type(self).__name__} takes the model (anything with .params and .grads dicts, e.g. "
+                            f"{type(self).__name__}(model, lr=...)) or model.parameters(); got "
+                            f"{type(model).__name__} (a list of bare arrays has no gradients to follow)")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
         self.model, self.lr, self.t = model, float(lr), 0
@@ -700,35 +706,50 @@ def load_checkpoint(path, model=None, optimizer=None, rng=None) -> dict:
 # ---- loss history ----
 
 
-def plot_history(history: dict, path, smooth: float = 0.0, title: Optional[str] = None) -> None:
-    """Write a PNG of loss against step (needs matplotlib). history: {"step": [...], "loss": [...]} as
-    Trainer.history; smooth in [0, 1): also draw an exponential moving average with that decay."""
+def plot_history(history: dict, path=None, smooth: float = 0.0, title: Optional[str] = None, ax=None,
+                 ylabel: str = "loss"):
+    """Draw loss against step and return the matplotlib Figure (needs matplotlib; ImportError otherwise).
+
+    history: {"step": [...], "loss": [...]} as Trainer.history, optionally with validation points
+    ("val_step" and one more "val_<name>" list, as the char-LM and captioning histories have). smooth in
+    [0, 1): also draw an exponential moving average with that decay. ax: draw into these axes (the Figure
+    returned is theirs); else a new Figure. path: also write it as a PNG. The caller's matplotlib backend
+    is never changed (no pyplot state is touched when ax is None).
+    """
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as e:
         raise ImportError("plot_history needs matplotlib (pip install matplotlib)") from e
     if not 0.0 <= smooth < 1.0:
         raise ValueError(f"smooth must lie in [0, 1), got {smooth!r}")
     steps, loss = np.asarray(history["step"]), np.asarray(history["loss"], dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, loss, lw=0.8, alpha=0.5 if smooth else 1.0, label="loss")
+    if ax is None:
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    ax.plot(steps, loss, lw=0.8, alpha=0.5 if smooth else 1.0, label="train")
     if smooth and len(loss):
         ema = np.empty_like(loss)
         acc = loss[0]
         for i, v in enumerate(loss):
             acc = smooth * acc + (1 - smooth) * v
             ema[i] = acc
-        ax.plot(steps, ema, lw=1.5, label=f"EMA ({smooth})")
+        ax.plot(steps, ema, lw=1.5, label=f"train, EMA ({smooth})")
+    val = [k for k in history if k.startswith("val_") and k != "val_step"]
+    if history.get("val_step") and val:
+        ax.plot(history["val_step"], history[val[0]], "o-", ms=3, label=f"validation ({val[0][4:]})")
+    if smooth or (history.get("val_step") and val):
         ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)
+    if path is not None:
+        fig.tight_layout()
+        fig.savefig(os.fspath(path), dpi=100)
+    return fig
 
 
 # ---- the trainer ----
@@ -742,7 +763,7 @@ class TrainingDiverged(FloatingPointError):
 
 def _tqdm():
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm

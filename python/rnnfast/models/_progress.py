@@ -1,12 +1,36 @@
 """A progress bar for the applications' training loops: tqdm when installed, else a plain status line.
 
 What it is: a tiny wrapper with update(n, **postfix) and close(), writing to stderr, which can be turned
-off. What it is not: a logger; nothing is kept.
+off (tqdm.auto, so a notebook gets its widget bar); and the stop request of a first Ctrl-C (the command line
+sets it, update() raises TrainingInterrupted at the end of the step, where the loop's state is whole).
+What it is not: a logger; nothing is kept.
 """
 from __future__ import annotations
 
 import sys
 import time
+
+_STOP = {"requested": False}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a training loop between two steps; `step` and `checkpoint` (the path saved, or None)
+    are set by the loop that saved it."""
+
+    step = None
+    checkpoint = None
+
+
+def request_stop():
+    _STOP["requested"] = True
+
+
+def clear_stop():
+    _STOP["requested"] = False
+
+
+def stop_requested():
+    return _STOP["requested"]
 
 
 class Progress:
@@ -19,7 +43,7 @@ class Progress:
         self._last = 0.0
         if enabled:
             try:
-                from tqdm import tqdm
+                from tqdm.auto import tqdm
                 self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                                  mininterval=0.25, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<"
                                  "{remaining}{postfix}]")
@@ -27,6 +51,10 @@ class Progress:
                 self._bar = None
 
     def update(self, n=1, **postfix):
+        """Advance by n (called once per finished step). Raises TrainingInterrupted after a Ctrl-C."""
+        if _STOP["requested"]:
+            clear_stop()
+            raise TrainingInterrupted("training stopped by Ctrl-C")
         n = max(0, min(n, self.total - self.n))     # a time budget overshoots by a fraction of a step
         self.n += n
         if not self.enabled:

@@ -21,7 +21,7 @@ from .. import train as _train
 from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, linear_cross_entropy
 from ..topologies import check_cell
 from . import shapes as _shapes
-from ._progress import Progress
+from ._progress import Progress, TrainingInterrupted
 from .bleu import corpus_bleu, exact_match
 from .cnn import SmallCNN
 
@@ -337,8 +337,9 @@ def load_model(path, backend=None, cell=None):
     info = read_checkpoint_info(path)
     meta = info.get("metadata") or {}
     if meta.get("kind") != KIND:
-        raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a captioning "
-                         f"model ({KIND!r})")
+        what = f"a {meta['kind']!r} model" if meta.get("kind") else "not from rnnfast's applications (no model kind)"
+        raise ValueError(f"checkpoint {path} is {what}, not a captioning model: use a checkpoint written by "
+                         f"`rnnfast caption train` (or train_captioner)")
     saved = meta.get("captioner", {}).get("cell", "rnn")
     if cell is not None and check_cell(cell) != saved:
         raise ValueError(f"checkpoint {path} holds a cell={saved!r} model, not cell={cell!r}; leave the cell "
@@ -359,6 +360,9 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
     different one raises ValueError). Returns {"model", "history", "val", "steps", "seconds"}."""
     if max_steps is None and max_seconds is None:
         raise ValueError("give max_steps or max_seconds (a step or a time budget)")
+    from .char_lm import check_budget
+
+    check_budget(max_steps, max_seconds)
     caps, idxs, feats = data["train_captions"], data["train_image_idxs"], data["train_features"]
     if len(caps) == 0:
         raise ValueError("no training captions")
@@ -430,6 +434,11 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
                           f"({val['n_images']} images)")
             if checkpoint and checkpoint_every and step % checkpoint_every == 0:
                 save(checkpoint)
+    except TrainingInterrupted as e:     # a first Ctrl-C, raised between steps: the state is whole
+        if checkpoint:
+            save(checkpoint)
+        e.step, e.checkpoint = step, checkpoint
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -441,17 +450,17 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
 # ---------------------------------------------------------------- picture
 def caption_grid(images, generated, truth, path, cols=4, title=None):
     """A PNG grid of images with the generated (green when exactly right, red otherwise) and the true
-    caption under each. Returns the path, or None when matplotlib is not installed."""
+    caption under each. Returns the path, or None when matplotlib is not installed. The caller's matplotlib
+    backend is never changed (a standalone Figure, no pyplot)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     import textwrap
     n = len(images)
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 4.0 * rows), dpi=72)
+    fig = Figure(figsize=(3.0 * cols, 4.0 * rows), dpi=72)
+    axes = fig.subplots(rows, cols)
     for k, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if k >= n:
@@ -466,5 +475,4 @@ def caption_grid(images, generated, truth, path, cols=4, title=None):
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(h_pad=3.0)
     fig.savefig(path)
-    plt.close(fig)
     return path

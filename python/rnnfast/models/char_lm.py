@@ -20,7 +20,7 @@ import numpy as np
 from .. import _decode
 from .. import train as _train
 from ..topologies import ManyToMany, check_cell
-from ._progress import Progress
+from ._progress import Progress, TrainingInterrupted
 
 KIND = "char_lm"
 _LN2 = math.log(2.0)
@@ -308,8 +308,15 @@ def read_checkpoint_info(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return _train.load_checkpoint(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not an rnnfast checkpoint ({type(e).__name__}: {e})") from None
+    except (KeyError, EOFError, zipfile.BadZipFile) as e:
+        why = "it has no rnnfast metadata" if isinstance(e, KeyError) else "it is truncated or not a .npz archive"
+        raise ValueError(f"{path} is not an rnnfast checkpoint: {why}") from None
+    except (OSError, ValueError) as e:
+        if "pickle" in str(e):      # NumPy's text would suggest an unsafe load; checkpoints never hold pickles
+            raise ValueError(f"{path} is not an rnnfast checkpoint: it is not a .npz archive") from None
+        if "meta_json" in str(e):   # a NumPy archive without rnnfast's entries: name no internal key
+            raise ValueError(f"{path} is not an rnnfast checkpoint: it has no rnnfast metadata") from None
+        raise ValueError(f"{path} is not an rnnfast checkpoint ({e})") from None
 
 
 def load_model(path, backend=None, cell=None):
@@ -319,8 +326,9 @@ def load_model(path, backend=None, cell=None):
     info = read_checkpoint_info(path)
     meta = info.get("metadata") or {}
     if meta.get("kind") != KIND:
-        raise ValueError(f"checkpoint {path} is a {meta.get('kind', 'unknown')!r} model, not a character-level "
-                         f"language model ({KIND!r})")
+        what = f"a {meta['kind']!r} model" if meta.get("kind") else "not from rnnfast's applications (no model kind)"
+        raise ValueError(f"checkpoint {path} is {what}, not a character-level language model: use a checkpoint "
+                         f"written by `rnnfast train-char` (or train_char_lm)")
     saved = meta.get("cell", "rnn")
     if cell is not None and check_cell(cell) != saved:
         raise ValueError(f"checkpoint {path} holds a cell={saved!r} model, not cell={cell!r}; leave the cell "
@@ -389,6 +397,33 @@ def split_text(text, val_fraction=0.1):
     return text[:cut], text[cut:]
 
 
+def check_budget(max_steps=None, max_seconds=None):
+    """A step budget is an int >= 1, a time budget a finite number of seconds > 0 (None: not given)."""
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
+                                  or max_steps < 1):
+        raise ValueError(f"max_steps (--steps) must be an integer >= 1, got {max_steps!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float, np.number))
+                                        and math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds (--seconds) must be a number > 0, got {max_seconds!r}")
+
+
+def check_fits(n_chars, seq_length, batch_size):
+    """Refuse a training text too short for N = batch_size streams of chunks of T = seq_length characters
+    (each stream needs T + 1), saying which T and N would fit."""
+    T, N = int(seq_length), int(batch_size)
+    per = n_chars // N
+    if per >= T + 1:
+        return
+    fit_T = per - 1
+    fit_N = n_chars // (T + 1)
+    options = [f"seq_length (--seq-length) <= {fit_T}" if fit_T >= 1 else None,
+               f"batch_size (--batch) <= {fit_N}" if fit_N >= 1 else None]
+    options = " or ".join(o for o in options if o) or "a smaller seq_length and batch_size"
+    raise ValueError(f"the training text ({n_chars:,} characters after the validation split) is too short for "
+                     f"batch_size N = {N} streams of seq_length T = {T}: each stream needs T + 1 = {T + 1} "
+                     f"characters but gets {per:,}; use {options}, or a longer text")
+
+
 def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch_size=32, lr=2e-3,
                   optimizer="adam", max_steps=None, max_seconds=None, seed=0, clip_norm=5.0,
                   val_fraction=0.1, val_max_chars=50_000, eval_every=None, sample_every=None, sample_length=200,
@@ -408,6 +443,7 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
     """
     if max_steps is None and max_seconds is None:
         raise ValueError("give max_steps or max_seconds (a step or a time budget)")
+    check_budget(max_steps, max_seconds)
     if text is None:
         text, _ = default_corpus()
     if resume is not None:
@@ -439,6 +475,7 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         raise ValueError(f"seq_length T and batch_size N must be >= 1, got T = {T}, N = {N}")
     train_text, val_text = split_text(text, val_fraction)
     ids = model.vocab.encode(train_text, "training text")
+    check_fits(len(train_text), T, N)
     S = make_streams(ids, N)
     if h is None:
         h = model.zero_state(N)
@@ -507,6 +544,11 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
                           + "\n---")
             if checkpoint and checkpoint_every and step % checkpoint_every == 0:
                 save(checkpoint)
+    except TrainingInterrupted as e:     # a first Ctrl-C, raised between steps: the state is whole
+        if checkpoint:
+            save(checkpoint)
+        e.step, e.checkpoint = step, checkpoint
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -516,31 +558,3 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         save(checkpoint)
     return {"model": model, "history": history, "val_bpc": val_bpc, "steps": step, "seconds": seconds,
             "chars_per_sec": chars / max(seconds, 1e-9), "uniform_bpc": math.log2(model.vocab.size)}
-
-
-def plot_history(history, path, title="character-level LM"):
-    """Write the loss curve (train bits/char, smoothed, and validation bits/char) as a PNG. Returns the path,
-    or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"])
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    if len(loss):
-        k = max(1, len(loss) // 100)
-        sm = np.convolve(loss, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], sm, label="train (smoothed)", lw=1.2)
-    if history.get("val_step"):
-        ax.plot(history["val_step"], history["val_bpc"], "o-", label="validation", ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits / character")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

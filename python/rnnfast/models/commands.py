@@ -7,22 +7,64 @@ is not: any training or model logic (char_lm.py, captioning.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
+import tempfile
+import zipfile
+
+from ._progress import TrainingInterrupted
 
 
 def _errors(fn):
-    """Turn the expected failures of bad input into a message and exit status 2 (no traceback)."""
+    """Turn the expected failures of bad input into a message and exit status 2 (no traceback), and a
+    Ctrl-C that stopped training (and saved its checkpoint) into a message and exit status 130."""
     @functools.wraps(fn)
     def run(args):
         try:
-            return fn(args)
-        except (ValueError, FileNotFoundError, KeyError, ImportError, FloatingPointError) as e:
+            with _deferred_interrupt():
+                return fn(args)
+        except TrainingInterrupted as e:
+            where = f"; checkpoint saved: {e.checkpoint}" if getattr(e, "checkpoint", None) else \
+                "; no checkpoint (none was asked for)"
+            print(f"rnnfast {args.command}: interrupted at step {getattr(e, 'step', '?')}{where}", file=sys.stderr)
+            return 130
+        except (ValueError, OSError, KeyError, ImportError, FloatingPointError, RuntimeError, TypeError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             print(f"rnnfast {args.command}: error: {msg}", file=sys.stderr)
             return 2
     return run
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """While a command runs, the first Ctrl-C asks the training loop to stop after the current step (it
+    then saves its checkpoint); a second one stops at once. Only in the main thread (signals go there)."""
+    import signal
+    import threading
+
+    from ._progress import clear_stop, request_stop, stop_requested
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop_requested():
+            raise KeyboardInterrupt
+        request_stop()
+        print("\nCtrl-C: stopping after this step and saving the checkpoint (Ctrl-C again to quit now)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if stop_requested():    # asked outside a training loop (loading data, the CNN, evaluation)
+            clear_stop()
+            raise KeyboardInterrupt
 
 
 def _budget(args, default_seconds):
@@ -32,18 +74,64 @@ def _budget(args, default_seconds):
     return steps, seconds
 
 
+def _check_backend(name):
+    """Fail before any work when the asked-for backend is unavailable (e.g. cuda without a GPU)."""
+    if name is not None:
+        from ..backends import resolve
+
+        resolve(name)
+
+
+def _check_output(path, what):
+    """Fail before any work when `path` cannot be written: its folder is missing or read-only, or it is a
+    folder. Nothing is left behind by the check."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what} {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path}: cannot write in {folder} ({e.strerror})") from None
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path} exists and is not writable")
+
+
+def _check_checkpoint(path):
+    """A checkpoint to read: present, and a .npz archive (a truncated or foreign file is named as such)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not an rnnfast checkpoint: it is not a .npz archive (truncated, or "
+                         f"another kind of file)")
+
+
 # ---------------------------------------------------------------- train-char
 @_errors
 def _cmd_train_char(args):
-    from .. import train as _train
-    from .char_lm import default_corpus, load_text, plot_history, train_char_lm
+    from ..train import plot_history
+    from .char_lm import default_corpus, load_text, train_char_lm
 
+    # everything that can be checked is checked before any work: backend, output paths, the checkpoint
+    checkpoint = args.checkpoint or args.resume or "char_lm.npz"    # a resumed run writes back to its file
+    plot = args.plot or os.path.splitext(checkpoint)[0] + "_loss.png"
+    _check_backend(args.backend)
+    _check_output(checkpoint, "--checkpoint")
+    _check_output(plot, "--plot")
     source, max_chars = args.text, args.max_chars
-    if args.resume and not source:      # continue on the text the checkpoint was trained on
-        if not os.path.isfile(args.resume):
-            raise FileNotFoundError(f"checkpoint not found: {args.resume}")
-        st = (_train.load_checkpoint(args.resume)["metadata"] or {}).get("train_state", {})
-        source, max_chars = st.get("text_source"), max_chars or st.get("text_chars")
+    if args.resume:
+        _check_checkpoint(args.resume)
+        from .char_lm import read_checkpoint_info
+
+        st = ((read_checkpoint_info(args.resume).get("metadata") or {}).get("train_state") or {})
+        if not st:
+            raise ValueError(f"{args.resume} is not a train-char checkpoint (it has no training state to resume)")
+        if not source:                  # continue on the text the checkpoint was trained on
+            source, max_chars = st.get("text_source"), max_chars or st.get("text_chars")
     if source:
         text, desc = load_text(source, max_chars), f"{source}"
     else:
@@ -53,7 +141,7 @@ def _cmd_train_char(args):
     r = train_char_lm(text, hidden_size=args.hidden, num_layers=args.layers, seq_length=args.seq_length,
                       batch_size=args.batch, lr=args.lr, optimizer=args.optimizer, max_steps=steps,
                       max_seconds=seconds, seed=args.seed, clip_norm=args.clip, val_fraction=args.val_fraction,
-                      sample_every=args.sample_every, checkpoint=args.checkpoint,
+                      sample_every=args.sample_every, checkpoint=checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       backend=args.backend, text_source=os.path.abspath(source) if source else None,
                       cell=args.cell)
@@ -61,14 +149,13 @@ def _cmd_train_char(args):
     print(f"trained {r['steps']} steps in {r['seconds']:.1f} s ({r['chars_per_sec']:,.0f} chars/s); "
           f"validation {r['val_bpc']:.3f} bits/char (uniform over {m.vocab.size} chars: {r['uniform_bpc']:.3f})"
           if r["val_bpc"] is not None else f"trained {r['steps']} steps in {r['seconds']:.1f} s")
-    if args.checkpoint:
-        print(f"checkpoint: {args.checkpoint}")
-    plot = args.plot or (os.path.splitext(args.checkpoint)[0] + "_loss.png" if args.checkpoint else None)
+    print(f"checkpoint: {checkpoint}")
     if plot:
-        if plot_history(r["history"], plot) is None:
-            print("loss curve: skipped (matplotlib is not installed: pip install matplotlib)")
-        else:
+        try:
+            plot_history(r["history"], plot, smooth=0.9, title="character-level LM", ylabel="bits / character")
             print(f"loss curve: {plot}")
+        except ImportError:
+            print("loss curve: skipped (matplotlib is not installed: pip install matplotlib)")
     return 0
 
 
@@ -77,8 +164,8 @@ def _cmd_train_char(args):
 def _cmd_sample(args):
     from .char_lm import load_model
 
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    _check_backend(args.backend)
+    _check_checkpoint(args.checkpoint)
     model, _ = load_model(args.checkpoint, backend=args.backend)
     prime = args.prime if args.prime is not None else ("\n" if "\n" in model.vocab.index else model.vocab.chars[0])
     text = model.sample(prime, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
@@ -117,6 +204,12 @@ def _cmd_caption_train(args):
     from . import captioning as C
     from .coco_h5 import load_coco_h5
 
+    _check_backend(args.backend)           # before the CNN is trained
+    checkpoint = args.checkpoint or args.resume or "caption.npz"    # a resumed run writes back to its file
+    _check_output(checkpoint, "--checkpoint")
+    _check_output(args.grid, "--grid")
+    if args.resume is not None:
+        _check_checkpoint(args.resume)
     dinfo = _data_info(args)
     cnn = images = None
     conditioning = args.conditioning or ("both" if args.cell in (None, "rnn") else "h0")
@@ -142,7 +235,7 @@ def _cmd_caption_train(args):
     steps, seconds = _budget(args, 60.0)
     r = C.train_captioner(data, cnn, hidden_size=args.hidden, embed_size=args.embed, num_layers=args.layers,
                           conditioning=conditioning, batch_size=args.batch, lr=args.lr, max_steps=steps,
-                          max_seconds=seconds, seed=args.seed, checkpoint=args.checkpoint,
+                          max_seconds=seconds, seed=args.seed, checkpoint=checkpoint,
                           checkpoint_every=args.checkpoint_every, resume=args.resume, metadata={"data": dinfo},
                           progress=not args.no_progress, backend=args.backend, cell=args.cell)
     print(f"trained {r['steps']} steps in {r['seconds']:.1f} s")
@@ -152,8 +245,7 @@ def _cmd_caption_train(args):
         print(_format_eval(C.evaluate(model.captioner, data, split), split, C.baseline_bleu(data, split)))
         if images is not None and args.grid:
             _grid(model, data, images[split], split, args.grid, 12)
-    if args.checkpoint:
-        print(f"checkpoint: {args.checkpoint}")
+    print(f"checkpoint: {checkpoint}")
     return 0
 
 
@@ -161,6 +253,7 @@ def _cmd_caption_train(args):
 def _cmd_caption_compare(args):
     from . import captioning as C
 
+    _check_backend(args.backend)
     dinfo = _data_info(args)
     if dinfo["source"] == "shapes":
         data, cnn, _ = C.prepare_shapes(dinfo["n_train"], dinfo["n_val"], dinfo["n_test"], dinfo["seed"],
@@ -206,8 +299,8 @@ def _grid(model, data, split_images, split, path, k):
 def _caption_split(args):
     from . import captioning as C
 
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    _check_backend(args.backend)
+    _check_checkpoint(args.checkpoint)
     model, info = C.load_model(args.checkpoint, args.backend)
     meta = info["metadata"]
     if args.data is None and meta["data"]["source"] == "shapes":
@@ -269,6 +362,8 @@ def _cmd_demo(args):
     from .char_lm import default_corpus, train_char_lm
     from .speed import training_comparison
 
+    if os.environ.get("RNNFAST_NUM_THREADS"):   # a thread setting is for the cpu backend: a bad one stops here
+        _check_backend("cpu")
     text, desc = default_corpus()
     print(f"rnnfast demo: a character-level RNN language model trained for {args.seconds:g} s on {desc}.")
     r = train_char_lm(text, hidden_size=args.hidden, num_layers=1, seq_length=args.seq_length,
@@ -290,17 +385,59 @@ def _cmd_demo(args):
 
 
 # ---------------------------------------------------------------- parsers
-def _budget_args(q, what):
-    q.add_argument("--steps", type=int, default=None, help=f"number of updates ({what})")
-    q.add_argument("--seconds", type=float, default=None, help="training time budget in seconds (default 60 "
-                                                                 "when --steps is not given)")
+def _budget_args(q, what, default_seconds=60):
+    q.add_argument("--steps", type=_positive_int, default=None, help=f"number of updates ({what})")
+    q.add_argument("--seconds", type=_positive_float, default=None,
+                   help=f"training time in seconds (default {default_seconds} when --steps is not given)")
+
+
+def _number(s, cast, ok, what):
+    try:
+        v = cast(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+    return v
 
 
 def _positive_int(s):
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+    return _number(s, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def _nonneg_int(s):
+    return _number(s, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _positive_float(s):
+    return _number(s, float, lambda v: v > 0 and v != float("inf"), "a number > 0")
+
+
+def _nonneg_float(s):
+    return _number(s, float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+
+
+def _fraction(s):
+    return _number(s, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+_BACKEND_HELP = "numpy (the reference), cpu (the C++ kernels) or cuda (needs a GPU); default: the best available"
+
+
+def _caption_common_args(q):
+    """The data and model options `caption train` and `caption compare` share."""
+    q.add_argument("--data", default=None, help="'shapes' (default) or a cs231n COCO HDF5 file or folder")
+    q.add_argument("--max-train", type=_positive_int, default=None, help="HDF5 data: keep this many captions")
+    q.add_argument("--n-train", type=_positive_int, default=4000, help="shapes data: training images (4000)")
+    q.add_argument("--n-val", type=_positive_int, default=300, help="shapes data: validation images (300)")
+    q.add_argument("--n-test", type=_positive_int, default=500, help="shapes data: test images (500)")
+    q.add_argument("--data-seed", type=int, default=0, help="shapes data: seed of the generator (0)")
+    q.add_argument("--cnn-epochs", type=_positive_int, default=6, help="epochs of the image CNN (6)")
+    q.add_argument("--hidden", type=_positive_int, default=128, help="hidden size H (128)")
+    q.add_argument("--embed", type=_positive_int, default=64, help="word embedding size (64)")
+    q.add_argument("--batch", type=_positive_int, default=50, help="captions per update (50)")
+    q.add_argument("--lr", type=_positive_float, default=5e-3, help="learning rate of Adam (5e-3)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (0)")
 
 
 def add_commands(sub):
@@ -314,99 +451,87 @@ def add_commands(sub):
                    help="recurrent cell (default rnn; a resumed run keeps the checkpoint's)")
     q.add_argument("--seq-length", type=_positive_int, default=50, help="chunk length T of truncated BPTT")
     q.add_argument("--batch", type=_positive_int, default=32, help="parallel streams N (default 32)")
-    q.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
-    q.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"])
-    q.add_argument("--clip", type=float, default=5.0, help="clip the global gradient norm (0: off)")
-    q.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the text (default 0.1)")
+    q.add_argument("--lr", type=_positive_float, default=5e-3, help="learning rate (default 5e-3)")
+    q.add_argument("--optimizer", default="adam", choices=["adam", "sgd", "rmsprop", "adagrad"],
+                   help="the update rule (default adam)")
+    q.add_argument("--clip", type=_nonneg_float, default=5.0, help="clip the global gradient norm (0: off)")
+    q.add_argument("--val-fraction", type=_fraction, default=0.1, help="held-out tail of the text (default 0.1)")
     _budget_args(q, "an exact budget: a resumed run continues the same trajectory")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--sample-every", type=int, default=500, help="print a sample every so many steps (0: never)")
-    q.add_argument("--checkpoint", default="char_lm.npz", help="checkpoint path (default char_lm.npz)")
-    q.add_argument("--checkpoint-every", type=int, default=500)
-    q.add_argument("--resume", help="continue from this checkpoint")
-    q.add_argument("--plot", help="loss-curve PNG (default: <checkpoint>_loss.png)")
-    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None)
+    q.add_argument("--seed", type=int, default=0, help="seed of the initialisation (default 0)")
+    q.add_argument("--sample-every", type=_nonneg_int, default=500,
+                   help="print a sample every so many steps (0: never; default 500)")
+    q.add_argument("--checkpoint", default=None,
+                   help="checkpoint file to write (default: the --resume file when resuming, else char_lm.npz)")
+    q.add_argument("--checkpoint-every", type=_nonneg_int, default=500,
+                   help="also save the checkpoint every so many steps (0: only at the end; default 500)")
+    q.add_argument("--resume", help="continue from this checkpoint (and write back to it unless --checkpoint)")
+    q.add_argument("--plot", help="loss-curve PNG (default: <checkpoint without .npz>_loss.png)")
+    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_train_char)
 
     q = sub.add_parser("sample", help="generate text from a train-char checkpoint")
-    q.add_argument("checkpoint")
+    q.add_argument("checkpoint", help="a checkpoint written by rnnfast train-char (e.g. char_lm.npz)")
     q.add_argument("--prime", default=None, help="text to start from (default: a newline)")
-    q.add_argument("--length", type=int, default=500, help="characters to generate")
-    q.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more random")
+    q.add_argument("--length", type=_nonneg_int, default=500, help="characters to generate (default 500)")
+    q.add_argument("--temperature", type=_nonneg_float, default=0.8,
+                   help="0 = greedy; higher = more random (default 0.8)")
     q.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest characters")
-    q.add_argument("--seed", type=int, default=None)
-    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None)
+    q.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: a fresh one)")
+    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
     q.set_defaults(func=_cmd_sample)
 
     cap = sub.add_parser("caption", help="image captioning: train | sample | eval")
     csub = cap.add_subparsers(dest="caption_command", required=True)
     q = csub.add_parser("train", help="train a captioning model (default data: the built-in shapes scenes)")
-    q.add_argument("--data", default=None, help="'shapes' (default) or a cs231n COCO HDF5 file or folder")
-    q.add_argument("--max-train", type=_positive_int, default=None, help="HDF5 data: keep this many captions")
-    q.add_argument("--n-train", type=_positive_int, default=4000)
-    q.add_argument("--n-val", type=_positive_int, default=300)
-    q.add_argument("--n-test", type=_positive_int, default=500)
-    q.add_argument("--data-seed", type=int, default=0)
-    q.add_argument("--cnn-epochs", type=_positive_int, default=6)
-    q.add_argument("--hidden", type=_positive_int, default=128)
-    q.add_argument("--embed", type=_positive_int, default=64)
-    q.add_argument("--layers", type=_positive_int, default=1)
+    _caption_common_args(q)
+    q.add_argument("--layers", type=_positive_int, default=1, help="stacked layers L (1)")
     q.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=None,
                    help="recurrent cell (default rnn; a resumed run keeps the checkpoint's)")
     q.add_argument("--conditioning", choices=["h0", "c", "both"], default=None,
                    help="image -> initial state (h0), -> constant input every step (c), or both (default: both "
                         "for the rnn cell, h0 for lstm and gru, which have no constant input)")
-    q.add_argument("--batch", type=_positive_int, default=50)
-    q.add_argument("--lr", type=float, default=5e-3)
     _budget_args(q, "exact on resume")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--checkpoint", default="caption.npz")
-    q.add_argument("--checkpoint-every", type=int, default=500)
-    q.add_argument("--resume")
+    q.add_argument("--checkpoint", default=None,
+                   help="checkpoint file to write (default: the --resume file when resuming, else caption.npz)")
+    q.add_argument("--checkpoint-every", type=_nonneg_int, default=500,
+                   help="also save every so many steps (0: only at the end; default 500)")
+    q.add_argument("--resume", help="continue from this checkpoint (and write back to it unless --checkpoint)")
     q.add_argument("--grid", default="captions.png", help="PNG of held-out images with captions ('' = none)")
-    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None)
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_caption_train)
     q = csub.add_parser("compare", help="train h0 / c / both conditioning with the same budget and data")
-    for flag, kw in (("--data", dict(default=None)), ("--max-train", dict(type=_positive_int, default=None)),
-                     ("--n-train", dict(type=_positive_int, default=4000)),
-                     ("--n-val", dict(type=_positive_int, default=300)),
-                     ("--n-test", dict(type=_positive_int, default=500)), ("--data-seed", dict(type=int, default=0)),
-                     ("--cnn-epochs", dict(type=_positive_int, default=6)),
-                     ("--hidden", dict(type=_positive_int, default=128)),
-                     ("--embed", dict(type=_positive_int, default=64)),
-                     ("--batch", dict(type=_positive_int, default=50)), ("--lr", dict(type=float, default=5e-3)),
-                     ("--seed", dict(type=int, default=0))):
-        q.add_argument(flag, **kw)
-    _budget_args(q, "per conditioning")
-    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None)
-    q.add_argument("--no-progress", action="store_true")
+    _caption_common_args(q)
+    _budget_args(q, "per conditioning", 30)
+    q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_caption_compare)
     for name, fn, hlp in (("sample", _cmd_caption_sample, "caption held-out images"),
                           ("eval", _cmd_caption_eval, "BLEU-1..4 and exact match on a held-out split")):
         q = csub.add_parser(name, help=hlp)
-        q.add_argument("checkpoint")
+        q.add_argument("checkpoint", help="a checkpoint written by rnnfast caption train (e.g. caption.npz)")
         q.add_argument("--data", default=None, help="HDF5 file or folder (default: what the model trained on)")
-        q.add_argument("--split", default=None, help="test for shapes, val for HDF5 by default")
-        q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None)
+        q.add_argument("--split", default=None, choices=["train", "val", "test"],
+                       help="test for shapes, val for HDF5 by default")
+        q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
         if name == "sample":
-            q.add_argument("--index", type=int, default=0, help="first image of the split")
-            q.add_argument("--count", type=_positive_int, default=4)
+            q.add_argument("--index", type=_nonneg_int, default=0, help="first image of the split (0)")
+            q.add_argument("--count", type=_positive_int, default=4, help="images to caption (4)")
             q.add_argument("--grid", default=None, help="also write these as a PNG grid")
         else:
-            q.add_argument("--max-images", type=_positive_int, default=None)
+            q.add_argument("--max-images", type=_positive_int, default=None, help="evaluate on at most this many")
         q.set_defaults(func=fn)
 
     q = sub.add_parser("demo", help="train a char-level model for a minute, sample it, and time the step")
-    q.add_argument("--seconds", type=float, default=60.0, help="training time (default 60)")
-    q.add_argument("--bench-seconds", type=float, default=6.0, help="time for the speed comparison")
-    q.add_argument("--hidden", type=_positive_int, default=128)
-    q.add_argument("--seq-length", type=_positive_int, default=50)
-    q.add_argument("--batch", type=_positive_int, default=32)
-    q.add_argument("--lr", type=float, default=1e-2)
-    q.add_argument("--length", type=_positive_int, default=300, help="characters per sample")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seconds", type=_positive_float, default=60.0, help="training time (default 60)")
+    q.add_argument("--bench-seconds", type=_positive_float, default=6.0, help="time for the speed comparison (6)")
+    q.add_argument("--hidden", type=_positive_int, default=128, help="hidden size H (128)")
+    q.add_argument("--seq-length", type=_positive_int, default=50, help="chunk length T (50)")
+    q.add_argument("--batch", type=_positive_int, default=32, help="parallel streams N (32)")
+    q.add_argument("--lr", type=_positive_float, default=1e-2, help="learning rate of Adam (1e-2)")
+    q.add_argument("--length", type=_positive_int, default=300, help="characters per sample (300)")
+    q.add_argument("--seed", type=int, default=0, help="seed of training and sampling (0)")
     q.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_demo)
