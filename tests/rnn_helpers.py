@@ -14,25 +14,10 @@ from tolerances import F32_ATOL, F32_FACTOR, TOL64, assert_f32_close  # noqa: F4
 CPU_AVAILABLE = _backends()["cpu"]["available"]
 requires_cpu = pytest.mark.skipif(not CPU_AVAILABLE, reason=f"cpu backend missing: {_backends()['cpu']['reason']}")
 
-# Every kernel build: the kernel tests take this fixture and run once per ISA (the generic build too);
-# an ISA this CPU lacks is skipped with the reason, never silently dropped.
+# Every kernel build; the kernel tests take conftest.py's `isa` fixture and run once per ISA (the generic
+# build too); an ISA this CPU lacks is skipped with the reason, never silently dropped.
 ISAS = ("generic", "avx2", "avx512")
 
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Selects the kernel build in-process for one test and restores the previous one afterwards."""
-    if not CPU_AVAILABLE:
-        pytest.skip("cpu backend missing")
-    from rnnfast import _C
-    if request.param not in _C.supported_isas():
-        pytest.skip(f"this CPU cannot run the {request.param} kernels")
-    old = _C.isa()
-    _C.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _C.set_isa(old)
 
 
 def make_weights(rng, D, H, L, dtype, bias=True, scale=None):

@@ -139,6 +139,35 @@ template <typename T> inline V<T> reduce_rows(V<T>* a) {
   return a[0];
 }
 
+#if defined(__AVX2__)
+// float32 on x86: in-lane horizontal adds and one cross-lane permute per eight rows (the generic tree's
+// two-source permutes cost more here).
+inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+  __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+  t0 = _mm256_hadd_ps(t0, t1);
+  t2 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20), _mm256_permute2f128_ps(t0, t2, 0x31));
+}
+#if defined(__AVX512F__)
+template <> inline V<float> reduce_rows<float>(V<float>* a) {
+  __m256 h[16];
+  for (int i = 0; i < 16; ++i) {
+    const __m512 z = __m512(a[i]);
+    h[i] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+  }
+  const __m256 lo = hsum8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  const __m256 hi = hsum8(h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]);
+  return V<float>(_mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1));
+}
+#else
+template <> inline V<float> reduce_rows<float>(V<float>* a) {
+  return V<float>(hsum8(__m256(a[0]), __m256(a[1]), __m256(a[2]), __m256(a[3]), __m256(a[4]), __m256(a[5]),
+                        __m256(a[6]), __m256(a[7])));
+}
+#endif
+#endif
+
 // ---- vector activations (cell_math.h's scalar forms, lane by lane; NaN propagates) ----
 template <typename T> inline V<T> relu(V<T> z) { return z > T(0) ? z : (z != z ? z : V<T>{}); }
 
