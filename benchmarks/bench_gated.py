@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import rnnfast
-from rnnfast.bench import _time_interleaved, machine_info, sgemm_gflops
+from rnnfast.bench import _time_interleaved, _unpinned_reexec, blas_kernels, machine_info, sgemm_gflops
 
 # (T, N, D, H, L), the names of the vanilla suite
 CONFIGS = {
@@ -103,7 +103,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both rnnfast's BLAS and torch (default: each library's own default)")
     ap.add_argument("--out", default=None, help="write the JSON here")
+    ap.add_argument("--keep-blas-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (dropped by default: they pin OpenBLAS to old kernels)")
     a = ap.parse_args(argv)
+    if not a.keep_blas_env:
+        _unpinned_reexec(sys.argv[1:] if argv is None else list(argv), script=os.path.abspath(__file__))
     configs = [c for c in a.configs.split(",") if c]
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
@@ -122,6 +126,8 @@ def main(argv=None):
         except Exception:
             pass
     t0 = time.time()
+    for line in blas_kernels():
+        print(f"BLAS: {line}", file=sys.stderr)
     sg = sgemm_gflops()
     rows = run(configs, cells, a.budget, log=lambda s: print(s, file=sys.stderr))
     print(markdown(rows))

@@ -14,6 +14,11 @@ from tolerances import F32_ATOL, F32_FACTOR, TOL64, assert_f32_close  # noqa: F4
 CPU_AVAILABLE = _backends()["cpu"]["available"]
 requires_cpu = pytest.mark.skipif(not CPU_AVAILABLE, reason=f"cpu backend missing: {_backends()['cpu']['reason']}")
 
+# Every kernel build; the kernel tests take conftest.py's `isa` fixture and run once per ISA (the generic
+# build too); an ISA this CPU lacks is skipped with the reason, never silently dropped.
+ISAS = ("generic", "avx2", "avx512")
+
+
 
 def make_weights(rng, D, H, L, dtype, bias=True, scale=None):
     scale = scale if scale is not None else 1.0 / np.sqrt(H)

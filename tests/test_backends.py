@@ -36,7 +36,7 @@ def _ids(s):
 @functools.lru_cache(maxsize=None)
 def _case(i, act):
     """Problem i and its NumPy-reference results in float64 and float32, computed once and shared by the
-    four recurrence paths (the reference does not depend on the path)."""
+    recurrence paths and kernel ISAs (the reference depends on neither)."""
     T, N, D, H, L = SHAPES[i]
     bias, with_c, with_dhn = (i % 2 == 0), (i % 3 != 1), (i % 4 != 3)
     x, h0, ws, c, dout, dh_n = _problem(i, T, N, D, H, L, bias, with_c, with_dhn, act)
@@ -49,15 +49,14 @@ def _case(i, act):
 
 
 @requires_cpu
-@pytest.mark.parametrize("path", ["matvec", "blas", "packed", "auto"])
+@pytest.mark.parametrize("path", ["matvec", "blas", "auto"])
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids)
-def test_backend_matches_reference(shape, act, path):
-    """Each recurrence path of the cpu backend (forced), float64 and float32 ("packed" is the float32
-    AVX2 kernel; for float64 it falls back to BLAS, which is then tested twice)."""
+def test_backend_matches_reference(shape, act, path, isa):
+    """Each recurrence path of the cpu backend (forced), in every kernel build (ISA) this CPU runs,
+    float64 and float32."""
     from rnnfast import _C
-    if path == "packed" and not _C.packed_available():
-        pytest.skip("no AVX2+FMA on this CPU: the packed kernel is not built in")
+    assert _C.isa() == isa
     args64, ref64, args32, ref32 = _case(SHAPES.index(shape), act)
     old = _C.recurrence()
     _C.set_recurrence(path)
@@ -140,34 +139,6 @@ def test_cpu_results_are_deterministic():
     b = run("cpu", x, h0, ws, c, "tanh", dout, dh_n)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
-
-
-@requires_cpu
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("N", [1, 5, 13])
-def test_packed_recurrence_shared_between_threads(threads, N):
-    """The packed kernel splits column panels between threads with a barrier per step; any split (also
-    more threads than cores, and panels that do not divide evenly) gives the reference's answer."""
-    from rnnfast import _C
-    if not _C.packed_available():
-        pytest.skip("no AVX2+FMA on this CPU")
-    x, h0, ws, c, dout, dh_n = _problem(40 + N, 9, N, 7, 83, 2, True, True, True, "tanh")
-    f = np.float32
-    args = (x.astype(f), h0.astype(f), cast_weights(ws, f), c.astype(f), "tanh", dout.astype(f), dh_n.astype(f))
-    ref64 = run("numpy", x, h0, ws, c, "tanh", dout, dh_n)
-    ref32 = run("numpy", *args)
-    old = _C.recurrence(), _C.step_threads(), _C.step_threads_min()
-    _C.set_recurrence("packed")
-    _C.set_blas_num_threads(threads)
-    _C.set_step_threads_min(0)      # share even these small steps
-    try:
-        got = run("cpu", *args)
-    finally:
-        _C.set_recurrence(old[0])
-        _C.set_blas_num_threads(old[1])
-        _C.set_step_threads_min(old[2])
-    for j, (g, r64, r32) in enumerate(zip(got, ref64, ref32)):
-        assert_f32_close(g, r64, r32, name=f"output {j}")
 
 
 @requires_cpu

@@ -119,10 +119,10 @@ def _case(cell, i):
 @pytest.mark.parametrize("path", ["matvec", "blas", "auto"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-N{}-D{}-H{}-L{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS)
-def test_cpu_matches_reference(cell, shape, path):
+def test_cpu_matches_reference(cell, shape, path, isa):
     """cpu vs numpy, forward and every gradient, float64 (tight) and float32 (the float32 rule of
-    docs/design.md), with each recurrence path forced: small-batch matrix-vector kernels, a BLAS GEMM per
-    step ("packed" has no gated kernel and means BLAS) and the automatic choice."""
+    docs/design.md), in every kernel build (ISA) this CPU runs, with each recurrence path forced:
+    small-batch matrix-vector kernels, a BLAS GEMM per step and the automatic choice."""
     from rnnfast import _C
     args64, ref64, args32, ref32 = _case(cell, SHAPES.index(shape))
     old = _C.recurrence()

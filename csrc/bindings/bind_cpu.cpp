@@ -210,7 +210,26 @@ PYBIND11_MODULE(_C, m) {
   m.def("rnn_backward", &rnn_backward, py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"),
         py::arg("hs"), py::arg("has_c"), py::arg("weights"), py::arg("grads"), py::arg("nonlinearity"),
         "-> (dx (T,N,D), dh0 (L,N,H), dc (N,H) or None); parameter gradients accumulate into grads");
-  m.def("isa", &cpu::isa, "the kernel variant chosen for this CPU: 'avx2' or 'generic'");
+  m.def("isa", []() {
+    try {
+      return std::string(cpu::isa());
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, "the kernel build in use: 'generic', 'avx2' or 'avx512' (RNNFAST_ISA, else the best this CPU runs)");
+  m.def("set_isa", [](const std::string& s) {
+    try {
+      cpu::set_isa(s);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, py::arg("isa"), "switch the kernel build in-process (tests, benchmarks): 'generic', 'avx2' or 'avx512'");
+  m.def("supported_isas", []() {
+    std::vector<std::string> v;
+    for (cpu::Isa i : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
+      if (cpu::isa_supported(i)) v.push_back(cpu::isa_name(i));
+    return v;
+  }, "the kernel builds this CPU can run, slowest first");
   m.def("blas_config", []() { return std::string(scipy_openblas_get_config()); });
   m.def("blas_num_threads", []() {
     const int n = blas::max_threads().load();
@@ -226,31 +245,24 @@ PYBIND11_MODULE(_C, m) {
     py::gil_scoped_release nogil;            // wait for running kernel calls without blocking them
     std::unique_lock<std::shared_mutex> lock(threads_mutex());
     blas::max_threads() = n;
-    cpu::tuning().threads = n;
   }, "set the thread count; waits until kernel calls running in other threads have finished");
   m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
         "GEMMs with fewer multiply-adds than this run on one thread");
   m.def("recurrence", []() {
-    static const char* names[] = {"auto", "matvec", "blas", "packed"};
+    static const char* names[] = {"auto", "matvec", "blas"};
     return std::string(names[int(cpu::tuning().path)]);
-  }, "how the per-step recurrent product is computed: 'auto', 'matvec', 'blas' or 'packed'");
+  }, "how the per-step recurrent product is computed: 'auto', 'matvec' or 'blas'");
   m.def("set_recurrence", [](const std::string& s) {
     cpu::Path p;
     if (s == "auto") p = cpu::Path::Auto;
     else if (s == "matvec") p = cpu::Path::Matvec;
     else if (s == "blas") p = cpu::Path::Blas;
-    else if (s == "packed") p = cpu::Path::Packed;
-    else throw py::value_error("recurrence must be 'auto', 'matvec', 'blas' or 'packed', got '" + s + "'");
+    else throw py::value_error("recurrence must be 'auto', 'matvec' or 'blas', got '" + s + "'");
     cpu::tuning().path = p;
-  }, "force a recurrence path (tests, benchmarks); 'packed' falls back to 'blas' where unavailable");
-  m.def("packed_available", &cpu::packed_available, "whether the packed float32 AVX2 recurrence exists here");
+  }, "force a recurrence path (tests, benchmarks)");
   m.def("small_batch_limit", []() { return cpu::tuning().small_batch; });
   m.def("set_small_batch_limit", [](int64_t n) { cpu::tuning().small_batch = n; },
-        "auto path: batches N <= n use the matrix-vector kernel (unless the step is shared by threads)");
-  m.def("step_threads", []() { return cpu::tuning().threads; });
-  m.def("step_threads_min", []() { return cpu::tuning().step_threads_min; });
-  m.def("set_step_threads_min", [](int64_t v) { cpu::tuning().step_threads_min = v; },
-        "steps with at least this many multiply-adds (N*H*H) are shared between threads");
+        "auto path: batches N <= n use the matrix-vector kernel");
   m.def("check_interval", []() { return check_interval(); });
   m.def("set_check_interval", [](int64_t n) {
     if (n < 1) throw py::value_error("check interval must be >= 1");
@@ -265,6 +277,4 @@ PYBIND11_MODULE(_C, m) {
   register_train(m);
   register_decode(m);
   m.attr("__version__") = RNNFAST_VERSION;
-  // Default: one thread per core for large GEMMs and for steps big enough to share.
-  cpu::tuning().threads = std::max(1, scipy_openblas_get_num_threads());
 }

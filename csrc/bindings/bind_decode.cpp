@@ -19,43 +19,40 @@ using namespace rnnfast;
 
 namespace rnnfast {
 namespace cpu {
-namespace generic {
-template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&);
-template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);
-}  // namespace generic
-#ifdef RNNFAST_HAVE_AVX2
-namespace avx2 {
-template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&);
-template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);
-}  // namespace avx2
+#define RNNFAST_DECODE_DECLARE(NS)                                                                  \
+  namespace NS {                                                                                    \
+  template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&);      \
+  template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);          \
+  }
+RNNFAST_DECODE_DECLARE(generic)
+#ifdef RNNFAST_HAVE_X86_ISAS
+RNNFAST_DECODE_DECLARE(avx2)
+RNNFAST_DECODE_DECLARE(avx512)
 #endif
+#undef RNNFAST_DECODE_DECLARE
 
-namespace {
-// Follow the recurrence kernels' ISA choice (cpu::isa()), so one switch selects both.
-bool decode_avx2() {
-#ifdef RNNFAST_HAVE_AVX2
-  return std::strcmp(isa(), "generic") != 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// The ISA build chosen by cpu/dispatch.cpp (RNNFAST_ISA, else the best the CPU runs), as for every kernel.
+#ifdef RNNFAST_HAVE_X86_ISAS
+#define RNNFAST_DECODE_FORWARD(call)              \
+  switch (current_isa()) {                        \
+    case Isa::Avx512: return avx512::call;        \
+    case Isa::Avx2: return avx2::call;            \
+    default: return generic::call;                \
+  }
 #else
-  return false;
+#define RNNFAST_DECODE_FORWARD(call) return generic::call
 #endif
-}
-}  // namespace
 
 template <typename T>
 void decode_sample(const DecodeModel<T>& m, const SampleParams<T>& p) {
-#ifdef RNNFAST_HAVE_AVX2
-  if (decode_avx2()) return avx2::decode_sample_impl<T>(m, p);
-#endif
-  generic::decode_sample_impl<T>(m, p);
+  RNNFAST_DECODE_FORWARD(decode_sample_impl<T>(m, p));
 }
 
 template <typename T>
 void decode_beam(const DecodeModel<T>& m, const BeamParams<T>& p) {
-#ifdef RNNFAST_HAVE_AVX2
-  if (decode_avx2()) return avx2::decode_beam_impl<T>(m, p);
-#endif
-  generic::decode_beam_impl<T>(m, p);
+  RNNFAST_DECODE_FORWARD(decode_beam_impl<T>(m, p));
 }
+#undef RNNFAST_DECODE_FORWARD
 
 }  // namespace cpu
 }  // namespace rnnfast

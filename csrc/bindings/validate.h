@@ -92,7 +92,11 @@ inline py::array take(const std::string& name, const py::handle& obj, const py::
   bool ok = a.ndim() == py::ssize_t(dims.size());
   for (size_t i = 0; ok && i < dims.size(); ++i) ok = a.shape(py::ssize_t(i)) == dims[i].value;
   if (!ok) throw py::value_error(name + " must have shape " + shape_str(dims) + ", got " + got_shape(a));
-  return c_native(name, a);
+  a = c_native(name, a);
+  // The kernels load whole elements: an array at an address that is not a multiple of its itemsize (a view
+  // into a bytes buffer) is copied to aligned storage first.
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) a = a.attr("copy")();
+  return a;
 }
 
 // Like take, for an output that is accumulated into: it must already be contiguous, native and writeable.
@@ -104,7 +108,7 @@ inline py::array take_grad(const std::string& name, const py::handle& obj, const
     if (!native_order(o))
       throw py::value_error(name + " must have native byte order (gradients accumulate into it in place), got " +
                             py::str(o.dtype()).cast<std::string>());
-    throw py::value_error(name + " must be C-contiguous (gradients accumulate into it in place)");
+    throw py::value_error(name + " must be C-contiguous and aligned (gradients accumulate into it in place)");
   }
   if (!a.writeable()) throw py::value_error(name + " must be writeable (gradients accumulate into it in place)");
   return a;

@@ -1,5 +1,5 @@
 // The one place that talks to BLAS (scipy-openblas32, prefixed symbols scipy_cblas_*), plus the small-batch
-// microkernel used instead of a BLAS call per time step. Not a general linear-algebra layer: row-major only,
+// microkernels used instead of a BLAS call per time step. Not a general linear-algebra layer: row-major only,
 // and only the shapes the RNN kernels need. Sizes are 64-bit here and split into int32 BLAS calls.
 #pragma once
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cblas.h"
+#include "cpu/simd.h"
 
 namespace rnnfast {
 namespace blas {
@@ -89,40 +90,87 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
-// ---- small-batch microkernels ----
+// ---- small-batch microkernels (written once against simd.h, compiled per ISA) ----
 // These replace a BLAS call per time step when the batch is tiny: at N = 1..4 the step is a few thousand
 // FMAs and a BLAS call's fixed cost (argument checks, packing, thread hand-off) would dominate.
 
-// Vector block of the axpy kernel: 256 bytes = 8 AVX registers of accumulators.
+// y[0:R] += W h for W (R, K) row-major, h (K): one block of `lanes` rows at a time, each row with its own
+// vector accumulator over k, then one transposing reduction gives the block's sums as one vector. Reads W
+// as stored (no transposed copy); the k tail uses masked loads (never past the row).
 template <typename T>
-constexpr int64_t block() { return 256 / int64_t(sizeof(T)); }
-
-// out[0:len] += sum_k v[k] * m[k, 0:len] for one block; Full makes len the compile-time block size.
-template <typename T, bool Full>
-inline void axpy_block(const T* __restrict v, int64_t K, const T* __restrict m, int64_t ldm, T* __restrict out,
-                       int64_t r) {
-  constexpr int64_t B = block<T>();
-  const int64_t len = Full ? B : r;
-  T acc[B];
-  for (int64_t j = 0; j < len; ++j) acc[j] = out[j];
-  for (int64_t k = 0; k < K; ++k) {
-    const T vk = v[k];
-    const T* mk = m + k * ldm;
-    for (int64_t j = 0; j < len; ++j) acc[j] += vk * mk[j];
+inline void matvec_dot(const T* __restrict W, int64_t R, int64_t K, const T* __restrict h, T* __restrict y) {
+  using VT = simd::V<T>;
+  constexpr int n = simd::lanes<T>();
+  const int64_t K0 = K - K % n;
+  const simd::Tail tk(K - K0);
+  int64_t r = 0;
+  for (; r + n <= R; r += n) {
+    const T* w = W + r * K;
+    VT a[n];
+    for (int i = 0; i < n; ++i) a[i] = VT{};
+    for (int64_t k = 0; k < K0; k += n) {
+      const VT hv = simd::load(h + k);
+      for (int i = 0; i < n; ++i) a[i] += simd::load(w + i * K + k) * hv;
+    }
+    if (tk.m) {
+      const VT hv = tk.load(h + K0);
+      for (int i = 0; i < n; ++i) a[i] += tk.load(w + i * K + K0) * hv;
+    }
+    simd::store(y + r, simd::load(y + r) + simd::reduce_rows<T>(a));
   }
-  for (int64_t j = 0; j < len; ++j) out[j] = acc[j];
+  for (; r < R; ++r) {  // the last R % lanes rows
+    const T* w = W + r * K;
+    VT a = {};
+    for (int64_t k = 0; k < K0; k += n) a += simd::load(w + k) * simd::load(h + k);
+    if (tk.m) a += tk.load(w + K0) * tk.load(h + K0);
+    y[r] += simd::hsum<T>(a);
+  }
 }
 
-// out[0:n] += sum_k v[k] * M[k, 0:n], M row-major with row stride ldm >= n.
-// The axpy form vectorises without reassociating sums: each block of `out` stays in registers while all K
-// rows stream past (8 independent FMA chains hide the FMA latency). The last block may be partial.
+// out[0:NV*lanes) (the last vector only its first `last` lanes) += sum_k v[k] * m[k, :]: NV accumulators
+// stay in registers while all K rows stream past (independent FMA chains; no reassociated sums).
+template <typename T, int NV>
+inline void axpy_chunk(const T* __restrict v, int64_t K, const T* __restrict m, int64_t ldm, T* __restrict out,
+                       int last) {
+  using VT = simd::V<T>;
+  constexpr int n = simd::lanes<T>();
+  const simd::Tail tl(last);
+  const bool full = last == n;
+  VT acc[NV];
+  for (int i = 0; i < NV - 1; ++i) acc[i] = simd::load(out + n * i);
+  acc[NV - 1] = full ? simd::load(out + n * (NV - 1)) : tl.load(out + n * (NV - 1));
+  for (int64_t k = 0; k < K; ++k) {
+    const VT vk = simd::splat(v[k]);
+    const T* mk = m + k * ldm;
+    for (int i = 0; i < NV - 1; ++i) acc[i] += vk * simd::load(mk + n * i);
+    acc[NV - 1] += vk * (full ? simd::load(mk + n * (NV - 1)) : tl.load(mk + n * (NV - 1)));
+  }
+  for (int i = 0; i < NV - 1; ++i) simd::store(out + n * i, acc[i]);
+  if (full) simd::store(out + n * (NV - 1), acc[NV - 1]);
+  else tl.store(out + n * (NV - 1), acc[NV - 1]);
+}
+
+// out[0:cols] += sum_k v[k] * M[k, 0:cols] for v (K), M (K, cols) row-major with row stride ldm >= cols:
+// column chunks of 8 vectors, the last chunk shorter and its last vector masked.
 template <typename T>
 inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M, int64_t ldm, T* __restrict out,
-                        int64_t n) {
-  constexpr int64_t B = block<T>();
+                        int64_t cols) {
+  constexpr int n = simd::lanes<T>();
   int64_t j0 = 0;
-  for (; j0 + B <= n; j0 += B) axpy_block<T, true>(v, K, M + j0, ldm, out + j0, B);
-  if (j0 < n) axpy_block<T, false>(v, K, M + j0, ldm, out + j0, n - j0);
+  for (; j0 + 8 * n <= cols; j0 += 8 * n) axpy_chunk<T, 8>(v, K, M + j0, ldm, out + j0, n);
+  const int64_t r = cols - j0;
+  if (r == 0) return;
+  const int last = int(r - n * ((r - 1) / n));  // 1..n valid lanes in the last vector
+  switch ((r + n - 1) / n) {
+    case 1: axpy_chunk<T, 1>(v, K, M + j0, ldm, out + j0, last); break;
+    case 2: axpy_chunk<T, 2>(v, K, M + j0, ldm, out + j0, last); break;
+    case 3: axpy_chunk<T, 3>(v, K, M + j0, ldm, out + j0, last); break;
+    case 4: axpy_chunk<T, 4>(v, K, M + j0, ldm, out + j0, last); break;
+    case 5: axpy_chunk<T, 5>(v, K, M + j0, ldm, out + j0, last); break;
+    case 6: axpy_chunk<T, 6>(v, K, M + j0, ldm, out + j0, last); break;
+    case 7: axpy_chunk<T, 7>(v, K, M + j0, ldm, out + j0, last); break;
+    default: axpy_chunk<T, 8>(v, K, M + j0, ldm, out + j0, last); break;
+  }
 }
 
 }  // namespace blas

@@ -8,13 +8,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define RNNFAST_GATED_AVX2 1
-#else
-#define RNNFAST_GATED_AVX2 0
-#endif
-
 #include "cpu/blas.h"
 #include "cpu/gated_cpu.h"
 #include "cpu/rnn_cpu.h"
@@ -32,177 +25,9 @@ namespace {
 
 // ---- helpers ----
 
-// 32-byte vectors (GCC vector extensions): AVX registers in the x86-64-v3 build, SSE pairs in the generic one.
-template <typename T> struct Vec;
-template <> struct Vec<float> { typedef float type __attribute__((vector_size(32))); static constexpr int n = 8; };
-template <> struct Vec<double> { typedef double type __attribute__((vector_size(32))); static constexpr int n = 4; };
-
-template <typename T>
-inline T hsum(const typename Vec<T>::type& a) {
-  T s = T(0);
-  for (int i = 0; i < Vec<T>::n; ++i) s += a[i];
-  return s;
-}
-
-// y[0:R] += W h for W (R, K) row-major: eight rows at a time, each with its own vector accumulator over k.
-// Reads W as stored, so the forward step needs no transposed copy of W_hh. Used for small batches.
-template <typename T>
-inline void matvec_dot(const T* __restrict W, int64_t R, int64_t K, const T* __restrict h, T* __restrict y) {
-  using V = typename Vec<T>::type;
-  constexpr int B = Vec<T>::n;
-  const int64_t K0 = K - K % B;
-  int64_t r = 0;
-  for (; r + 8 <= R; r += 8) {
-    const T* w = W + r * K;
-    V a[8] = {};
-    for (int64_t k = 0; k < K0; k += B) {
-      V hv;
-      std::memcpy(&hv, h + k, sizeof(V));
-      for (int i = 0; i < 8; ++i) {
-        V wv;
-        std::memcpy(&wv, w + i * K + k, sizeof(V));
-        a[i] += wv * hv;
-      }
-    }
-    for (int i = 0; i < 8; ++i) {
-      T s = hsum<T>(a[i]);
-      for (int64_t k = K0; k < K; ++k) s += w[i * K + k] * h[k];
-      y[r + i] += s;
-    }
-  }
-  for (; r < R; ++r) {
-    const T* w = W + r * K;
-    V a = {};
-    for (int64_t k = 0; k < K0; k += B) {
-      V hv, wv;
-      std::memcpy(&hv, h + k, sizeof(V));
-      std::memcpy(&wv, w + k, sizeof(V));
-      a += wv * hv;
-    }
-    T s = hsum<T>(a);
-    for (int64_t k = K0; k < K; ++k) s += w[k] * h[k];
-    y[r] += s;
-  }
-}
-
-#if RNNFAST_GATED_AVX2
-// The float32 AVX2 form of matvec_dot: the row sums of a block leave through one transposing horizontal
-// reduction (a scalar reduction per row would cost as much as the products at H ~ 100), and the k tail
-// uses masked loads (never past the row).
-template <>
-inline void matvec_dot<float>(const float* __restrict W, int64_t R, int64_t K, const float* __restrict h,
-                              float* __restrict y) {
-  // Four rows at a time with two accumulators each (k in steps of 16): eight independent FMA chains and
-  // only four row pointers live, so nothing spills in the inner loop.
-  const int64_t K16 = K & ~int64_t(15);
-  const int64_t K8 = K & ~int64_t(7);
-  const int rem = int(K - K8);
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  int64_t r = 0;
-  for (; r + 4 <= R; r += 4) {
-    const float* w0 = W + r * K;
-    const float* w1 = w0 + K;
-    const float* w2 = w1 + K;
-    const float* w3 = w2 + K;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    int64_t k = 0;
-    for (; k < K16; k += 16) {
-      const __m256 h0 = _mm256_loadu_ps(h + k), h1 = _mm256_loadu_ps(h + k + 8);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), h0, a0);
-      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), h1, b0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), h0, a1);
-      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), h1, b1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), h0, a2);
-      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), h1, b2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), h0, a3);
-      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), h1, b3);
-    }
-    if (k < K8) {
-      const __m256 h0 = _mm256_loadu_ps(h + k);
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), h0, a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), h0, a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), h0, a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), h0, a3);
-    }
-    if (rem) {
-      const __m256 h0 = _mm256_maskload_ps(h + K8, mask);
-      b0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + K8, mask), h0, b0);
-      b1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + K8, mask), h0, b1);
-      b2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + K8, mask), h0, b2);
-      b3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + K8, mask), h0, b3);
-    }
-    // the four row sums: pairwise horizontal adds, then the two 128-bit halves
-    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1)),
-                                    _mm256_hadd_ps(_mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)));
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-    _mm_storeu_ps(y + r, _mm_add_ps(_mm_loadu_ps(y + r), s4));
-  }
-  for (; r < R; ++r) {  // the last R % 4 rows
-    const float* w = W + r * K;
-    __m256 a = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(h + k), a);
-    if (rem) a = _mm256_fmadd_ps(_mm256_maskload_ps(w + K8, mask), _mm256_maskload_ps(h + K8, mask), a);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s4 = _mm_hadd_ps(s4, s4);
-    s4 = _mm_hadd_ps(s4, s4);
-    y[r] += _mm_cvtss_f32(s4);
-  }
-}
-
-// out[0:n] += sum_k v[k] M[k, 0:n] for M (K, n) row-major, float32 AVX2: column chunks of up to 64 (eight
-// accumulators in registers while all K rows stream past), the last vector of the last chunk masked.
-template <int NV>
-inline void axpy_chunk(const float* __restrict v, int64_t K, const float* __restrict M, int64_t ldm,
-                       float* __restrict out, __m256i tail) {
-  __m256 acc[NV];
-  for (int i = 0; i < NV - 1; ++i) acc[i] = _mm256_loadu_ps(out + 8 * i);
-  acc[NV - 1] = _mm256_maskload_ps(out + 8 * (NV - 1), tail);
-  for (int64_t k = 0; k < K; ++k) {
-    const __m256 vk = _mm256_broadcast_ss(v + k);
-    const float* m = M + k * ldm;
-    for (int i = 0; i < NV - 1; ++i) acc[i] = _mm256_fmadd_ps(vk, _mm256_loadu_ps(m + 8 * i), acc[i]);
-    acc[NV - 1] = _mm256_fmadd_ps(vk, _mm256_maskload_ps(m + 8 * (NV - 1), tail), acc[NV - 1]);
-  }
-  for (int i = 0; i < NV - 1; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
-  _mm256_maskstore_ps(out + 8 * (NV - 1), tail, acc[NV - 1]);
-}
-
-inline void matvec_axpy(const float* __restrict v, int64_t K, const float* __restrict M, int64_t ldm,
-                        float* __restrict out, int64_t n) {
-  const __m256i full = _mm256_set1_epi32(-1);
-  int64_t j0 = 0;
-  for (; j0 + 64 <= n; j0 += 64) axpy_chunk<8>(v, K, M + j0, ldm, out + j0, full);
-  const int64_t r = n - j0;
-  if (r == 0) return;
-  const int last = int(r - 8 * ((r - 1) / 8));  // 1..8 valid lanes in the last vector
-  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  switch ((r + 7) / 8) {
-    case 1: axpy_chunk<1>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 2: axpy_chunk<2>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 3: axpy_chunk<3>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 4: axpy_chunk<4>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 5: axpy_chunk<5>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 6: axpy_chunk<6>(v, K, M + j0, ldm, out + j0, tail); break;
-    case 7: axpy_chunk<7>(v, K, M + j0, ldm, out + j0, tail); break;
-    default: axpy_chunk<8>(v, K, M + j0, ldm, out + j0, tail); break;
-  }
-}
-#endif
-
-// out[0:n] += v (K) M (K, n): the small-batch gradient into h_{t-1}.
-template <typename T>
-inline void matvec_axpy_any(const T* v, int64_t K, const T* M, int64_t ldm, T* out, int64_t n) {
-#if RNNFAST_GATED_AVX2
-  if constexpr (std::is_same<T, float>::value) return matvec_axpy(v, K, M, ldm, out, n);
-#endif
-  blas::matvec_rows(v, K, M, ldm, out, n);
-}
-
 // How one layer computes its per-step recurrent products (the vanilla kernels' Path choice):
 //   Matvec: matrix-vector kernels per sequence, no BLAS call per step (small batches);
-//   Blas:   one BLAS GEMM per step. Packed (the vanilla kernels' fused float32 path) has no gated
-//           counterpart and means Blas here: a packed 6x16 microkernel per step measured slower than
-//           OpenBLAS for these rectangular (N, 4H) x (4H, H) products.
+//   Blas:   one BLAS GEMM per step.
 // Auto: Matvec for N <= small_batch, else Blas.
 template <typename T>
 struct Recurrence {
@@ -216,7 +41,7 @@ struct Recurrence {
   // Y (N, R) += Hprev (N, K) W^T: the recurrent product of one step.
   void forward(int64_t N, const T* Hprev, T* Y) const {
     if (matvec) {
-      for (int64_t n = 0; n < N; ++n) matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
+      for (int64_t n = 0; n < N; ++n) blas::matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
     } else {
       blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
     }
@@ -225,7 +50,7 @@ struct Recurrence {
   // dH (N, K) += dG (N, R) W: the gradient into h_{t-1} of one step.
   void backward(int64_t N, const T* dG, T* dH) const {
     if (matvec) {
-      for (int64_t n = 0; n < N; ++n) matvec_axpy_any(dG + n * R, R, W, K, dH + n * K, K);
+      for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dG + n * R, R, W, K, dH + n * K, K);
     } else {
       blas::gemm<T>(false, false, N, K, R, T(1), dG, R, W, K, T(1), dH, K);
     }
@@ -263,6 +88,7 @@ void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const
 // The final state of a layer: its last step, else the initial state, else zeros.
 template <typename T>
 inline void final_state(int64_t Tn, int64_t NH, const T* Y, const T* init, T* dst) {
+  if (NH == 0) return;
   if (Tn > 0) std::memcpy(dst, Y + (Tn - 1) * NH, sizeof(T) * size_t(NH));
   else if (init) std::memcpy(dst, init, sizeof(T) * size_t(NH));
   else std::fill(dst, dst + NH, T(0));
@@ -388,8 +214,8 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
   std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));                // stands in for absent inputs
-  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  if (dc_n_k) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
+  if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  if (dc_n_k && NH > 0) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
@@ -401,8 +227,10 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
     std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
     rec.backward(N, dG + t * NR, dh_next.data());
   }
-  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
+  if (NH > 0) {
+    if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
+    std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
+  }
   // 2. Everything else as whole-sequence GEMMs (input and hidden sides share dG in an LSTM).
   weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dG, dG, dX);
 }
@@ -452,7 +280,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
-  if (dh_n_k) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
@@ -462,7 +290,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
                     dh_next.data() + n * H, dGi + t * NR + n * R, dGh + t * NR + n * R);
     rec.backward(N, dGh + t * NR, dh_next.data());   // ... and through W_hh
   }
-  std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
+  if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   // 2. Everything else as whole-sequence GEMMs.
   weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dGi, dGh, dX);
 }

@@ -1,6 +1,6 @@
 // Entry points and parameter structs of the gated-cell CPU kernels (LSTM and GRU, PyTorch's gate layout).
 // Not validated here: csrc/bindings/bind_gated.cpp checks every argument first. gated_cpu.cpp is compiled
-// twice (generic x86-64 and x86-64-v3 with AVX2/FMA) like rnn_cpu.cpp; gated_dispatch.cpp picks one.
+// once per ISA (generic, avx2, avx512) like rnn_cpu.cpp; dispatch.cpp picks one at run time.
 // Dimension letters: T time, N batch, D input (of layer 0), H hidden, L layers; G gates (LSTM 4, GRU 3).
 #pragma once
 #include <cstdint>

@@ -1,5 +1,6 @@
 // Run-time choice between the two builds of train_ops.cpp (x86-64-v3 when the CPU has AVX2 + FMA, else
 // generic), as dispatch.cpp does for the recurrent kernels. Not a kernel: it only forwards.
+#include "cpu/rnn_cpu.h"
 #include "cpu/train_ops.h"
 
 namespace rnnfast {
@@ -21,24 +22,20 @@ namespace train {
   template <typename T> bool all_finite(const T*, int64_t);                                                \
   }
 RNNFAST_TRAIN_DECLARE(generic)
-#ifdef RNNFAST_HAVE_AVX2
+#ifdef RNNFAST_HAVE_X86_ISAS
 RNNFAST_TRAIN_DECLARE(avx2)
+RNNFAST_TRAIN_DECLARE(avx512)
 #endif
 #undef RNNFAST_TRAIN_DECLARE
 
-namespace {
-bool use_avx2() {
-#ifdef RNNFAST_HAVE_AVX2
-  static const bool v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return v;
-#else
-  return false;
-#endif
-}
-}  // namespace
-
-#ifdef RNNFAST_HAVE_AVX2
-#define RNNFAST_FORWARD(call) return use_avx2() ? avx2::call : generic::call
+// The ISA build chosen by cpu/dispatch.cpp (RNNFAST_ISA, else the best the CPU runs), as for every kernel.
+#ifdef RNNFAST_HAVE_X86_ISAS
+#define RNNFAST_FORWARD(call)                                      \
+  switch (cpu::current_isa()) {                                    \
+    case cpu::Isa::Avx512: return avx512::call;                    \
+    case cpu::Isa::Avx2: return avx2::call;                        \
+    default: return generic::call;                                 \
+  }
 #else
 #define RNNFAST_FORWARD(call) return generic::call
 #endif

@@ -1,4 +1,4 @@
-"""What `rnnfast info` prints: version, backends with reasons, BLAS, CPU features and thread counts.
+"""What `rnnfast info` prints: version, backends with reasons, kernel ISA, BLAS, CPU features and thread counts.
 Not an API for anything else; the values are informational.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ def _cpu_flags():
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags]
+                    return [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq",
+                                        "avx512vl", "avx512_vnni", "avx512_bf16") if f in flags]
     except OSError:
         pass
     return []
@@ -49,13 +50,18 @@ def collect() -> dict:
     cpu, _ = _load("cpu")
     if cpu is not None:
         from . import _C
-        d["kernel_isa"] = _C.isa()
+        try:
+            d["kernel_isa"] = _C.isa()
+        except ValueError as e:          # a bad RNNFAST_ISA: say so rather than fail the whole report
+            d["kernel_isa"] = f"error: {e}"
+        d["kernel_isas"] = _C.supported_isas()
         d["blas"] = _C.blas_config()
         d["blas_threads"] = _C.blas_num_threads()
         d["small_batch_limit"] = _C.small_batch_limit()
         d["recurrence"] = _C.recurrence()
     d["RNNFAST_BACKEND"] = os.environ.get("RNNFAST_BACKEND")
     d["RNNFAST_NUM_THREADS"] = os.environ.get("RNNFAST_NUM_THREADS")
+    d["RNNFAST_ISA"] = os.environ.get("RNNFAST_ISA")
     return d
 
 
@@ -65,9 +71,11 @@ def format_info(d: dict) -> str:
         lines.append(f"  {name:6s} {'available' if b['available'] else 'missing: ' + str(b['reason'])}")
     lines.append(f"cpu: {d['cpu']} ({d['cores']} logical cores; features {' '.join(d['cpu_features'])})")
     if "kernel_isa" in d:
-        lines.append(f"kernels: {d['kernel_isa']} build; recurrence {d['recurrence']} (matrix-vector kernel for "
+        lines.append(f"kernels: {d['kernel_isa']}{'' if d['kernel_isa'].startswith('error') else ' build'} "
+                     f"(this CPU runs: {', '.join(d['kernel_isas'])}; override with RNNFAST_ISA=generic|avx2|avx512)")
+        lines.append(f"recurrence {d['recurrence']} (matrix-vector kernel for "
                      f"N <= {d['small_batch_limit']}, one BLAS GEMM per step above)")
         lines.append(f"blas: {d['blas']} ({d['blas_threads']} threads)")
-    for k in ("RNNFAST_BACKEND", "RNNFAST_NUM_THREADS"):
+    for k in ("RNNFAST_BACKEND", "RNNFAST_NUM_THREADS", "RNNFAST_ISA"):
         lines.append(f"{k}={d[k] if d[k] is not None else '(unset)'}")
     return "\n".join(lines)
