@@ -25,11 +25,13 @@ from rnnfast.train import SGD, Adam, Trainer, TrainingDiverged, load_checkpoint,
 HAVE_CPU = rnnfast.backends()["cpu"]["available"]
 BACKENDS = ["numpy", "cpu"] if HAVE_CPU else ["numpy"]
 needs_cpu = pytest.mark.skipif(not HAVE_CPU, reason="cpu backend missing")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where the rnnfast under test lives (site-packages after `pip install`, python/ in a dev build): subprocesses
+# must import the same package, never the source tree by accident (it has no _C when installed).
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
 
 
 def _run(code, env=None, timeout=120):
-    e = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]))
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_PARENT, os.environ.get("PYTHONPATH", "")]))
     e.update(env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=e,
                           timeout=timeout)
@@ -521,7 +523,7 @@ def test_ctrl_c_interrupts_one_long_forward(cell):
         except KeyboardInterrupt:
             print("interrupted", flush=True)
     """
-    e = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    e = dict(os.environ, PYTHONPATH=PKG_PARENT)
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=e)
     try:
         assert p.stdout.readline().strip() == "start"
