@@ -18,13 +18,13 @@ if any(k in os.environ for k in _PINS):           # before NumPy loads: re-exec 
     env = {k: v for k, v in os.environ.items() if k not in _PINS}
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
-import argparse
-import json
-import platform
-import string
-import time
+import argparse  # noqa: E402 (after the re-exec above)
+import json  # noqa: E402 (after the re-exec above)
+import platform  # noqa: E402 (after the re-exec above)
+import string  # noqa: E402 (after the re-exec above)
+import time  # noqa: E402 (after the re-exec above)
 
-import numpy as np
+import numpy as np  # noqa: E402 (after the re-exec above)
 
 FLOORS = {"numpy per-step": 10.0, "torch cpu": 15.0, "us_per_char": 3.0, "beam vs python": 10.0}
 

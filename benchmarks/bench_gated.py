@@ -104,7 +104,8 @@ def main(argv=None):
                     help="threads for both rnnfast's BLAS and torch (default: each library's own default)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("--keep-blas-env", action="store_true",
-                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (dropped by default: they pin OpenBLAS to old kernels)")
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE "
+                         "(dropped by default: they pin OpenBLAS to old kernels)")
     a = ap.parse_args(argv)
     if not a.keep_blas_env:
         _unpinned_reexec(sys.argv[1:] if argv is None else list(argv), script=os.path.abspath(__file__))
