@@ -58,7 +58,12 @@ void forward_chunked(const RnnForwardParams<T>& p, int64_t Tc) {
     const T* X = k == 0 ? p.x : prevY;
     for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
       RnnForwardParams<T> q;
-      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1; q.act = p.act;
+      q.T_ = std::min(Tc, Tn - t0);
+      q.N = N;
+      q.D = Dk;
+      q.H = H;
+      q.L = 1;
+      q.act = p.act;
       q.layers = p.layers + k;
       q.x = X + t0 * N * Dk;
       q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry.data();
@@ -95,7 +100,12 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   else if (L > 1) scratch = empty<T>({Tn, N, H});
 
   RnnForwardParams<T> p;
-  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L; p.act = act;
+  p.T_ = Tn;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
+  p.act = act;
   p.layers = w.layers.data();
   p.x = static_cast<const T*>(x.data());
   p.h0 = h0.is_none() ? nullptr : static_cast<const T*>(h0.cast<py::array>().data());
@@ -120,8 +130,8 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   return py::make_tuple(out, h_n, py::make_tuple(x, h0, hs, c));
 }
 
-py::tuple rnn_forward(const py::object& x_obj, const py::object& h0, const py::object& weights_obj,
-                      const py::object& c, const py::object& nonlinearity, const py::object& need_cache_obj) {
+py::tuple rnn_forward(const py::object& x_obj, const py::object& h0, const py::object& weights_obj, const py::object& c,
+                      const py::object& nonlinearity, const py::object& need_cache_obj) {
   Act act = parse_act(nonlinearity);
   const bool need_cache = take_bool("need_cache", need_cache_obj);
   py::array x = take_x(x_obj);
@@ -131,9 +141,9 @@ py::tuple rnn_forward(const py::object& x_obj, const py::object& h0, const py::o
 }
 
 template <typename T>
-py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, py::array hs,
-                        const py::object& x_obj, const py::object& h0_obj, bool has_c, const py::sequence& weights,
-                        const py::sequence& grads, Act act) {
+py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, py::array hs, const py::object& x_obj,
+                        const py::object& h0_obj, bool has_c, const py::sequence& weights, const py::sequence& grads,
+                        Act act) {
   const py::dtype dt = hs.dtype();
   const int64_t L = hs.shape(0), Tn = hs.shape(1), N = hs.shape(2), H = hs.shape(3);
   if (int64_t(py::len(weights)) != L)
@@ -160,7 +170,12 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
   if (L > 1) dy = empty<T>({Tn, N, H});
 
   RnnBackwardParams<T> p;
-  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L; p.act = act;
+  p.T_ = Tn;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
+  p.act = act;
   p.layers = w.layers.data();
   p.grads = g.data();
   p.x = static_cast<const T*>(x.data());
@@ -182,8 +197,8 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
 }
 
 py::tuple rnn_backward(const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
-                       const py::object& hs_obj, bool has_c, const py::object& weights_obj,
-                       const py::object& grads_obj, const py::object& nonlinearity) {
+                       const py::object& hs_obj, bool has_c, const py::object& weights_obj, const py::object& grads_obj,
+                       const py::object& nonlinearity) {
   Act act = parse_act(nonlinearity);
   py::sequence weights = take_list("cache.weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   py::sequence grads = take_list("grads", grads_obj, "(dW_ih, dW_hh, db_ih, db_hh)");
@@ -207,72 +222,101 @@ PYBIND11_MODULE(_C, m) {
   m.def("rnn_forward", &rnn_forward, py::arg("x"), py::arg("h0"), py::arg("weights"), py::arg("c"),
         py::arg("nonlinearity"), py::arg("need_cache"),
         "-> (out (T,N,H), h_n (L,N,H), (x, h0, hs (L,T,N,H), c) or None)");
-  m.def("rnn_backward", &rnn_backward, py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"),
-        py::arg("hs"), py::arg("has_c"), py::arg("weights"), py::arg("grads"), py::arg("nonlinearity"),
+  m.def("rnn_backward", &rnn_backward, py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"), py::arg("hs"),
+        py::arg("has_c"), py::arg("weights"), py::arg("grads"), py::arg("nonlinearity"),
         "-> (dx (T,N,D), dh0 (L,N,H), dc (N,H) or None); parameter gradients accumulate into grads");
-  m.def("isa", []() {
-    try {
-      return std::string(cpu::isa());
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(e.what());
-    }
-  }, "the kernel build in use: 'generic', 'avx2' or 'avx512' (RNNFAST_ISA, else the best this CPU runs)");
-  m.def("set_isa", [](const std::string& s) {
-    try {
-      cpu::set_isa(s);
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(e.what());
-    }
-  }, py::arg("isa"), "switch the kernel build in-process (tests, benchmarks): 'generic', 'avx2' or 'avx512'");
-  m.def("supported_isas", []() {
-    std::vector<std::string> v;
-    for (cpu::Isa i : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
-      if (cpu::isa_supported(i)) v.push_back(cpu::isa_name(i));
-    return v;
-  }, "the kernel builds this CPU can run, slowest first");
+  m.def(
+      "isa",
+      []() {
+        try {
+          return std::string(cpu::isa());
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      "the kernel build in use: 'generic', 'avx2' or 'avx512' (RNNFAST_ISA, else the best this CPU runs)");
+  m.def(
+      "set_isa",
+      [](const std::string& s) {
+        try {
+          cpu::set_isa(s);
+        } catch (const std::invalid_argument& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      py::arg("isa"), "switch the kernel build in-process (tests, benchmarks): 'generic', 'avx2' or 'avx512'");
+  m.def(
+      "supported_isas",
+      []() {
+        std::vector<std::string> v;
+        for (cpu::Isa i : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
+          if (cpu::isa_supported(i)) v.push_back(cpu::isa_name(i));
+        return v;
+      },
+      "the kernel builds this CPU can run, slowest first");
   m.def("blas_config", []() { return std::string(scipy_openblas_get_config()); });
-  m.def("blas_num_threads", []() {
-    const int n = blas::max_threads().load();
-    return n > 0 ? n : scipy_openblas_get_num_threads();
-  }, "threads rnnfast uses for large GEMMs (small ones run on one thread)");
-  m.def("set_blas_num_threads", [](const py::object& o) {
-    if (!py::isinstance<py::int_>(o) || py::isinstance<py::bool_>(o))
-      throw py::type_error("number of threads must be an int, got " + type_name(o));
-    if (!(py::int_(1) <= o) || !(o <= py::int_(kMaxThreads)))
-      throw py::value_error("number of threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
-                            py::str(o).cast<std::string>());
-    const int n = o.cast<int>();
-    py::gil_scoped_release nogil;            // wait for running kernel calls without blocking them
-    std::unique_lock<std::shared_mutex> lock(threads_mutex());
-    blas::max_threads() = n;
-  }, "set the thread count; waits until kernel calls running in other threads have finished");
-  m.def("set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
-        "GEMMs with fewer multiply-adds than this run on one thread");
-  m.def("recurrence", []() {
-    static const char* names[] = {"auto", "matvec", "blas"};
-    return std::string(names[int(cpu::tuning().path)]);
-  }, "how the per-step recurrent product is computed: 'auto', 'matvec' or 'blas'");
-  m.def("set_recurrence", [](const std::string& s) {
-    cpu::Path p;
-    if (s == "auto") p = cpu::Path::Auto;
-    else if (s == "matvec") p = cpu::Path::Matvec;
-    else if (s == "blas") p = cpu::Path::Blas;
-    else throw py::value_error("recurrence must be 'auto', 'matvec' or 'blas', got '" + s + "'");
-    cpu::tuning().path = p;
-  }, "force a recurrence path (tests, benchmarks)");
+  m.def(
+      "blas_num_threads",
+      []() {
+        const int n = blas::max_threads().load();
+        return n > 0 ? n : scipy_openblas_get_num_threads();
+      },
+      "threads rnnfast uses for large GEMMs (small ones run on one thread)");
+  m.def(
+      "set_blas_num_threads",
+      [](const py::object& o) {
+        if (!py::isinstance<py::int_>(o) || py::isinstance<py::bool_>(o))
+          throw py::type_error("number of threads must be an int, got " + type_name(o));
+        if (!(py::int_(1) <= o) || !(o <= py::int_(kMaxThreads)))
+          throw py::value_error("number of threads must be between 1 and " + std::to_string(kMaxThreads) + ", got " +
+                                py::str(o).cast<std::string>());
+        const int n = o.cast<int>();
+        py::gil_scoped_release nogil;            // wait for running kernel calls without blocking them
+        std::unique_lock<std::shared_mutex> lock(threads_mutex());
+        blas::max_threads() = n;
+      },
+      "set the thread count; waits until kernel calls running in other threads have finished");
+  m.def(
+      "set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
+      "GEMMs with fewer multiply-adds than this run on one thread");
+  m.def(
+      "recurrence",
+      []() {
+        static const char* names[] = {"auto", "matvec", "blas"};
+        return std::string(names[int(cpu::tuning().path)]);
+      },
+      "how the per-step recurrent product is computed: 'auto', 'matvec' or 'blas'");
+  m.def(
+      "set_recurrence",
+      [](const std::string& s) {
+        cpu::Path p;
+        if (s == "auto") p = cpu::Path::Auto;
+        else if (s == "matvec") p = cpu::Path::Matvec;
+        else if (s == "blas") p = cpu::Path::Blas;
+        else throw py::value_error("recurrence must be 'auto', 'matvec' or 'blas', got '" + s + "'");
+        cpu::tuning().path = p;
+      },
+      "force a recurrence path (tests, benchmarks)");
   m.def("small_batch_limit", []() { return cpu::tuning().small_batch; });
-  m.def("set_small_batch_limit", [](int64_t n) { cpu::tuning().small_batch = n; },
-        "auto path: batches N <= n use the matrix-vector kernel");
+  m.def(
+      "set_small_batch_limit", [](int64_t n) { cpu::tuning().small_batch = n; },
+      "auto path: batches N <= n use the matrix-vector kernel");
   m.def("check_interval", []() { return check_interval(); });
-  m.def("set_check_interval", [](int64_t n) {
-    if (n < 1) throw py::value_error("check interval must be >= 1");
-    check_interval() = n;
-  }, "forward calls with more multiply-adds than this check for Ctrl-C between layer/time chunks of this size");
+  m.def(
+      "set_check_interval",
+      [](int64_t n) {
+        if (n < 1) throw py::value_error("check interval must be >= 1");
+        check_interval() = n;
+      },
+      "forward calls with more multiply-adds than this check for Ctrl-C between layer/time chunks of this size");
   m.def("gemm_block", []() { return blas::max_block(); });
-  m.def("set_gemm_block", [](int64_t n) {
-    if (n < 1) throw py::value_error("gemm block must be >= 1");
-    blas::max_block() = n;
-  }, "largest row/reduction count per BLAS call; lowered by tests to exercise the 64-bit split path");
+  m.def(
+      "set_gemm_block",
+      [](int64_t n) {
+        if (n < 1) throw py::value_error("gemm block must be >= 1");
+        blas::max_block() = n;
+      },
+      "largest row/reduction count per BLAS call; lowered by tests to exercise the 64-bit split path");
   register_gated(m);
   register_train(m);
   register_decode(m);

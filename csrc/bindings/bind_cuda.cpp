@@ -69,7 +69,8 @@ std::vector<LayerWeights<T>> take_layers(const std::vector<std::vector<uintptr_t
     if (w.size() != 4) throw py::value_error("layers[" + s + "] must hold 4 pointers (W_ih, W_hh, b_ih, b_hh)");
     need(w[0], "weight_ih_l" + s);
     need(w[1], "weight_hh_l" + s);
-    if ((w[2] == 0) != (w[3] == 0)) throw py::value_error("bias_ih_l" + s + " and bias_hh_l" + s + " must both be given or both be None");
+    if ((w[2] == 0) != (w[3] == 0))
+      throw py::value_error("bias_ih_l" + s + " and bias_hh_l" + s + " must both be given or both be None");
     out[size_t(k)] = {ptr<const T>(w[0]), ptr<const T>(w[1]), ptr<const T>(w[2]), ptr<const T>(w[3])};
   }
   return out;
@@ -81,11 +82,20 @@ void forward_t(int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
                uintptr_t out, uintptr_t h_n, uintptr_t scratch, const cuda::Options& o) {
   auto lw = take_layers<T>(layers, L);
   RnnForwardParams<T> p;
-  p.T_ = T_; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.T_ = T_;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
   p.act = parse_act(act);
   p.layers = lw.data();
-  p.x = ptr<const T>(x); p.h0 = ptr<const T>(h0); p.c = ptr<const T>(c);
-  p.hs = ptr<T>(hs); p.out = ptr<T>(out); p.h_n = ptr<T>(h_n); p.scratch = ptr<T>(scratch);
+  p.x = ptr<const T>(x);
+  p.h0 = ptr<const T>(h0);
+  p.c = ptr<const T>(c);
+  p.hs = ptr<T>(hs);
+  p.out = ptr<T>(out);
+  p.h_n = ptr<T>(h_n);
+  p.scratch = ptr<T>(scratch);
   if (T_ > 0 && N > 0) {
     need(x, "x");
     need(out, "out");
@@ -111,20 +121,36 @@ void backward_t(int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
     need(g[0], "dW_ih_l" + s);
     need(g[1], "dW_hh_l" + s);
     const bool has_b = lw[size_t(k)].b_ih != nullptr;
-    if (has_b && (g[2] == 0 || g[3] == 0)) throw py::value_error("db_ih_l" + s + " and db_hh_l" + s + " must be given (the layer has biases)");
+    if (has_b && (g[2] == 0 || g[3] == 0))
+      throw py::value_error("db_ih_l" + s + " and db_hh_l" + s + " must be given (the layer has biases)");
     lg[size_t(k)] = {ptr<T>(g[0]), ptr<T>(g[1]), has_b ? ptr<T>(g[2]) : nullptr, has_b ? ptr<T>(g[3]) : nullptr};
   }
   RnnBackwardParams<T> p;
-  p.T_ = T_; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.T_ = T_;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
   p.act = parse_act(act);
   p.layers = lw.data();
   p.grads = lg.data();
-  p.x = ptr<const T>(x); p.h0 = ptr<const T>(h0); p.hs = ptr<const T>(hs);
-  p.dout = ptr<const T>(dout); p.dh_n = ptr<const T>(dh_n);
-  p.dx = ptr<T>(dx); p.dh0 = ptr<T>(dh0); p.dc = ptr<T>(dc); p.dz = ptr<T>(dz); p.dy = ptr<T>(dy);
+  p.x = ptr<const T>(x);
+  p.h0 = ptr<const T>(h0);
+  p.hs = ptr<const T>(hs);
+  p.dout = ptr<const T>(dout);
+  p.dh_n = ptr<const T>(dh_n);
+  p.dx = ptr<T>(dx);
+  p.dh0 = ptr<T>(dh0);
+  p.dc = ptr<T>(dc);
+  p.dz = ptr<T>(dz);
+  p.dy = ptr<T>(dy);
   if (T_ > 0 && N > 0) {
-    for (auto [v, name] : {std::pair<uintptr_t, const char*>{x, "x"}, {hs, "hs"}, {dx, "dx"}, {dh0, "dh0"},
-                           {dz, "dz (T, N, H) scratch"}, {dy, "dy (T, N, H) scratch"}})
+    for (auto [v, name] : {std::pair<uintptr_t, const char*>{x, "x"},
+                           {hs, "hs"},
+                           {dx, "dx"},
+                           {dh0, "dh0"},
+                           {dz, "dz (T, N, H) scratch"},
+                           {dy, "dy (T, N, H) scratch"}})
       need(v, name);
   }
   py::gil_scoped_release nogil;
@@ -149,71 +175,78 @@ PYBIND11_MODULE(_C_cuda, m) {
   });
 
   m.def("runtime_status", &cuda::runtime_status, "'' when a CUDA device is usable, else the reason");
-  m.def("device_info", [](int device) {
-    cuda::DeviceInfo d = cuda::device_info(device);
-    py::dict r;
-    r["name"] = d.name;
-    r["compute_capability"] = std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor);
-    r["sm_count"] = d.sm_count;
-    r["cooperative_launch"] = bool(d.cooperative);
-    r["smem_per_block_optin"] = d.smem_optin;
-    r["smem_per_sm"] = d.smem_per_sm;
-    r["total_mem"] = d.total_mem;
-    r["runtime_version"] = d.runtime_version;
-    r["driver_version"] = d.driver_version;
-    return r;
-  }, py::arg("device"));
+  m.def(
+      "device_info",
+      [](int device) {
+        cuda::DeviceInfo d = cuda::device_info(device);
+        py::dict r;
+        r["name"] = d.name;
+        r["compute_capability"] = std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor);
+        r["sm_count"] = d.sm_count;
+        r["cooperative_launch"] = bool(d.cooperative);
+        r["smem_per_block_optin"] = d.smem_optin;
+        r["smem_per_sm"] = d.smem_per_sm;
+        r["total_mem"] = d.total_mem;
+        r["runtime_version"] = d.runtime_version;
+        r["driver_version"] = d.driver_version;
+        return r;
+      },
+      py::arg("device"));
   m.def("load_cublas", &cuda::load_cublas, py::arg("path"), "dlopen cuBLAS; '' on success, else the reason");
   m.def("cublas_path", &cuda::cublas_path);
-  m.def("plan", [](int64_t N, int64_t H, int itemsize, bool backward, int device, int mode, bool allow_cluster) {
-    if (N < 1 || H < 1) throw py::value_error("plan needs N >= 1 and H >= 1");
-    if (itemsize != 4 && itemsize != 8) throw py::value_error("itemsize must be 4 or 8");
-    if (mode < 0 || mode > 2) throw py::value_error("mode must be 0 (auto), 1 (persistent) or 2 (stepwise)");
-    cuda::Plan p = cuda::plan_recurrence(device, itemsize, N, H, backward, static_cast<cuda::Recurrence>(mode),
-                                         allow_cluster);
-    py::dict r;
-    r["path"] = p.persistent ? "persistent" : "stepwise";
-    r["why"] = p.why;
-    r["persistent_fits"] = p.feasible;
-    r["blocks"] = p.blocks;
-    r["cluster"] = p.cluster;
-    r["threads"] = p.threads;
-    r["Nb"] = p.Nb;
-    r["Hb"] = p.Hb;
-    r["RN"] = p.RN;
-    r["KS"] = p.KS;
-    r["smem"] = p.smem;
-    r["est_persistent_us"] = p.est_persistent_us;
-    r["est_stepwise_us"] = p.est_stepwise_us;
-    return r;
-  }, py::arg("N"), py::arg("H"), py::arg("itemsize"), py::arg("backward"), py::arg("device"), py::arg("mode"),
-     py::arg("allow_cluster"));
+  m.def(
+      "plan",
+      [](int64_t N, int64_t H, int itemsize, bool backward, int device, int mode, bool allow_cluster) {
+        if (N < 1 || H < 1) throw py::value_error("plan needs N >= 1 and H >= 1");
+        if (itemsize != 4 && itemsize != 8) throw py::value_error("itemsize must be 4 or 8");
+        if (mode < 0 || mode > 2) throw py::value_error("mode must be 0 (auto), 1 (persistent) or 2 (stepwise)");
+        cuda::Plan p =
+            cuda::plan_recurrence(device, itemsize, N, H, backward, static_cast<cuda::Recurrence>(mode), allow_cluster);
+        py::dict r;
+        r["path"] = p.persistent ? "persistent" : "stepwise";
+        r["why"] = p.why;
+        r["persistent_fits"] = p.feasible;
+        r["blocks"] = p.blocks;
+        r["cluster"] = p.cluster;
+        r["threads"] = p.threads;
+        r["Nb"] = p.Nb;
+        r["Hb"] = p.Hb;
+        r["RN"] = p.RN;
+        r["KS"] = p.KS;
+        r["smem"] = p.smem;
+        r["est_persistent_us"] = p.est_persistent_us;
+        r["est_stepwise_us"] = p.est_stepwise_us;
+        return r;
+      },
+      py::arg("N"), py::arg("H"), py::arg("itemsize"), py::arg("backward"), py::arg("device"), py::arg("mode"),
+      py::arg("allow_cluster"));
 
-  m.def("forward",
-        [](const std::string& dtype, int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
-           const std::vector<std::vector<uintptr_t>>& layers, uintptr_t x, uintptr_t h0, uintptr_t c, uintptr_t hs,
-           uintptr_t out, uintptr_t h_n, uintptr_t scratch, uintptr_t barrier, int device, uintptr_t stream, int rec,
-           int gemm, bool allow_cluster) {
-          check_dtype(dtype);
-          check_dims(T_, N, D, H, L);
-          auto o = make_opts(device, stream, rec, gemm, barrier, allow_cluster);
-          if (dtype == "float32") forward_t<float>(T_, N, D, H, L, act, layers, x, h0, c, hs, out, h_n, scratch, o);
-          else forward_t<double>(T_, N, D, H, L, act, layers, x, h0, c, hs, out, h_n, scratch, o);
-        },
-        "x (T,N,D); h0 (L,N,H) or 0; c (N,H) or 0; hs (L,T,N,H) = or 0; out (T,N,H) =; h_n (L,N,H) =");
-  m.def("backward",
-        [](const std::string& dtype, int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
-           const std::vector<std::vector<uintptr_t>>& layers, const std::vector<std::vector<uintptr_t>>& grads,
-           uintptr_t x, uintptr_t h0, uintptr_t hs, uintptr_t dout, uintptr_t dh_n, uintptr_t dx, uintptr_t dh0,
-           uintptr_t dc, uintptr_t dz, uintptr_t dy, uintptr_t barrier, int device, uintptr_t stream, int rec,
-           int gemm, bool allow_cluster) {
-          check_dtype(dtype);
-          check_dims(T_, N, D, H, L);
-          auto o = make_opts(device, stream, rec, gemm, barrier, allow_cluster);
-          if (dtype == "float32")
-            backward_t<float>(T_, N, D, H, L, act, layers, grads, x, h0, hs, dout, dh_n, dx, dh0, dc, dz, dy, o);
-          else
-            backward_t<double>(T_, N, D, H, L, act, layers, grads, x, h0, hs, dout, dh_n, dx, dh0, dc, dz, dy, o);
-        },
-        "grads += (accumulate); dx (T,N,D) =, dh0 (L,N,H) =, dc (N,H) = or 0; dz, dy (T,N,H) scratch");
+  m.def(
+      "forward",
+      [](const std::string& dtype, int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
+         const std::vector<std::vector<uintptr_t>>& layers, uintptr_t x, uintptr_t h0, uintptr_t c, uintptr_t hs,
+         uintptr_t out, uintptr_t h_n, uintptr_t scratch, uintptr_t barrier, int device, uintptr_t stream, int rec,
+         int gemm, bool allow_cluster) {
+        check_dtype(dtype);
+        check_dims(T_, N, D, H, L);
+        auto o = make_opts(device, stream, rec, gemm, barrier, allow_cluster);
+        if (dtype == "float32") forward_t<float>(T_, N, D, H, L, act, layers, x, h0, c, hs, out, h_n, scratch, o);
+        else forward_t<double>(T_, N, D, H, L, act, layers, x, h0, c, hs, out, h_n, scratch, o);
+      },
+      "x (T,N,D); h0 (L,N,H) or 0; c (N,H) or 0; hs (L,T,N,H) = or 0; out (T,N,H) =; h_n (L,N,H) =");
+  m.def(
+      "backward",
+      [](const std::string& dtype, int64_t T_, int64_t N, int64_t D, int64_t H, int64_t L, int act,
+         const std::vector<std::vector<uintptr_t>>& layers, const std::vector<std::vector<uintptr_t>>& grads,
+         uintptr_t x, uintptr_t h0, uintptr_t hs, uintptr_t dout, uintptr_t dh_n, uintptr_t dx, uintptr_t dh0,
+         uintptr_t dc, uintptr_t dz, uintptr_t dy, uintptr_t barrier, int device, uintptr_t stream, int rec, int gemm,
+         bool allow_cluster) {
+        check_dtype(dtype);
+        check_dims(T_, N, D, H, L);
+        auto o = make_opts(device, stream, rec, gemm, barrier, allow_cluster);
+        if (dtype == "float32")
+          backward_t<float>(T_, N, D, H, L, act, layers, grads, x, h0, hs, dout, dh_n, dx, dh0, dc, dz, dy, o);
+        else backward_t<double>(T_, N, D, H, L, act, layers, grads, x, h0, hs, dout, dh_n, dx, dh0, dc, dz, dy, o);
+      },
+      "grads += (accumulate); dx (T,N,D) =, dh0 (L,N,H) =, dc (N,H) = or 0; dz, dy (T,N,H) scratch");
 }

@@ -19,10 +19,10 @@ using namespace rnnfast;
 
 namespace rnnfast {
 namespace cpu {
-#define RNNFAST_DECODE_DECLARE(NS)                                                                  \
-  namespace NS {                                                                                    \
-  template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&);      \
-  template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);          \
+#define RNNFAST_DECODE_DECLARE(NS)                                                              \
+  namespace NS {                                                                                \
+  template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&); \
+  template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);     \
   }
 RNNFAST_DECODE_DECLARE(generic)
 #ifdef RNNFAST_HAVE_X86_ISAS
@@ -33,11 +33,14 @@ RNNFAST_DECODE_DECLARE(avx512)
 
 // The ISA build chosen by cpu/dispatch.cpp (RNNFAST_ISA, else the best the CPU runs), as for every kernel.
 #ifdef RNNFAST_HAVE_X86_ISAS
-#define RNNFAST_DECODE_FORWARD(call)              \
-  switch (current_isa()) {                        \
-    case Isa::Avx512: return avx512::call;        \
-    case Isa::Avx2: return avx2::call;            \
-    default: return generic::call;                \
+#define RNNFAST_DECODE_FORWARD(call) \
+  switch (current_isa()) {           \
+    case Isa::Avx512:                \
+      return avx512::call;           \
+    case Isa::Avx2:                  \
+      return avx2::call;             \
+    default:                         \
+      return generic::call;          \
   }
 #else
 #define RNNFAST_DECODE_FORWARD(call) return generic::call
@@ -62,10 +65,22 @@ namespace {
 using namespace rnnfast::bind;
 
 cpu::DecodeCell parse_cell(const std::string& cell, int& G) {
-  if (cell == "rnn_tanh") { G = 1; return cpu::DecodeCell::RnnTanh; }
-  if (cell == "rnn_relu") { G = 1; return cpu::DecodeCell::RnnRelu; }
-  if (cell == "lstm") { G = 4; return cpu::DecodeCell::Lstm; }
-  if (cell == "gru") { G = 3; return cpu::DecodeCell::Gru; }
+  if (cell == "rnn_tanh") {
+    G = 1;
+    return cpu::DecodeCell::RnnTanh;
+  }
+  if (cell == "rnn_relu") {
+    G = 1;
+    return cpu::DecodeCell::RnnRelu;
+  }
+  if (cell == "lstm") {
+    G = 4;
+    return cpu::DecodeCell::Lstm;
+  }
+  if (cell == "gru") {
+    G = 3;
+    return cpu::DecodeCell::Gru;
+  }
   throw py::value_error("cell must be 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru', got '" + cell + "'");
 }
 
@@ -112,7 +127,11 @@ Model<T> take_model(cpu::DecodeCell cell, int G, const py::sequence& weights, co
   check_fits_blas("D", D);
   md.w = take_weights<T>(weights, D, H, G, dt);
   md.m.cell = cell;
-  md.m.L = L; md.m.H = H; md.m.G = G; md.m.V = V; md.m.D = D;
+  md.m.L = L;
+  md.m.H = H;
+  md.m.G = G;
+  md.m.V = V;
+  md.m.D = D;
   md.m.layers = md.w.layers.data();
   md.m.embed = md.has_embed ? static_cast<const T*>(md.embed.data()) : nullptr;
   md.m.W_out = static_cast<const T*>(md.W_out.data());
@@ -146,7 +165,8 @@ void take_states(cpu::DecodeCell cell, const py::dtype& dt, int64_t L, int64_t N
 }
 
 py::array_t<int64_t> take_ids(const char* name, const py::object& obj, int64_t V, bool allow_empty = false) {
-  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a numpy integer array of shape (N,)");
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy integer array of shape (N,)");
   py::array a = py::reinterpret_borrow<py::array>(obj);
   if (a.dtype().kind() != 'i' && a.dtype().kind() != 'u')
     throw py::type_error(std::string(name) + " must be an integer array of token ids, got dtype " +
@@ -201,8 +221,15 @@ py::tuple sample_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, 
   cpu::SampleParams<T> p;
   p.P = P;
   p.prefix = P ? prefix.data() : nullptr;
-  p.N = N; p.steps = steps; p.greedy = greedy; p.temperature = temperature; p.top_k = top_k;
-  p.seed = seed; p.t0 = t0; p.end_token = end_token; p.pad_token = pad_token;
+  p.N = N;
+  p.steps = steps;
+  p.greedy = greedy;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.seed = seed;
+  p.t0 = t0;
+  p.end_token = end_token;
+  p.pad_token = pad_token;
   p.first = first.data();
   p.c = ptr<T>(cin);
   p.h = h.mutable_data();
@@ -218,8 +245,7 @@ py::tuple sample_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, 
 template <typename T>
 py::tuple beam_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, const py::object& embed,
                     const py::array& W_out, const py::object& b_out, const py::object& h0, const py::object& c0,
-                    const py::object& c, int64_t start_token, int64_t end_token, int64_t max_len,
-                    int64_t beam_size) {
+                    const py::object& c, int64_t start_token, int64_t end_token, int64_t max_len, int64_t beam_size) {
   Model<T> md = take_model<T>(cell, G, weights, embed, W_out, b_out);
   const int64_t V = md.m.V, L = md.m.L, H = md.m.H;
   check_token("start_token", start_token, V, false);
@@ -236,7 +262,11 @@ py::tuple beam_impl(cpu::DecodeCell cell, int G, const py::sequence& weights, co
   py::array_t<int64_t> ids({max_len, N});
   py::array_t<double> scores(N);
   cpu::BeamParams<T> p;
-  p.N = N; p.K = beam_size; p.max_len = max_len; p.start_token = start_token; p.end_token = end_token;
+  p.N = N;
+  p.K = beam_size;
+  p.max_len = max_len;
+  p.start_token = start_token;
+  p.end_token = end_token;
   p.c = ptr<T>(cin);
   p.h0 = h.data();
   p.c0 = ptr<T>(cs);
@@ -253,7 +283,8 @@ py::array head_weight(const py::object& W_out) {
   if (!py::isinstance<py::array>(W_out)) throw py::type_error("head weight must be a numpy array of shape (V, H)");
   py::array a = py::reinterpret_borrow<py::array>(W_out);
   if (a.dtype().kind() != 'f' || (a.itemsize() != 4 && a.itemsize() != 8))
-    throw py::type_error("head weight must have dtype float32 or float64, got " + py::str(a.dtype()).cast<std::string>());
+    throw py::type_error("head weight must have dtype float32 or float64, got " +
+                         py::str(a.dtype()).cast<std::string>());
   return a;
 }
 
@@ -268,8 +299,8 @@ py::tuple decode_sample_py(const std::string& cell, const py::sequence& weights,
   if (W.itemsize() == 4)
     return sample_impl<float>(cl, G, weights, embed, W, b_out, first, h0, c0, c, steps, method, temperature, top_k,
                               seed, t0, end_token, pad_token, prefix);
-  return sample_impl<double>(cl, G, weights, embed, W, b_out, first, h0, c0, c, steps, method, temperature, top_k,
-                             seed, t0, end_token, pad_token, prefix);
+  return sample_impl<double>(cl, G, weights, embed, W, b_out, first, h0, c0, c, steps, method, temperature, top_k, seed,
+                             t0, end_token, pad_token, prefix);
 }
 
 py::tuple decode_beam_py(const std::string& cell, const py::sequence& weights, const py::object& embed,
@@ -289,13 +320,13 @@ py::tuple decode_beam_py(const std::string& cell, const py::sequence& weights, c
 void register_decode(py::module_& m) {
   m.def("decode_sample", &decode_sample_py, py::arg("cell"), py::arg("weights"), py::arg("embed"),
         py::arg("head_weight"), py::arg("head_bias"), py::arg("first"), py::arg("h0"), py::arg("c0"), py::arg("c"),
-        py::arg("steps"), py::arg("method"), py::arg("temperature"), py::arg("top_k"), py::arg("seed"),
-        py::arg("t0"), py::arg("end_token"), py::arg("pad_token"), py::arg("prefix") = py::none(),
+        py::arg("steps"), py::arg("method"), py::arg("temperature"), py::arg("top_k"), py::arg("seed"), py::arg("t0"),
+        py::arg("end_token"), py::arg("pad_token"), py::arg("prefix") = py::none(),
         "-> (ids (steps, N) int64, h_n (L, N, H), c_n (L, N, H) or None): greedy or sampled decoding after an "
         "optional forced prefix (P, N)");
-  m.def("decode_beam", &decode_beam_py, py::arg("cell"), py::arg("weights"), py::arg("embed"),
-        py::arg("head_weight"), py::arg("head_bias"), py::arg("h0"), py::arg("c0"), py::arg("c"),
-        py::arg("start_token"), py::arg("end_token"), py::arg("max_len"), py::arg("beam_size"),
+  m.def("decode_beam", &decode_beam_py, py::arg("cell"), py::arg("weights"), py::arg("embed"), py::arg("head_weight"),
+        py::arg("head_bias"), py::arg("h0"), py::arg("c0"), py::arg("c"), py::arg("start_token"), py::arg("end_token"),
+        py::arg("max_len"), py::arg("beam_size"),
         "-> (ids (max_len, N) int64, scores (N,) float64): beam search, the best beam of each source");
   m.def("decode_uniform", &cpu::decode_uniform, py::arg("seed"), py::arg("n"), py::arg("t"),
         "the decoder's uniform draw in [0, 1) for sequence n at step t");

@@ -41,7 +41,11 @@ void forward_chunked(bool lstm, const GatedForwardParams<T>& p, int64_t Tc) {
     const T* X = k == 0 ? p.x : prevY;
     for (int64_t t0 = 0; t0 < Tn; t0 += Tc) {
       GatedForwardParams<T> q;
-      q.T_ = std::min(Tc, Tn - t0); q.N = N; q.D = Dk; q.H = H; q.L = 1;
+      q.T_ = std::min(Tc, Tn - t0);
+      q.N = N;
+      q.D = Dk;
+      q.H = H;
+      q.L = 1;
       q.layers = p.layers + k;
       q.x = X + t0 * N * Dk;
       q.h0 = t0 == 0 ? (p.h0 ? p.h0 + k * NH : nullptr) : carry_h.data();
@@ -96,7 +100,11 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
     else ghn = py::array_t<T>({L, Tn, N, H});
   }
   GatedForwardParams<T> p;
-  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.T_ = Tn;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
   p.layers = w.layers.data();
   p.x = static_cast<const T*>(x.data());
   p.h0 = ptr<T>(h0);
@@ -192,7 +200,11 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   if (lstm) dc0 = py::array_t<T>({L, N, H});
 
   GatedBackwardParams<T> p;
-  p.T_ = Tn; p.N = N; p.D = D; p.H = H; p.L = L;
+  p.T_ = Tn;
+  p.N = N;
+  p.D = D;
+  p.H = H;
+  p.L = L;
   p.layers = w.layers.data();
   p.grads = g.data();
   p.x = ptr<T>(c.x);
@@ -219,8 +231,8 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   return py::make_tuple(dx, dh0);
 }
 
-py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const py::object& dc_n,
-                   const py::object& dcs, Cache c, const py::object& weights_obj, const py::object& grads_obj) {
+py::tuple backward(int G, const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
+                   Cache c, const py::object& weights_obj, const py::object& grads_obj) {
   py::sequence weights = take_list("cache.weights", weights_obj, "(W_ih, W_hh, b_ih, b_hh)");
   py::sequence grads = take_list("grads", grads_obj, "(dW_ih, dW_hh, db_ih, db_hh)");
   if (!py::isinstance<py::array>(c.hs)) throw py::type_error("cache.hs must be a numpy array (L, T, N, H)");
@@ -242,25 +254,26 @@ void register_gated(py::module_& m) {
   m.def("lstm_forward", &lstm_forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("weights"),
         py::arg("need_cache"),
         "-> (out (T,N,H), h_n (L,N,H), c_n (L,N,H), (x, h0, c0, hs, cs, gates (L,T,N,4H)) or None)");
-  m.def("lstm_backward",
-        [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
-           const py::object& x, const py::object& h0, const py::object& c0, const py::object& hs,
-           const py::object& cs, const py::object& gates, const py::object& weights, const py::object& grads) {
-          return backward(4, dout, dh_n, dc_n, dcs, Cache{x, h0, c0, hs, cs, gates, py::none()}, weights, grads);
-        },
-        py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dcs"), py::arg("x"), py::arg("h0"),
-        py::arg("c0"), py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("weights"), py::arg("grads"),
-        "-> (dx (T,N,D), dh0 (L,N,H), dc0 (L,N,H)); parameter gradients accumulate into grads");
+  m.def(
+      "lstm_backward",
+      [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& dcs,
+         const py::object& x, const py::object& h0, const py::object& c0, const py::object& hs, const py::object& cs,
+         const py::object& gates, const py::object& weights, const py::object& grads) {
+        return backward(4, dout, dh_n, dc_n, dcs, Cache{x, h0, c0, hs, cs, gates, py::none()}, weights, grads);
+      },
+      py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("dcs"), py::arg("x"), py::arg("h0"), py::arg("c0"),
+      py::arg("hs"), py::arg("cs"), py::arg("gates"), py::arg("weights"), py::arg("grads"),
+      "-> (dx (T,N,D), dh0 (L,N,H), dc0 (L,N,H)); parameter gradients accumulate into grads");
   m.def("gru_forward", &gru_forward, py::arg("x"), py::arg("h0"), py::arg("weights"), py::arg("need_cache"),
         "-> (out (T,N,H), h_n (L,N,H), (x, h0, hs, gates (L,T,N,3H), ghn (L,T,N,H)) or None)");
-  m.def("gru_backward",
-        [](const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
-           const py::object& hs, const py::object& gates, const py::object& ghn, const py::object& weights,
-           const py::object& grads) {
-          return backward(3, dout, dh_n, py::none(), py::none(), Cache{x, h0, py::none(), hs, py::none(), gates, ghn},
-                          weights, grads);
-        },
-        py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"), py::arg("hs"), py::arg("gates"),
-        py::arg("ghn"), py::arg("weights"), py::arg("grads"),
-        "-> (dx (T,N,D), dh0 (L,N,H)); parameter gradients accumulate into grads");
+  m.def(
+      "gru_backward",
+      [](const py::object& dout, const py::object& dh_n, const py::object& x, const py::object& h0,
+         const py::object& hs, const py::object& gates, const py::object& ghn, const py::object& weights,
+         const py::object& grads) {
+        return backward(3, dout, dh_n, py::none(), py::none(), Cache{x, h0, py::none(), hs, py::none(), gates, ghn},
+                        weights, grads);
+      },
+      py::arg("dout"), py::arg("dh_n"), py::arg("x"), py::arg("h0"), py::arg("hs"), py::arg("gates"), py::arg("ghn"),
+      py::arg("weights"), py::arg("grads"), "-> (dx (T,N,D), dh0 (L,N,H)); parameter gradients accumulate into grads");
 }

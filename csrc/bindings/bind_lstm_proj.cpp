@@ -28,7 +28,8 @@ Dims dims_of(const py::array& x, const py::handle& W_hh, const py::handle& W_hr)
     throw py::type_error("W_hr must be a 2-D numpy array of shape (P, H)");
   py::array hr = py::reinterpret_borrow<py::array>(W_hr);
   Dims d{x.shape(0), x.shape(1), x.shape(2), hr.shape(1), hr.shape(0)};
-  if (d.H < 1 || d.P < 1) throw py::value_error("W_hr must have shape (P, H) with P >= 1 and H >= 1, got " + got_shape(hr));
+  if (d.H < 1 || d.P < 1)
+    throw py::value_error("W_hr must have shape (P, H) with P >= 1 and H >= 1, got " + got_shape(hr));
   check_fits_blas("D", d.D);
   check_fits_blas("4H", 4 * d.H);
   check_fits_blas("T*N", d.T * d.N);
@@ -41,8 +42,8 @@ py::object take_lengths(const py::object& lengths, int64_t N, int64_t T) {
   const int64_t* l = static_cast<const int64_t*>(a.data());
   for (int64_t n = 0; n < N; ++n)
     if (l[n] < 0 || l[n] > T)
-      throw py::value_error("lengths[" + std::to_string(n) + "] = " + std::to_string(l[n]) + " is outside [0, T] = [0, " +
-                            std::to_string(T) + "]");
+      throw py::value_error("lengths[" + std::to_string(n) + "] = " + std::to_string(l[n]) +
+                            " is outside [0, T] = [0, " + std::to_string(T) + "]");
   return a;
 }
 
@@ -75,7 +76,12 @@ py::tuple forward_impl(py::array x, const py::object& h0_, const py::object& c0_
     hs = py::array_t<T>({d.T, d.N, d.P});
   }
   cpu::LstmProjParams<T> p;
-  p.T_ = d.T; p.N = d.N; p.D = d.D; p.H = d.H; p.P = d.P; p.reverse = reverse;
+  p.T_ = d.T;
+  p.N = d.N;
+  p.D = d.D;
+  p.H = d.H;
+  p.P = d.P;
+  p.reverse = reverse;
   p.lengths = lengths.is_none() ? nullptr : static_cast<const int64_t*>(lengths.cast<py::array>().data());
   p.x = static_cast<const T*>(x.data());
   p.h0 = static_cast<const T*>(h0.data());
@@ -103,10 +109,10 @@ py::tuple forward_impl(py::array x, const py::object& h0_, const py::object& c0_
 template <typename T>
 py::tuple backward_impl(const py::object& dout_, const py::object& dh_n_, const py::object& dc_n_, py::array x,
                         const py::object& h0_, const py::object& c0_, const py::object& gates_, const py::object& cs_,
-                        const py::object& ms_, const py::object& hs_, const py::object& W_ih_,
-                        const py::object& W_hh_, const py::object& W_hr_, const py::object& lengths_, bool reverse,
-                        const py::object& dW_ih_, const py::object& dW_hh_, const py::object& db_ih_,
-                        const py::object& db_hh_, const py::object& dW_hr_) {
+                        const py::object& ms_, const py::object& hs_, const py::object& W_ih_, const py::object& W_hh_,
+                        const py::object& W_hr_, const py::object& lengths_, bool reverse, const py::object& dW_ih_,
+                        const py::object& dW_hh_, const py::object& db_ih_, const py::object& db_hh_,
+                        const py::object& dW_hr_) {
   const py::dtype dt = x.dtype();
   const Dims d = dims_of(x, W_hh_, W_hr_);
   const int64_t G = 4 * d.H;
@@ -136,7 +142,12 @@ py::tuple backward_impl(const py::object& dout_, const py::object& dh_n_, const 
   }
   py::array_t<T> dx({d.T, d.N, d.D}), dh0({d.N, d.P}), dc0({d.N, d.H});
   cpu::LstmProjParams<T> p;
-  p.T_ = d.T; p.N = d.N; p.D = d.D; p.H = d.H; p.P = d.P; p.reverse = reverse;
+  p.T_ = d.T;
+  p.N = d.N;
+  p.D = d.D;
+  p.H = d.H;
+  p.P = d.P;
+  p.reverse = reverse;
   p.lengths = lengths.is_none() ? nullptr : static_cast<const int64_t*>(lengths.cast<py::array>().data());
   p.x = static_cast<const T*>(x.data());
   p.h0 = static_cast<const T*>(h0.data());
@@ -169,33 +180,35 @@ py::tuple backward_impl(const py::object& dout_, const py::object& dh_n_, const 
 }  // namespace
 
 void register_lstm_proj(py::module_& m) {
-  m.def("lstm_proj_forward",
-        [](const py::object& x_, const py::object& h0, const py::object& c0, const py::object& W_ih,
-           const py::object& W_hh, const py::object& b_ih, const py::object& b_hh, const py::object& W_hr,
-           const py::object& lengths, bool reverse, bool need_cache) {
-          py::array x = take_x(x_);
-          if (x.itemsize() == 4) return forward_impl<float>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, need_cache);
-          return forward_impl<double>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, need_cache);
-        },
-        py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("W_hr"), py::arg("lengths"), py::arg("reverse"), py::arg("need_cache"),
-        "one layer and direction -> (out (T,N,P), h_n (N,P), c_n (N,H), (gates, cs, ms, hs) or None)");
-  m.def("lstm_proj_backward",
-        [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& x_,
-           const py::object& h0, const py::object& c0, const py::object& gates, const py::object& cs,
-           const py::object& ms, const py::object& hs, const py::object& W_ih, const py::object& W_hh,
-           const py::object& W_hr, const py::object& lengths, bool reverse, const py::object& dW_ih,
-           const py::object& dW_hh, const py::object& db_ih, const py::object& db_hh, const py::object& dW_hr) {
-          py::array x = take_x(x_);
-          if (x.itemsize() == 4)
-            return backward_impl<float>(dout, dh_n, dc_n, x, h0, c0, gates, cs, ms, hs, W_ih, W_hh, W_hr, lengths,
-                                        reverse, dW_ih, dW_hh, db_ih, db_hh, dW_hr);
-          return backward_impl<double>(dout, dh_n, dc_n, x, h0, c0, gates, cs, ms, hs, W_ih, W_hh, W_hr, lengths,
-                                       reverse, dW_ih, dW_hh, db_ih, db_hh, dW_hr);
-        },
-        py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("x"), py::arg("h0"), py::arg("c0"),
-        py::arg("gates"), py::arg("cs"), py::arg("ms"), py::arg("hs"), py::arg("W_ih"), py::arg("W_hh"),
-        py::arg("W_hr"), py::arg("lengths"), py::arg("reverse"), py::arg("dW_ih"), py::arg("dW_hh"),
-        py::arg("db_ih"), py::arg("db_hh"), py::arg("dW_hr"),
-        "-> (dx (T,N,D), dh0 (N,P), dc0 (N,H)); parameter gradients accumulate (+=)");
+  m.def(
+      "lstm_proj_forward",
+      [](const py::object& x_, const py::object& h0, const py::object& c0, const py::object& W_ih,
+         const py::object& W_hh, const py::object& b_ih, const py::object& b_hh, const py::object& W_hr,
+         const py::object& lengths, bool reverse, bool need_cache) {
+        py::array x = take_x(x_);
+        if (x.itemsize() == 4)
+          return forward_impl<float>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, need_cache);
+        return forward_impl<double>(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr, lengths, reverse, need_cache);
+      },
+      py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b_ih"), py::arg("b_hh"),
+      py::arg("W_hr"), py::arg("lengths"), py::arg("reverse"), py::arg("need_cache"),
+      "one layer and direction -> (out (T,N,P), h_n (N,P), c_n (N,H), (gates, cs, ms, hs) or None)");
+  m.def(
+      "lstm_proj_backward",
+      [](const py::object& dout, const py::object& dh_n, const py::object& dc_n, const py::object& x_,
+         const py::object& h0, const py::object& c0, const py::object& gates, const py::object& cs,
+         const py::object& ms, const py::object& hs, const py::object& W_ih, const py::object& W_hh,
+         const py::object& W_hr, const py::object& lengths, bool reverse, const py::object& dW_ih,
+         const py::object& dW_hh, const py::object& db_ih, const py::object& db_hh, const py::object& dW_hr) {
+        py::array x = take_x(x_);
+        if (x.itemsize() == 4)
+          return backward_impl<float>(dout, dh_n, dc_n, x, h0, c0, gates, cs, ms, hs, W_ih, W_hh, W_hr, lengths,
+                                      reverse, dW_ih, dW_hh, db_ih, db_hh, dW_hr);
+        return backward_impl<double>(dout, dh_n, dc_n, x, h0, c0, gates, cs, ms, hs, W_ih, W_hh, W_hr, lengths, reverse,
+                                     dW_ih, dW_hh, db_ih, db_hh, dW_hr);
+      },
+      py::arg("dout"), py::arg("dh_n"), py::arg("dc_n"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("gates"),
+      py::arg("cs"), py::arg("ms"), py::arg("hs"), py::arg("W_ih"), py::arg("W_hh"), py::arg("W_hr"),
+      py::arg("lengths"), py::arg("reverse"), py::arg("dW_ih"), py::arg("dW_hh"), py::arg("db_ih"), py::arg("db_hh"),
+      py::arg("dW_hr"), "-> (dx (T,N,D), dh0 (N,P), dc0 (N,H)); parameter gradients accumulate (+=)");
 }

@@ -21,7 +21,6 @@ namespace bind {
 
 namespace py = pybind11;
 
-
 // Kernel calls hold this shared (with the GIL released); set_blas_num_threads holds it exclusively, so a
 // call runs with one thread count from start to end.
 inline std::shared_mutex& threads_mutex() {
@@ -53,7 +52,9 @@ inline std::string got_shape(const py::array& a) {
   return s.str();
 }
 
-inline std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
+inline std::string type_name(const py::handle& o) {
+  return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
+}
 
 inline bool native_order(const py::array& a) {
   const char b = a.dtype().byteorder();
@@ -82,7 +83,8 @@ inline py::array c_native(const std::string& name, py::array a) {
 
 // The argument as a C-contiguous native-order array of dtype `dt` (float32 or float64, as x) and shape `dims`;
 // copies non-contiguous or byte-swapped input.
-inline py::array take(const std::string& name, const py::handle& obj, const py::dtype& dt, const std::vector<Dim>& dims) {
+inline py::array take(const std::string& name, const py::handle& obj, const py::dtype& dt,
+                      const std::vector<Dim>& dims) {
   if (!py::isinstance<py::array>(obj))
     throw py::type_error(name + " must be a numpy array of shape " + shape_str(dims) + ", got " + type_name(obj));
   py::array a = py::reinterpret_borrow<py::array>(obj);
@@ -101,7 +103,7 @@ inline py::array take(const std::string& name, const py::handle& obj, const py::
 
 // Like take, for an output that is accumulated into: it must already be contiguous, native and writeable.
 inline py::array take_grad(const std::string& name, const py::handle& obj, const py::dtype& dt,
-                    const std::vector<Dim>& dims) {
+                           const std::vector<Dim>& dims) {
   py::array a = take(name, obj, dt, dims);
   if (!a.is(obj)) {
     const py::array o = py::reinterpret_borrow<py::array>(obj);
@@ -237,8 +239,8 @@ inline Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H
 }
 
 template <typename T>
-inline std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const Weights<T>& w, int64_t D, int64_t H, int G,
-                                      const py::dtype& dt, std::vector<py::array>& keep) {
+inline std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const Weights<T>& w, int64_t D, int64_t H,
+                                             int G, const py::dtype& dt, std::vector<py::array>& keep) {
   const int64_t L = int64_t(w.layers.size());
   const std::string gn = gh_name(G);
   if (int64_t(py::len(grads)) != L)

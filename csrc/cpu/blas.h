@@ -54,8 +54,8 @@ inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
   scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
                     (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
-inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-                     int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                     const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
                     (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
@@ -64,14 +64,15 @@ inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double a
 // A is (M, K) with lda, or (K, M) when ta; B is (K, N) with ldb, or (N, K) when tb.
 // M and K may exceed 2^31: they are split into blocks; degenerate sizes are handled here, not by BLAS.
 template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t i = 0; i < M; ++i) {
       T* c = C + i * ldc;
       if (beta == T(0)) std::fill(c, c + N, T(0));
-      else for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+      else
+        for (int64_t j = 0; j < N; ++j) c[j] *= beta;
     }
     return;
   }
@@ -162,14 +163,30 @@ inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M,
   if (r == 0) return;
   const int last = int(r - n * ((r - 1) / n));  // 1..n valid lanes in the last vector
   switch ((r + n - 1) / n) {
-    case 1: axpy_chunk<T, 1>(v, K, M + j0, ldm, out + j0, last); break;
-    case 2: axpy_chunk<T, 2>(v, K, M + j0, ldm, out + j0, last); break;
-    case 3: axpy_chunk<T, 3>(v, K, M + j0, ldm, out + j0, last); break;
-    case 4: axpy_chunk<T, 4>(v, K, M + j0, ldm, out + j0, last); break;
-    case 5: axpy_chunk<T, 5>(v, K, M + j0, ldm, out + j0, last); break;
-    case 6: axpy_chunk<T, 6>(v, K, M + j0, ldm, out + j0, last); break;
-    case 7: axpy_chunk<T, 7>(v, K, M + j0, ldm, out + j0, last); break;
-    default: axpy_chunk<T, 8>(v, K, M + j0, ldm, out + j0, last); break;
+    case 1:
+      axpy_chunk<T, 1>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 2:
+      axpy_chunk<T, 2>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 3:
+      axpy_chunk<T, 3>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 4:
+      axpy_chunk<T, 4>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 5:
+      axpy_chunk<T, 5>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 6:
+      axpy_chunk<T, 6>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    case 7:
+      axpy_chunk<T, 7>(v, K, M + j0, ldm, out + j0, last);
+      break;
+    default:
+      axpy_chunk<T, 8>(v, K, M + j0, ldm, out + j0, last);
+      break;
   }
 }
 

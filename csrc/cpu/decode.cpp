@@ -94,8 +94,7 @@ template <> struct Vec<double> {
 };
 
 template <typename T, int R, int NV>
-inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_t ldm, T* const* out,
-                     int64_t j0) {
+inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_t ldm, T* const* out, int64_t j0) {
   using V = typename Vec<T>::type;
   using U = typename Vec<T>::unaligned;
   constexpr int64_t W = 32 / int64_t(sizeof(T));
@@ -131,13 +130,26 @@ inline void mm_rows_r(const T* const* v, int64_t K, const T* M, int64_t n, T* co
       j0 += 4 * B;
     }
     switch ((n - j0) / B) {
-      case 6: mm_block<T, R, 12>(v, K, M, n, out, j0); break;
-      case 5: mm_block<T, R, 10>(v, K, M, n, out, j0); break;
-      case 4: mm_block<T, R, 8>(v, K, M, n, out, j0); break;
-      case 3: mm_block<T, R, 6>(v, K, M, n, out, j0); break;
-      case 2: mm_block<T, R, 4>(v, K, M, n, out, j0); break;
-      case 1: mm_block<T, R, 2>(v, K, M, n, out, j0); break;
-      default: break;
+      case 6:
+        mm_block<T, R, 12>(v, K, M, n, out, j0);
+        break;
+      case 5:
+        mm_block<T, R, 10>(v, K, M, n, out, j0);
+        break;
+      case 4:
+        mm_block<T, R, 8>(v, K, M, n, out, j0);
+        break;
+      case 3:
+        mm_block<T, R, 6>(v, K, M, n, out, j0);
+        break;
+      case 2:
+        mm_block<T, R, 4>(v, K, M, n, out, j0);
+        break;
+      case 1:
+        mm_block<T, R, 2>(v, K, M, n, out, j0);
+        break;
+      default:
+        break;
     }
     return;
   }
@@ -154,10 +166,17 @@ void mm_rows(int64_t R, const T* const* v, int64_t K, const T* M, int64_t n, T* 
   int64_t i = 0;
   for (; i + 4 <= R; i += 4) mm_rows_r<T, 4>(v + i, K, M, n, out + i);
   switch (R - i) {
-    case 3: mm_rows_r<T, 3>(v + i, K, M, n, out + i); break;
-    case 2: mm_rows_r<T, 2>(v + i, K, M, n, out + i); break;
-    case 1: mm_rows_r<T, 1>(v + i, K, M, n, out + i); break;
-    default: break;
+    case 3:
+      mm_rows_r<T, 3>(v + i, K, M, n, out + i);
+      break;
+    case 2:
+      mm_rows_r<T, 2>(v + i, K, M, n, out + i);
+      break;
+    case 1:
+      mm_rows_r<T, 1>(v + i, K, M, n, out + i);
+      break;
+    default:
+      break;
   }
 }
 
@@ -191,8 +210,13 @@ template <typename T>
 Prepared<T> prepare(const DecodeModel<T>& m) {
   Prepared<T> p;
   p.cell = m.cell;
-  p.L = m.L; p.H = m.H; p.G = m.G; p.GH = m.G * m.H; p.GHp = pad_to(p.GH, CB<T>);
-  p.V = m.V; p.Vp = pad_to(m.V, CB<T>);
+  p.L = m.L;
+  p.H = m.H;
+  p.G = m.G;
+  p.GH = m.G * m.H;
+  p.GHp = pad_to(p.GH, CB<T>);
+  p.V = m.V;
+  p.Vp = pad_to(m.V, CB<T>);
   const bool gru = m.cell == DecodeCell::Gru;
   const int64_t GH = p.GH, GHp = p.GHp, H = m.H;
   // The layer-0 input projection of every token: one-hot -> the columns of W_ih, embedding -> E W_ih^T.
@@ -238,8 +262,14 @@ struct Scratch {
   std::vector<const T*> vin, vh;
   std::vector<T*> opre, ogh, olog;
   Scratch(const Prepared<T>& p, int64_t R)
-      : pre(size_t(R * p.GHp)), gh(p.cell == DecodeCell::Gru ? size_t(R * p.GHp) : 0), logits(size_t(R * p.Vp)),
-        vin(static_cast<size_t>(R)), vh(static_cast<size_t>(R)), opre(static_cast<size_t>(R)), ogh(static_cast<size_t>(R)), olog(static_cast<size_t>(R)) {}
+      : pre(size_t(R * p.GHp)),
+        gh(p.cell == DecodeCell::Gru ? size_t(R * p.GHp) : 0),
+        logits(size_t(R * p.Vp)),
+        vin(static_cast<size_t>(R)),
+        vh(static_cast<size_t>(R)),
+        opre(static_cast<size_t>(R)),
+        ogh(static_cast<size_t>(R)),
+        olog(static_cast<size_t>(R)) {}
 };
 
 template <typename T>
@@ -434,16 +464,15 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
       for (int64_t i = 0; i < nb; ++i) {
         const T* z = s.logits.data() + i * p.Vp;
         const int64_t n = idx[i];
-        const int64_t tok = sp.greedy ? argmax(z, V)
-                                      : sample_one(z, V, inv_temp, sp.top_k,
-                                                   decode_uniform(sp.seed, uint64_t(n), uint64_t(sp.t0 + t)),
-                                                   pbuf.data(), kbuf.data(), bsum.data());
+        const int64_t tok =
+            sp.greedy ? argmax(z, V)
+                      : sample_one(z, V, inv_temp, sp.top_k, decode_uniform(sp.seed, uint64_t(n), uint64_t(sp.t0 + t)),
+                                   pbuf.data(), kbuf.data(), bsum.data());
         out[n] = prev[n] = tok;
         if (tok == sp.end_token) done[n] = 1;
       }
     }
-    active.erase(std::remove_if(active.begin(), active.end(), [&](int64_t n) { return done[n] != 0; }),
-                 active.end());
+    active.erase(std::remove_if(active.begin(), active.end(), [&](int64_t n) { return done[n] != 0; }), active.end());
   }
   for (; t < sp.steps; ++t)
     for (int64_t n = 0; n < N; ++n) sp.ids[t * N + n] = sp.pad_token;
@@ -469,7 +498,8 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
     cb.resize(static_cast<size_t>(NK * H));
     for (int64_t r = 0; r < NK; ++r) std::memcpy(&cb[r * H], bp.c + (r / K) * H, sizeof(T) * static_cast<size_t>(H));
   }
-  std::vector<double> score(static_cast<size_t>(NK), ninf), score2(static_cast<size_t>(NK)), lp(static_cast<size_t>(NK * V));
+  std::vector<double> score(static_cast<size_t>(NK), ninf), score2(static_cast<size_t>(NK)),
+      lp(static_cast<size_t>(NK * V));
   for (int64_t n = 0; n < N; ++n) score[n * K] = 0.0;          // one live beam at the start
   std::vector<char> done(static_cast<size_t>(NK), 0), done2(static_cast<size_t>(NK));
   std::vector<int64_t> prev(static_cast<size_t>(NK), bp.start_token), active, toks(static_cast<size_t>(NK));

@@ -15,18 +15,24 @@ namespace cpu {
 
 // X(name, params): every entry point of every family, templated on the element type.
 #define RNNFAST_KERNELS(X)              \
-  X(rnn_forward, RnnForwardParams)     \
-  X(rnn_backward, RnnBackwardParams)   \
-  X(lstm_forward, GatedForwardParams)  \
+  X(rnn_forward, RnnForwardParams)      \
+  X(rnn_backward, RnnBackwardParams)    \
+  X(lstm_forward, GatedForwardParams)   \
   X(lstm_backward, GatedBackwardParams) \
-  X(gru_forward, GatedForwardParams)   \
+  X(gru_forward, GatedForwardParams)    \
   X(gru_backward, GatedBackwardParams)
 
 #define RNNFAST_DECL(fn, P) template <typename T> void fn##_impl(const P<T>&, const Tuning&);
-namespace generic { RNNFAST_KERNELS(RNNFAST_DECL) }
+namespace generic {
+RNNFAST_KERNELS(RNNFAST_DECL)
+}
 #ifdef RNNFAST_HAVE_X86_ISAS
-namespace avx2 { RNNFAST_KERNELS(RNNFAST_DECL) }
-namespace avx512 { RNNFAST_KERNELS(RNNFAST_DECL) }
+namespace avx2 {
+RNNFAST_KERNELS(RNNFAST_DECL)
+}
+namespace avx512 {
+RNNFAST_KERNELS(RNNFAST_DECL)
+}
 #endif
 #undef RNNFAST_DECL
 
@@ -34,8 +40,8 @@ namespace {
 
 // One ISA's build: a pointer per entry point and element type.
 struct Table {
-#define RNNFAST_FIELD(fn, P) \
-  void (*fn##_f)(const P<float>&, const Tuning&);  \
+#define RNNFAST_FIELD(fn, P)                      \
+  void (*fn##_f)(const P<float>&, const Tuning&); \
   void (*fn##_d)(const P<double>&, const Tuning&);
   RNNFAST_KERNELS(RNNFAST_FIELD)
 #undef RNNFAST_FIELD
@@ -69,12 +75,11 @@ Isa parse(const std::string& name, const char* where) {
   else if (name == "avx2") i = Isa::Avx2;
   else if (name == "avx512") i = Isa::Avx512;
   else
-    throw std::invalid_argument(std::string(where) + " must be one of 'generic', 'avx2', 'avx512', got '" + name +
-                                "'");
+    throw std::invalid_argument(std::string(where) + " must be one of 'generic', 'avx2', 'avx512', got '" + name + "'");
   if (!isa_supported(i))
     throw std::invalid_argument(std::string(where) + "='" + name + "': this CPU (or this build) lacks " +
-                                (i == Isa::Avx512 ? "AVX-512 F/BW/DQ/VL" : "AVX2+FMA") +
-                                "; choose 'generic'" + (isa_supported(Isa::Avx2) ? " or 'avx2'" : ""));
+                                (i == Isa::Avx512 ? "AVX-512 F/BW/DQ/VL" : "AVX2+FMA") + "; choose 'generic'" +
+                                (isa_supported(Isa::Avx2) ? " or 'avx2'" : ""));
   return i;
 }
 
@@ -96,17 +101,20 @@ const Table& active() { return table_of(current_isa()); }
 
 const char* isa_name(Isa i) {
   switch (i) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    default: return "generic";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "generic";
   }
 }
 
 bool isa_supported(Isa i) {
   if (i == Isa::Generic) return true;
 #ifdef RNNFAST_HAVE_X86_ISAS
-  static const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("bmi2");
+  static const bool v3 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
   static const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   return i == Isa::Avx2 ? v3 : v4;
@@ -132,13 +140,13 @@ Tuning& tuning() {
   return t;
 }
 
-#define RNNFAST_FORWARD(fn, P)                                                   \
-  template <typename T>                                                          \
-  void fn(const P<T>& p) {                                                       \
-    if constexpr (std::is_same<T, float>::value) active().fn##_f(p, tuning());   \
-    else active().fn##_d(p, tuning());                                           \
-  }                                                                              \
-  template void fn<float>(const P<float>&);                                      \
+#define RNNFAST_FORWARD(fn, P)                                                 \
+  template <typename T>                                                        \
+  void fn(const P<T>& p) {                                                     \
+    if constexpr (std::is_same<T, float>::value) active().fn##_f(p, tuning()); \
+    else active().fn##_d(p, tuning());                                         \
+  }                                                                            \
+  template void fn<float>(const P<float>&);                                    \
   template void fn<double>(const P<double>&);
 RNNFAST_KERNELS(RNNFAST_FORWARD)
 #undef RNNFAST_FORWARD

@@ -70,8 +70,8 @@ inline void colsum_add(const T* A, int64_t M, int64_t C, T* col) {
 //   dW_hh += dGh^T [h0; Hs[0:T-1]], dW_ih += dGi^T X, db_hh += sum dGh, db_ih += sum dGi, dX = dGi W_ih.
 // dGi/dGh (T, N, R) are the gate pre-activation gradients of the input and hidden sides (equal for LSTM).
 template <typename T>
-void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w,
-                  LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh, T* dX) {
+void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w, LayerGrads<T>& g,
+                  const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh, T* dX) {
   const int64_t NR = N * R;
   if (Tn > 1)                                                           // into W_hh, steps 1..T-1
     blas::gemm<T>(true, false, R, H, (Tn - 1) * N, T(1), dGh + NR, R, Hs, H, T(1), g.dW_hh, H);
@@ -100,8 +100,8 @@ inline void final_state(int64_t Tn, int64_t NH, const T* Y, const T* init, T* ds
 // LSTM forward: g (4H) holds the pre-activations a (without bias) and receives [i, f, g, o]; b (4H) the
 // summed biases; cp (H) c_{t-1}; writes c (H) and h (H).
 template <typename T>
-inline void lstm_point_fwd(int64_t H, const T* __restrict b, T* __restrict g, const T* __restrict cp,
-                           T* __restrict c, T* __restrict h) {
+inline void lstm_point_fwd(int64_t H, const T* __restrict b, T* __restrict g, const T* __restrict cp, T* __restrict c,
+                           T* __restrict h) {
   for (int64_t j = 0; j < H; ++j) {
     const T i_ = fast_sigmoid(g[j] + b[j]);
     const T f_ = fast_sigmoid(g[H + j] + b[H + j]);
@@ -121,8 +121,8 @@ inline void lstm_point_fwd(int64_t H, const T* __restrict b, T* __restrict g, co
 // dc (H) in: gradient into c_t from step t+1, out: into c_{t-1}; writes da (4H).
 template <typename T>
 inline void lstm_point_bwd(int64_t H, const T* __restrict g, const T* __restrict c, const T* __restrict cp,
-                           const T* __restrict dy, const T* __restrict dh, const T* __restrict dcx,
-                           T* __restrict dc, T* __restrict da) {
+                           const T* __restrict dy, const T* __restrict dh, const T* __restrict dcx, T* __restrict dc,
+                           T* __restrict da) {
   for (int64_t j = 0; j < H; ++j) {
     const T dhj = dy[j] + dh[j];                                  // output gradient + recurrent gradient
     const T tc = fast_tanh(c[j]);
@@ -206,10 +206,10 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
 // nullptr; dcs_k (T, N, H) extra cell-state gradient or nullptr. dG (T, N, 4H) scratch; dX (T, N, Dk) =,
 // dh0_k, dc0_k (N, H) =; the layer's parameter gradients accumulate.
 template <typename T>
-void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w,
-                         LayerGrads<T>& g, const T* X, const T* h0k, const T* c0k, const T* Hs, const T* Cs,
-                         const T* Gs, const T* dY, const T* dh_n_k, const T* dc_n_k, const T* dcs_k, T* dG,
-                         T* dX, T* dh0_k, T* dc0_k, const Tuning& tu) {
+void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, LayerGrads<T>& g,
+                         const T* X, const T* h0k, const T* c0k, const T* Hs, const T* Cs, const T* Gs, const T* dY,
+                         const T* dh_n_k, const T* dc_n_k, const T* dcs_k, T* dG, T* dX, T* dh0_k, T* dc0_k,
+                         const Tuning& tu) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
@@ -222,8 +222,8 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
     const T* dy = dY ? dY + t * NH : zero.data();
     const T* dcx = dcs_k ? dcs_k + t * NH : zero.data();
     for (int64_t n = 0; n < N; ++n)
-      lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H,
-                     dh_next.data() + n * H, dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
+      lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H, dh_next.data() + n * H,
+                     dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
     std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
     rec.backward(N, dG + t * NR, dh_next.data());
   }
@@ -240,8 +240,8 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
 // One layer forward. X (T, N, Dk) in; Y (T, N, H), G (T, N, 3H) (activated r, z, n), Ghn (T, N, H)
 // (W_hn h_{t-1} + b_hn) out; h0k (N, H) or nullptr for zeros.
 template <typename T>
-void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
-                       const T* h0k, T* Y, T* G, T* Ghn, const Tuning& tu) {
+void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X, const T* h0k,
+                       T* Y, T* G, T* Ghn, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   // 1. P = X W_ih^T for all T*N rows at once.
@@ -274,8 +274,8 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
 // the n block, where the hidden side is scaled by r). Otherwise as lstm_layer_backward.
 template <typename T>
 void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, LayerGrads<T>& g,
-                        const T* X, const T* h0k, const T* Hs, const T* Gs, const T* Ghn, const T* dY,
-                        const T* dh_n_k, T* dGi, T* dGh, T* dX, T* dh0_k, const Tuning& tu) {
+                        const T* X, const T* h0k, const T* Hs, const T* Gs, const T* Ghn, const T* dY, const T* dh_n_k,
+                        T* dGi, T* dGh, T* dX, T* dh0_k, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
@@ -286,8 +286,8 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
     const T* dy = dY ? dY + t * NH : zero.data();
     for (int64_t n = 0; n < N; ++n)
-      gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H,
-                    dh_next.data() + n * H, dGi + t * NR + n * R, dGh + t * NR + n * R);
+      gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H, dh_next.data() + n * H,
+                    dGi + t * NR + n * R, dGh + t * NR + n * R);
     rec.backward(N, dGh + t * NR, dh_next.data());   // ... and through W_hh
   }
   if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
@@ -350,8 +350,7 @@ void lstm_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
     lstm_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.c0 + k * NH,
                            p.hs + k * TNH, p.cs + k * TNH, p.gates + k * 4 * TNH, dY,
                            p.dh_n ? p.dh_n + k * NH : nullptr, p.dc_n ? p.dc_n + k * NH : nullptr,
-                           p.dcs ? p.dcs + k * TNH : nullptr, dG.get(), dX, p.dh0 + k * NH, p.dc0 + k * NH,
-                           tu);
+                           p.dcs ? p.dcs + k * TNH : nullptr, dG.get(), dX, p.dh0 + k * NH, p.dc0 + k * NH, tu);
     dY = dy.get();
   }
 }
@@ -388,8 +387,8 @@ void gru_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
     T* dX = k == 0 ? p.dx : dy.get();
     gru_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.hs + k * TNH,
-                          p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr,
-                          dGi.get(), dGh.get(), dX, p.dh0 + k * NH, tu);
+                          p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr, dGi.get(),
+                          dGh.get(), dX, p.dh0 + k * NH, tu);
     dY = dy.get();
   }
 }

@@ -39,7 +39,8 @@ void lstm_proj_forward(const LstmProjParams<T>& p) {
   // A = X W_ih^T + (b_ih + b_hh), all rows at once
   for (int64_t r = 0; r < Tn * N; ++r) {
     T* a = A + r * G;
-    if (p.b_ih) for (int64_t j = 0; j < G; ++j) a[j] = p.b_ih[j] + p.b_hh[j];
+    if (p.b_ih)
+      for (int64_t j = 0; j < G; ++j) a[j] = p.b_ih[j] + p.b_hh[j];
     else std::fill(a, a + G, T(0));
   }
   blas::gemm<T>(false, true, Tn * N, G, D, T(1), p.x, D, p.W_ih, D, T(1), A, G);
@@ -56,7 +57,10 @@ void lstm_proj_forward(const LstmProjParams<T>& p) {
       for (int64_t j = 0; j < H; ++j) {
         const T i = act_sigmoid(an[j]), f = act_sigmoid(an[H + j]), g = act_tanh(an[2 * H + j]),
                 o = act_sigmoid(an[3 * H + j]);
-        an[j] = i; an[H + j] = f; an[2 * H + j] = g; an[3 * H + j] = o;
+        an[j] = i;
+        an[H + j] = f;
+        an[2 * H + j] = g;
+        an[3 * H + j] = o;
         if (ok) {
           cn[j] = f * cn[j] + i * g;                 // c_t = f c_{t-1} + i g
           mn[j] = o * act_tanh(cn[j]);               // m_t = o tanh(c_t)

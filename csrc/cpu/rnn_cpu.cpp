@@ -40,14 +40,18 @@ inline void activate(Act a, const T* __restrict z, T* __restrict y, int64_t n) {
 
 // dz[i] = (dy[i] + dh[i]) * act'(y[i]) for i < n; dy may be nullptr (zeros).
 template <typename T>
-inline void backprop_act(Act a, const T* __restrict dy, const T* __restrict dh, const T* __restrict y,
-                         T* __restrict dz, int64_t n) {
+inline void backprop_act(Act a, const T* __restrict dy, const T* __restrict dh, const T* __restrict y, T* __restrict dz,
+                         int64_t n) {
   if (a == Act::Tanh) {
-    if (dy) for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_tanh(y[i]);
-    else for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_tanh(y[i]);
+    if (dy)
+      for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_tanh(y[i]);
+    else
+      for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_tanh(y[i]);
   } else {
-    if (dy) for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_relu(y[i]);
-    else for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_relu(y[i]);
+    if (dy)
+      for (int64_t i = 0; i < n; ++i) dz[i] = (dy[i] + dh[i]) * dact_relu(y[i]);
+    else
+      for (int64_t i = 0; i < n; ++i) dz[i] = dh[i] * dact_relu(y[i]);
   }
 }
 
@@ -102,9 +106,9 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
 // dh_n_k (N, H) that of its final state (nullptr = zeros). Writes DZ (T, N, H), dX (T, N, Dk) =, dh0_k (N, H) =,
 // dc (N, H) = when given; accumulates the layer's parameter gradients.
 template <typename T>
-void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const LayerWeights<T>& w,
-                    LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dY, const T* dh_n_k, T* DZ,
-                    T* dX, T* dh0_k, T* dc, const Tuning& tu) {
+void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const LayerWeights<T>& w, LayerGrads<T>& g,
+                    const T* X, const T* h0k, const T* Hs, const T* dY, const T* dh_n_k, T* DZ, T* dX, T* dh0_k, T* dc,
+                    const Tuning& tu) {
   const int64_t NH = N * H;
   // 1. The serial part, in reverse: dz_t = (dy_t + dh_next) * act'(h_t); dh_next = dz_t W_hh.
   const bool small = choose(tu, N) == Path::Matvec;
@@ -171,8 +175,8 @@ void rnn_forward_impl(const RnnForwardParams<T>& p, const Tuning& tu) {
       X = k == 0 ? p.x : (to_out ? p.scratch : p.out);
       Y = to_out ? p.out : p.scratch;
     }
-    layer_forward<T>(Tn, N, Dk, H, p.act, p.layers[k], X, p.h0 ? p.h0 + k * NH : nullptr,
-                     k == 0 ? p.c : nullptr, Y, p.h_n + k * NH, tu);
+    layer_forward<T>(Tn, N, Dk, H, p.act, p.layers[k], X, p.h0 ? p.h0 + k * NH : nullptr, k == 0 ? p.c : nullptr, Y,
+                     p.h_n + k * NH, tu);
   }
   if (p.hs && TNH > 0) std::memcpy(p.out, p.hs + (L - 1) * TNH, sizeof(T) * size_t(TNH));
 }
@@ -186,9 +190,8 @@ void rnn_backward_impl(const RnnBackwardParams<T>& p, const Tuning& tu) {
     const int64_t Dk = k == 0 ? D : H;
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
     T* dX = k == 0 ? p.dx : p.dy;  // dy may be overwritten: this layer's dY was consumed into DZ already
-    layer_backward<T>(Tn, N, Dk, H, p.act, p.layers[k], p.grads[k], X, p.h0 ? p.h0 + k * NH : nullptr,
-                      p.hs + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr, p.dz, dX, p.dh0 + k * NH,
-                      k == 0 ? p.dc : nullptr, tu);
+    layer_backward<T>(Tn, N, Dk, H, p.act, p.layers[k], p.grads[k], X, p.h0 ? p.h0 + k * NH : nullptr, p.hs + k * TNH,
+                      dY, p.dh_n ? p.dh_n + k * NH : nullptr, p.dz, dX, p.dh0 + k * NH, k == 0 ? p.dc : nullptr, tu);
     dY = p.dy;
   }
 }

@@ -37,7 +37,11 @@ template <typename T> using V = typename Vec<T>::type;
 template <typename T> constexpr int lanes() { return Vec<T>::n; }
 
 // Unaligned full-width load/store (caller arrays need not be aligned to anything but their element).
-template <typename T> inline V<T> load(const T* p) { V<T> v; std::memcpy(&v, p, sizeof(v)); return v; }
+template <typename T> inline V<T> load(const T* p) {
+  V<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
 template <typename T> inline void store(T* p, V<T> v) { std::memcpy(p, &v, sizeof(v)); }
 template <typename T> inline V<T> splat(T x) { return V<T>{} + x; }
 
@@ -50,8 +54,8 @@ struct Tail {
   explicit Tail(int64_t m_) : m(int(m_)), k(__mmask16((1u << m) - 1u)) {}
 #elif defined(__AVX2__)
   __m256i k;
-  explicit Tail(int64_t m_) : m(int(m_)), k(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(m_)),
-                                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))) {}
+  explicit Tail(int64_t m_)
+      : m(int(m_)), k(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(m_)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))) {}
 #else
   explicit Tail(int64_t m_) : m(int(m_)) {}
 #endif
@@ -94,42 +98,47 @@ template <typename T> inline T hsum(V<T> a) {
 // "even lanes + odd lanes" over pairs (log2 n levels, n - 1 shuffle pairs in all), so a block of row dot
 // products leaves the registers as one vector instead of n scalar reductions.
 template <typename T> struct Shuf;
-#define RNNFAST_SHUF(TY, ...) \
-  template <> struct Shuf<TY> { static constexpr int n = Vec<TY>::n; __VA_ARGS__ };
+#define RNNFAST_SHUF(TY, ...)            \
+  template <> struct Shuf<TY> {          \
+    static constexpr int n = Vec<TY>::n; \
+    __VA_ARGS__                          \
+  };
 #if defined(__AVX512F__)
-RNNFAST_SHUF(float,
-  static V<float> pair(V<float> a, V<float> b) {
-    using M = Vec<float>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}) +
-           __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
-  })
-RNNFAST_SHUF(double,
-  static V<double> pair(V<double> a, V<double> b) {
-    using M = Vec<double>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14}) + __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15});
-  })
+RNNFAST_SHUF(
+    float, static V<float> pair(V<float> a, V<float> b) {
+      using M = Vec<float>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}) +
+             __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
+    })
+RNNFAST_SHUF(
+    double, static V<double> pair(V<double> a, V<double> b) {
+      using M = Vec<double>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14}) +
+             __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15});
+    })
 #elif defined(__AVX2__)
-RNNFAST_SHUF(float,
-  static V<float> pair(V<float> a, V<float> b) {
-    using M = Vec<float>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14}) + __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15});
-  })
-RNNFAST_SHUF(double,
-  static V<double> pair(V<double> a, V<double> b) {
-    using M = Vec<double>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2, 4, 6}) + __builtin_shuffle(a, b, M{1, 3, 5, 7});
-  })
+RNNFAST_SHUF(
+    float, static V<float> pair(V<float> a, V<float> b) {
+      using M = Vec<float>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2, 4, 6, 8, 10, 12, 14}) +
+             __builtin_shuffle(a, b, M{1, 3, 5, 7, 9, 11, 13, 15});
+    })
+RNNFAST_SHUF(
+    double, static V<double> pair(V<double> a, V<double> b) {
+      using M = Vec<double>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2, 4, 6}) + __builtin_shuffle(a, b, M{1, 3, 5, 7});
+    })
 #else
-RNNFAST_SHUF(float,
-  static V<float> pair(V<float> a, V<float> b) {
-    using M = Vec<float>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2, 4, 6}) + __builtin_shuffle(a, b, M{1, 3, 5, 7});
-  })
-RNNFAST_SHUF(double,
-  static V<double> pair(V<double> a, V<double> b) {
-    using M = Vec<double>::mask_type;
-    return __builtin_shuffle(a, b, M{0, 2}) + __builtin_shuffle(a, b, M{1, 3});
-  })
+RNNFAST_SHUF(
+    float, static V<float> pair(V<float> a, V<float> b) {
+      using M = Vec<float>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2, 4, 6}) + __builtin_shuffle(a, b, M{1, 3, 5, 7});
+    })
+RNNFAST_SHUF(
+    double, static V<double> pair(V<double> a, V<double> b) {
+      using M = Vec<double>::mask_type;
+      return __builtin_shuffle(a, b, M{0, 2}) + __builtin_shuffle(a, b, M{1, 3});
+    })
 #endif
 #undef RNNFAST_SHUF
 

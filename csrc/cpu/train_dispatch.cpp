@@ -30,11 +30,14 @@ RNNFAST_TRAIN_DECLARE(avx512)
 
 // The ISA build chosen by cpu/dispatch.cpp (RNNFAST_ISA, else the best the CPU runs), as for every kernel.
 #ifdef RNNFAST_HAVE_X86_ISAS
-#define RNNFAST_FORWARD(call)                                      \
-  switch (cpu::current_isa()) {                                    \
-    case cpu::Isa::Avx512: return avx512::call;                    \
-    case cpu::Isa::Avx2: return avx2::call;                        \
-    default: return generic::call;                                 \
+#define RNNFAST_FORWARD(call)   \
+  switch (cpu::current_isa()) { \
+    case cpu::Isa::Avx512:      \
+      return avx512::call;      \
+    case cpu::Isa::Avx2:        \
+      return avx2::call;        \
+    default:                    \
+      return generic::call;     \
   }
 #else
 #define RNNFAST_FORWARD(call) return generic::call

@@ -46,14 +46,14 @@ namespace cuda {
 
 [[noreturn]] void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
   cudaGetLastError();  // clear a non-sticky error so the next call starts clean
-  std::string msg = std::string(what) + " (" + file + ":" + std::to_string(line) + "): " + cudaGetErrorName(e) +
-                    ": " + cudaGetErrorString(e);
+  std::string msg = std::string(what) + " (" + file + ":" + std::to_string(line) + "): " + cudaGetErrorName(e) + ": " +
+                    cudaGetErrorString(e);
   if (e == cudaErrorMemoryAllocation) throw OutOfMemory("CUDA out of memory in " + msg);
   throw CudaError("CUDA error in " + msg);
 }
-#define CK(call)                                                     \
-  do {                                                               \
-    cudaError_t e_ = (call);                                         \
+#define CK(call)                                                      \
+  do {                                                                \
+    cudaError_t e_ = (call);                                          \
     if (e_ != cudaSuccess) throw_cuda(e_, #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -72,12 +72,18 @@ __device__ __forceinline__ T act_bwd(Act a, T y) {
 // four consecutive values from shared memory in one (float) or two (double) 16-byte loads
 __device__ __forceinline__ void lds4(const float* p, float v[4]) {
   float4 q = *reinterpret_cast<const float4*>(p);
-  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+  v[0] = q.x;
+  v[1] = q.y;
+  v[2] = q.z;
+  v[3] = q.w;
 }
 __device__ __forceinline__ void lds4(const double* p, double v[4]) {
   double2 q0 = *reinterpret_cast<const double2*>(p);
   double2 q1 = *reinterpret_cast<const double2*>(p + 2);
-  v[0] = q0.x; v[1] = q0.y; v[2] = q1.x; v[3] = q1.y;
+  v[0] = q0.x;
+  v[1] = q0.y;
+  v[2] = q1.x;
+  v[3] = q1.y;
 }
 
 // four consecutive values from global memory through L2 only (other blocks wrote them) into shared memory
@@ -103,8 +109,7 @@ __device__ __forceinline__ void grid_barrier(unsigned int* bar, unsigned int tar
   __syncthreads();
   if (threadIdx.x == 0) {
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(bar), "r"(1u) : "memory");
-    while (ld_acquire_gpu(bar) < target) {
-    }
+    while (ld_acquire_gpu(bar) < target) {}
   }
   __syncthreads();
 }
@@ -185,8 +190,8 @@ __global__ void __launch_bounds__(512, 1) rec_persistent_kernel(const RecArgs<T>
   const int rn0 = (mt / mth) * RN, rh0 = (mt % mth) * RH;
   const bool writer = active && ks == 0;
   const int64_t NH = (int64_t)N * H;
-  const bool vec_load = (H % 4) == 0 && (reinterpret_cast<uintptr_t>(a.seq) % 16) == 0 &&
-                        (reinterpret_cast<uintptr_t>(a.init) % 16) == 0;
+  const bool vec_load =
+      (H % 4) == 0 && (reinterpret_cast<uintptr_t>(a.seq) % 16) == 0 && (reinterpret_cast<uintptr_t>(a.init) % 16) == 0;
   const int S = a.T_ + (kBwd ? 1 : 0);
 
   // 1. the epilogue operands of a step (additive term, c; backward: the forward state for act'). Fetched a
@@ -343,9 +348,9 @@ struct EpiRecBwd {  // C = (C + acc) * act'(Y); Y indexed like C
 };
 
 template <typename T, class Epi>
-__global__ void __launch_bounds__(256) gemm_tiled_kernel(int M, int N, int K, const T* __restrict__ A, int64_t sam,
-                                                         int64_t sak, const T* __restrict__ B, int64_t sbk,
-                                                         int64_t sbn, T* C, int64_t ldc, Epi epi) {
+__global__ void __launch_bounds__(256)
+    gemm_tiled_kernel(int M, int N, int K, const T* __restrict__ A, int64_t sam, int64_t sak, const T* __restrict__ B,
+                      int64_t sbk, int64_t sbn, T* C, int64_t ldc, Epi epi) {
   constexpr int BM = 64, BN = 64, BK = 16;
   __shared__ T As[BK][BM + 4];
   __shared__ T Bs[BK][BN + 4];
@@ -361,12 +366,24 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(int M, int N, int K, co
     for (int i = 0; i < 4; ++i) {
       const int e = tid + i * 256;
       int mm, kk;
-      if (sak == 1) { mm = e / BK; kk = e % BK; } else { kk = e / BM; mm = e % BM; }
+      if (sak == 1) {
+        mm = e / BK;
+        kk = e % BK;
+      } else {
+        kk = e / BM;
+        mm = e % BM;
+      }
       const int64_t gm = m0 + mm;
       const int gk = k0 + kk;
       As[kk][mm] = (gm < M && gk < K) ? A[gm * sam + (int64_t)gk * sak] : T(0);
       int nn;
-      if (sbn == 1) { kk = e / BN; nn = e % BN; } else { nn = e / BK; kk = e % BK; }
+      if (sbn == 1) {
+        kk = e / BN;
+        nn = e % BN;
+      } else {
+        nn = e / BK;
+        kk = e % BK;
+      }
       const int64_t gn = n0 + nn;
       const int gk2 = k0 + kk;
       Bs[kk][nn] = (gn < N && gk2 < K) ? B[(int64_t)gk2 * sbk + gn * sbn] : T(0);
@@ -437,7 +454,8 @@ __global__ void colsum_partial_kernel(const T* X, int64_t rows, int64_t cols, in
 }
 template <typename T>  // accumulate: out1 += s, out2 += s (if given); else out1 = s
 __global__ void colsum_finish_kernel(const T* partial, int nchunks, int64_t cols, T* out1, T* out2, int accumulate) {
-  for (int64_t col = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; col < cols; col += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t col = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; col < cols;
+       col += (int64_t)gridDim.x * blockDim.x) {
     T s = T(0);
     for (int c = 0; c < nchunks; ++c) s += partial[(int64_t)c * cols + col];
     if (accumulate) {
@@ -612,17 +630,21 @@ DevProps dev_props(int device) {
 static const void* persistent_kernel(int device, int itemsize, int RN, bool bwd) {
   const void* k;
   if (itemsize == 4) {
-    if (bwd) k = RN == 1 ? (const void*)rec_persistent_kernel<float, 1, 4, true>
-               : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, true>
-                         : (const void*)rec_persistent_kernel<float, 4, 4, true>;
-    else k = RN == 1 ? (const void*)rec_persistent_kernel<float, 1, 4, false>
-             : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, false>
-                       : (const void*)rec_persistent_kernel<float, 4, 4, false>;
+    if (bwd)
+      k = RN == 1   ? (const void*)rec_persistent_kernel<float, 1, 4, true>
+          : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, true>
+                    : (const void*)rec_persistent_kernel<float, 4, 4, true>;
+    else
+      k = RN == 1   ? (const void*)rec_persistent_kernel<float, 1, 4, false>
+          : RN == 2 ? (const void*)rec_persistent_kernel<float, 2, 4, false>
+                    : (const void*)rec_persistent_kernel<float, 4, 4, false>;
   } else {  // float64 uses RN <= 2
-    if (bwd) k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, true>
-                         : (const void*)rec_persistent_kernel<double, 2, 4, true>;
-    else k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, false>
-                     : (const void*)rec_persistent_kernel<double, 2, 4, false>;
+    if (bwd)
+      k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, true>
+                  : (const void*)rec_persistent_kernel<double, 2, 4, true>;
+    else
+      k = RN == 1 ? (const void*)rec_persistent_kernel<double, 1, 4, false>
+                  : (const void*)rec_persistent_kernel<double, 2, 4, false>;
   }
   static std::mutex m;
   static std::set<std::pair<int, const void*>> done;
@@ -762,9 +784,10 @@ Plan plan_recurrence(int device, int itemsize, int64_t N, int64_t H, bool backwa
     best.why = "stepwise requested";
   } else if (mode == Recurrence::Persistent) {
     if (!best.feasible)
-      throw std::invalid_argument("the persistent recurrence does not fit N = " + std::to_string(N) + ", H = " +
-                                  std::to_string(H) + " (" + std::to_string(itemsize * 8) +
-                                  "-bit) on this GPU: W_hh must fit in the blocks' shared memory; use stepwise or auto");
+      throw std::invalid_argument(
+          "the persistent recurrence does not fit N = " + std::to_string(N) + ", H = " + std::to_string(H) + " (" +
+          std::to_string(itemsize * 8) +
+          "-bit) on this GPU: W_hh must fit in the blocks' shared memory; use stepwise or auto");
     best.persistent = true;
     best.why = "persistent requested";
   } else if (!best.feasible) {
@@ -836,12 +859,25 @@ void recurrence(const Ctx& c, bool bwd, int64_t T_, int64_t N, int64_t H, const 
   if (p.persistent) {
     if (!c.barrier && p.blocks > 1) throw CudaError("persistent recurrence needs a barrier buffer");
     RecArgs<T> a;
-    a.T_ = int(T_); a.N = int(N); a.H = int(H);
+    a.T_ = int(T_);
+    a.N = int(N);
+    a.H = int(H);
     a.M = W_hh;
     a.m_sj = bwd ? 1 : H;
     a.m_sk = bwd ? H : 1;
-    a.seq = seq; a.init = init; a.c = cvec; a.Y = Y; a.final_out = final_out; a.act = act; a.bar = c.barrier;
-    a.Nb = p.Nb; a.Hb = p.Hb; a.KS = p.KS; a.Kp = p.Kp; a.nblk_h = int(ceil_div(H, p.Hb)); a.single = p.blocks == 1;
+    a.seq = seq;
+    a.init = init;
+    a.c = cvec;
+    a.Y = Y;
+    a.final_out = final_out;
+    a.act = act;
+    a.bar = c.barrier;
+    a.Nb = p.Nb;
+    a.Hb = p.Hb;
+    a.KS = p.KS;
+    a.Kp = p.Kp;
+    a.nblk_h = int(ceil_div(H, p.Hb));
+    a.single = p.blocks == 1;
     a.cluster = p.cluster;
     const int RN = p.RN;
     constexpr int RN_MAX = sizeof(T) == 4 ? 4 : 2;
@@ -895,8 +931,8 @@ void column_sums(const Ctx& c, const T* X, int64_t rows, int64_t cols, T* partia
   dim3 grid(unsigned(ceil_div(cols, 32)), unsigned(nchunks));
   colsum_partial_kernel<T><<<grid, dim3(32, 8), 0, c.stream>>>(X, rows, cols, per, partial);
   CK(cudaGetLastError());
-  colsum_finish_kernel<T><<<grid_for(cols), 256, 0, c.stream>>>(partial, int(nchunks), cols, out1, out2,
-                                                                 accumulate ? 1 : 0);
+  colsum_finish_kernel<T>
+      <<<grid_for(cols), 256, 0, c.stream>>>(partial, int(nchunks), cols, out1, out2, accumulate ? 1 : 0);
   CK(cudaGetLastError());
 }
 
@@ -977,8 +1013,8 @@ std::string runtime_status() {
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
     cudaGetLastError();
-    return std::string("no usable CUDA device (no GPU, or no NVIDIA driver for it): cudaGetDeviceCount failed (") + cudaGetErrorName(e) + ": " +
-           cudaGetErrorString(e) + ")";
+    return std::string("no usable CUDA device (no GPU, or no NVIDIA driver for it): cudaGetDeviceCount failed (") +
+           cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")";
   }
   if (n == 0) return "no usable CUDA device: cudaGetDeviceCount found 0 devices";
   return "";

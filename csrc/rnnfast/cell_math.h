@@ -15,7 +15,9 @@ RNNFAST_HD float act_tanh(float z) { return tanhf(z); }
 RNNFAST_HD double act_tanh(double z) { return tanh(z); }
 
 template <typename T>
-RNNFAST_HD T act_relu(T z) { return z > T(0) ? z : (z != z ? z : T(0)); }  // NaN propagates
+RNNFAST_HD T act_relu(T z) {
+  return z > T(0) ? z : (z != z ? z : T(0));
+}  // NaN propagates
 
 // tanh for float32 as a rational function (the minimax form Eigen uses), accurate to a few ulp on the
 // whole line, branch-free so loops over it vectorise; NaN propagates. The CPU kernels use it for float32
@@ -43,11 +45,15 @@ RNNFAST_HD double fast_tanh(double x) { return tanh(x); }
 
 // d tanh / dz expressed through y = tanh(z)
 template <typename T>
-RNNFAST_HD T dact_tanh(T y) { return T(1) - y * y; }
+RNNFAST_HD T dact_tanh(T y) {
+  return T(1) - y * y;
+}
 
 // d relu / dz expressed through y = relu(z): 1 where y > 0, else 0 (the subgradient at 0 is 0, as in torch)
 template <typename T>
-RNNFAST_HD T dact_relu(T y) { return y > T(0) ? T(1) : T(0); }
+RNNFAST_HD T dact_relu(T y) {
+  return y > T(0) ? T(1) : T(0);
+}
 
 // Logistic sigmoid for the gated cells (LSTM, GRU), derivative from the output: sigma' = y (1 - y).
 RNNFAST_HD float act_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
@@ -59,6 +65,8 @@ RNNFAST_HD float fast_sigmoid(float z) { return 0.5f * fast_tanh(0.5f * z) + 0.5
 RNNFAST_HD double fast_sigmoid(double z) { return act_sigmoid(z); }
 
 template <typename T>
-RNNFAST_HD T dact_sigmoid(T y) { return y * (T(1) - y); }
+RNNFAST_HD T dact_sigmoid(T y) {
+  return y * (T(1) - y);
+}
 
 }  // namespace rnnfast
