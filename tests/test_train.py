@@ -343,7 +343,7 @@ def test_progress_bar_with_tqdm_and_without(monkeypatch):
     calls = {"postfix": [], "update": 0, "closed": False, "init": None}
 
     class FakeBar:
-        def __init__(self, total=None, initial=0, unit=None):
+        def __init__(self, total=None, initial=0, unit=None, **kw):
             calls["init"] = (total, initial, unit)
 
         def set_postfix(self, d, refresh=True):

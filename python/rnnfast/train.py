@@ -510,7 +510,7 @@ def _nonfinite(arrays):
 
 
 def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, history: Optional[dict] = None,
-                    metadata: Optional[dict] = None) -> None:
+                    metadata: Optional[dict] = None, extra: Optional[dict] = None) -> None:
     """Write model, optimizer state, step, RNG state, loss history and metadata to ONE .npz at `path`.
 
     Atomic: everything goes to a temporary file beside `path`, is flushed to disk, then os.replace()s the
@@ -519,7 +519,9 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, histor
     serialised. Parameters holding NaN or inf are refused (ValueError) and the existing file is kept. No
     object arrays: strings are stored as NumPy unicode arrays and the file loads with allow_pickle=False.
     The metadata lives in the .npz itself ("meta_json"; load_checkpoint(path) returns it); no sidecar file
-    is written, so nothing can go stale beside it.
+    is written, so nothing can go stale beside it. extra: {name: value} of a training loop's own state
+    (Trainer's extra_state hook): NumPy arrays are stored bit for bit as "extra/<name>", other values
+    (JSON-serialisable) in the metadata; load_checkpoint returns them as info["extra"].
     """
     path = os.fspath(path)
     arrays = {f"model/{k}": _host(v) for k, v in model.params.items()}
@@ -532,9 +534,17 @@ def save_checkpoint(path, model, optimizer=None, step: int = 0, rng=None, histor
     if history is not None:
         arrays["history/step"] = np.asarray(history["step"], dtype=np.int64)
         arrays["history/loss"] = np.asarray(history["loss"], dtype=np.float64)
+    extra_json = {}
+    for k, v in (extra or {}).items():
+        if isinstance(v, np.ndarray) or hasattr(v, "__cuda_array_interface__"):
+            arrays[f"extra/{k}"] = _host(v)
+        else:
+            extra_json[k] = v
     meta = {"format_version": FORMAT_VERSION, "step": int(step), "model": type(model).__name__,
             "optimizer": None if optimizer is None else type(optimizer).__name__,
             "metadata": metadata or {}}
+    if extra_json:
+        meta["extra"] = extra_json
     arrays["step"] = np.array(int(step), dtype=np.int64)
     arrays["meta_json"] = np.array(json.dumps(meta))
     if rng is not None:
@@ -663,7 +673,8 @@ def _check_model_state(path, model, state):
 
 def load_checkpoint(path, model=None, optimizer=None, rng=None) -> dict:
     """Read a checkpoint written by save_checkpoint; load into model / optimizer / rng (each optional).
-    Returns {"step", "metadata", "history", "meta"}.
+    Returns {"step", "metadata", "history", "meta", "extra"} (extra: save_checkpoint's extra= values,
+    arrays bit for bit; {} when none were saved).
 
     All or nothing: the whole file is read and checked against the model, the optimizer (its type and
     every state array) and the RNG before any of them is changed, so a failed load changes nothing. Every
@@ -700,7 +711,10 @@ def load_checkpoint(path, model=None, optimizer=None, rng=None) -> dict:
         optimizer.state, optimizer.t, optimizer.lr = ostate
     if rng is not None:
         rng.bit_generator.state = rstate
-    return {"step": int(files["step"]), "metadata": meta.get("metadata", {}), "history": history, "meta": meta}
+    extra = dict(meta.get("extra", {}))
+    extra.update({k[6:]: v for k, v in files.items() if k.startswith("extra/")})
+    return {"step": int(files["step"]), "metadata": meta.get("metadata", {}), "history": history, "meta": meta,
+            "extra": extra}
 
 
 # ---- loss history ----
@@ -769,26 +783,46 @@ def _tqdm():
     return tqdm
 
 
+def _nonfinite_in(model, which):
+    """The first name in model.params / model.grads (which = "P" / "G") holding NaN or inf, or None. On a
+    flat model one native pass over the whole buffer (_C.all_finite); the per-array NumPy check runs only
+    to name the culprit, or when the model is not flat."""
+    fb = _flat_of(model)
+    ops = _native()
+    if fb is not None and hasattr(ops, "all_finite") and ops.all_finite(fb.P if which == "P" else fb.G):
+        return None
+    return _nonfinite(model.params if which == "P" else model.grads)
+
+
 class Trainer:
-    """Steps a model with an optimizer: zero_grad, model.loss(*batch) (which accumulates gradients), a
-    finite-loss check, clipping, the update, the loss history and periodic atomic checkpoints.
+    """Steps a model with an optimizer and owns the training loop: zero_grad, model.loss(*batch) (which
+    accumulates gradients), a finite-loss and finite-gradient guard, clipping, the update, the loss
+    history, periodic atomic checkpoints, a step and/or time budget, hooks and a progress bar.
 
     The RNG in self.rng feeds get_batch in fit(); it is saved in checkpoints, so a resumed run draws the
-    same batches and its loss trajectory equals the uninterrupted one.
+    same batches and its loss trajectory equals the uninterrupted one. A loop with more state of its own
+    (a stream position, a carried hidden state) gives extra_state = (get, set): get() returns {name:
+    array or JSON value}, saved into every checkpoint (arrays bit for bit), and load() hands the saved
+    dict back to set(extra). loss_scale multiplies the loss recorded in history (e.g. 1 / ln 2 for bits).
     """
 
     def __init__(self, model, optimizer, clip_norm=None, clip_value=None, checkpoint=None, checkpoint_every=None,
-                 progress=True, seed=0, metadata=None):
+                 progress=True, seed=0, metadata=None, extra_state=None, loss_scale=1.0, desc=None):
         self.model, self.optimizer = model, optimizer
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         if checkpoint_every is not None and checkpoint is None:
             raise ValueError("checkpoint_every needs a checkpoint path")
+        if extra_state is not None and not (len(extra_state) == 2 and all(map(callable, extra_state))):
+            raise TypeError("extra_state must be a pair of callables (get, set)")
         self.progress, self.metadata = progress, metadata or {}
+        self.extra_state, self.loss_scale, self.desc = extra_state, float(loss_scale), desc
         self.rng = np.random.default_rng(seed)
         self.step_count = 0
         self.history = {"step": [], "loss": []}
         self.last_checkpoint = None      # (path, step) of the last checkpoint written or loaded
+        self._bar = None
+        self._whole = True               # False from an update until the loop's own state has followed it
         if hasattr(model, "params") and hasattr(model, "grads") and flat_buffers(model) is None:
             flatten_parameters(model)    # zero_grad, clipping and the update become one native call each
 
@@ -797,11 +831,11 @@ class Trainer:
         return (f"the last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]})"
                 if self.last_checkpoint else "no checkpoint was written")
 
-    def _finish(self, loss):
+    def _finish(self, loss, in_fit=False):
         # the guard: a finite loss can still come with NaN/inf gradients (an inf input, NaN in masked padding)
         bad = None if math.isfinite(loss) else f"loss is {loss}"
         if bad is None:
-            name = _nonfinite(self.model.grads)
+            name = _nonfinite_in(self.model, "G")
             if name is not None:
                 bad = f"the gradient of {name} holds NaN or inf (the loss, {loss:.6g}, is finite)"
         if bad is not None:
@@ -812,44 +846,118 @@ class Trainer:
             clip_grad_value(self.model, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(self.model, self.clip_norm)
+        self._whole = False
         self.optimizer.step()
         self.step_count += 1
         self.history["step"].append(self.step_count)
-        self.history["loss"].append(float(loss))
-        name = _nonfinite(self.model.params)
+        self.history["loss"].append(float(loss) * self.loss_scale)
+        if not in_fit:
+            self._whole = True
+        name = _nonfinite_in(self.model, "P")
         if name is not None:           # finite gradients, but the update overflowed: say so now
+            self._whole = True
             raise TrainingDiverged(f"parameter {name} holds NaN or inf after the update of step {self.step_count}; "
                                    f"no checkpoint is written from it; {self._where()}")
-        if self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
+        if not in_fit and self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
             self.save(self.checkpoint)
 
     def step(self, *batch, **kw) -> float:
         """One update on one batch: returns the loss (a float)."""
+        return self._step(batch, kw, False)
+
+    def _step(self, batch, kw, in_fit):
         self.optimizer.zero_grad()
         loss = float(self.model.loss(*batch, **kw))
-        self._finish(loss)
+        self._finish(loss, in_fit)
         return loss
 
-    def fit(self, get_batch, num_steps: int, tokens_per_step: Optional[int] = None) -> dict:
-        """Run until step_count == num_steps (so a resumed trainer runs only what is left). get_batch(rng)
-        returns a tuple of positional arguments for model.loss (or a dict of keyword arguments)."""
+    def write(self, text: str) -> None:
+        """Print a line (from a hook) without breaking the progress bar."""
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def fit(self, get_batch, num_steps: Optional[int] = None, tokens_per_step: Optional[int] = None, *,
+            max_seconds: Optional[float] = None, after_step=None, hooks=(), should_stop=None) -> dict:
+        """Run until step_count == num_steps (so a resumed trainer runs only what is left) or max_seconds of
+        this call have passed, whichever comes first (at least one must be given).
+
+        get_batch(rng) returns a tuple of positional arguments for model.loss (or a dict of keyword
+        arguments). after_step(trainer, loss): called right after each update, before anything can save,
+        to advance the loop's own state (extra_state). hooks: (every, fn) pairs; fn(trainer) runs when
+        step_count % every == 0 (evaluation, sampling; use trainer.write to print). should_stop(): checked
+        after each step; True stops the run as a Ctrl-C would. Checkpoints go to self.checkpoint every
+        checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint of the last whole step to
+        self.checkpoint (when set), records .step and .checkpoint on the exception and re-raises it.
+        """
+        if num_steps is None and max_seconds is None:
+            raise ValueError("give num_steps or max_seconds (a step or a time budget)")
+        if max_seconds is not None and not (isinstance(max_seconds, (int, float, np.number))
+                                            and math.isfinite(max_seconds) and max_seconds > 0):
+            raise ValueError(f"max_seconds must be a number > 0, got {max_seconds!r}")
+        for every, fn in hooks:
+            if not (isinstance(every, (int, np.integer)) and every >= 1 and callable(fn)):
+                raise ValueError(f"hooks must be (every >= 1, callable) pairs, got ({every!r}, {fn!r})")
         tq = _tqdm() if self.progress else None
-        bar = tq(total=num_steps, initial=self.step_count, unit="step") if tq is not None else None
+        by_steps = num_steps is not None
         t0, n0 = time.perf_counter(), self.step_count
+        if tq is not None:
+            total = num_steps if by_steps else float(max_seconds)
+            self._bar = tq(total=total, initial=self.step_count if by_steps else 0, desc=self.desc,
+                           unit="step" if by_steps else "s", dynamic_ncols=True, mininterval=0.25)
+        last, pending = t0, None
         try:
-            while self.step_count < num_steps:
+            while True:
+                now = time.perf_counter()
+                if by_steps and self.step_count >= num_steps:
+                    break
+                if max_seconds is not None and now - t0 >= max_seconds:
+                    break
+                pending = self.rng.bit_generator.state     # restored if Ctrl-C comes before the update
                 b = get_batch(self.rng)
-                loss = self.step(**b) if isinstance(b, dict) else self.step(*b)
-                if bar is not None:
-                    rate = (self.step_count - n0) / max(time.perf_counter() - t0, 1e-9)
-                    post = {"loss": f"{loss:.4g}", "steps/s": f"{rate:.3g}"}
+                if isinstance(b, dict):
+                    loss = self._step((), b, True)
+                else:
+                    loss = self._step(tuple(b), {}, True)
+                pending = None
+                if after_step is not None:
+                    after_step(self, loss)
+                self._whole = True
+                if self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
+                    self.save(self.checkpoint)
+                for every, fn in hooks:
+                    if self.step_count % every == 0:
+                        fn(self)
+                if self._bar is not None:
+                    now = time.perf_counter()
+                    rate = (self.step_count - n0) / max(now - t0, 1e-9)
+                    post = {"loss": f"{loss * self.loss_scale:.4g}", "steps/s": f"{rate:.3g}"}
                     if tokens_per_step:
                         post["tok/s"] = f"{rate * tokens_per_step:.3g}"
-                    bar.set_postfix(post, refresh=False)
-                    bar.update(1)
+                    self._bar.set_postfix(post, refresh=False)
+                    self._bar.update(1 if by_steps else min(now - last, max(0.0, self._bar.total - self._bar.n)))
+                    last = now
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt("training stopped")
+        except KeyboardInterrupt as e:
+            saved = None
+            if pending is not None and self._whole:    # stopped before this step's update: undo its draw
+                self.rng.bit_generator.state = pending
+                self.model.zero_grad()
+            if self.checkpoint is not None and self._whole:
+                self.save(self.checkpoint)
+                saved = os.fspath(self.checkpoint)
+            self._whole = True
+            try:
+                e.step, e.checkpoint = self.step_count, saved
+            except AttributeError:
+                pass
+            raise
         finally:
-            if bar is not None:
-                bar.close()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         return self.history
 
     def tbptt(self, x, y, k: int, h0=None, mask=None, **kw) -> tuple:
@@ -876,11 +984,13 @@ class Trainer:
         path = path or self.checkpoint
         if path is None:
             raise ValueError("no checkpoint path given")
-        bad = _nonfinite(self.model.params)
+        bad = _nonfinite_in(self.model, "P")
         if bad is not None:
             raise TrainingDiverged(f"parameter {bad} holds NaN or inf: not saved to {os.fspath(path)}; "
                                    f"{self._where()}")
-        save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata)
+        extra = self.extra_state[0]() if self.extra_state is not None else None
+        save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata,
+                        extra=extra)
         self.last_checkpoint = (os.fspath(path), self.step_count)
 
     def load(self, path=None) -> dict:
@@ -889,5 +999,7 @@ class Trainer:
         self.step_count = info["step"]
         self.history = info["history"] or {"step": [], "loss": []}
         self.metadata = info["metadata"]
+        if self.extra_state is not None:
+            self.extra_state[1](info["extra"])
         self.last_checkpoint = (os.fspath(path), self.step_count)
         return info

@@ -10,15 +10,9 @@ from __future__ import annotations
 import sys
 import time
 
+from ..train import TrainingInterrupted  # noqa: F401  (raised here and by Trainer.fit; defined in train)
+
 _STOP = {"requested": False}
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a training loop between two steps; `step` and `checkpoint` (the path saved, or None)
-    are set by the loop that saved it."""
-
-    step = None
-    checkpoint = None
 
 
 def request_stop():
@@ -31,6 +25,14 @@ def clear_stop():
 
 def stop_requested():
     return _STOP["requested"]
+
+
+def take_stop():
+    """True once after a stop request (Trainer.fit's should_stop): the request is cleared."""
+    if _STOP["requested"]:
+        clear_stop()
+        return True
+    return False
 
 
 class Progress:

@@ -20,7 +20,7 @@ import numpy as np
 from .. import _decode
 from .. import train as _train
 from ..topologies import ManyToMany, check_cell
-from ._progress import Progress, TrainingInterrupted
+from ._progress import take_stop
 
 KIND = "char_lm"
 _LN2 = math.log(2.0)
@@ -381,10 +381,15 @@ class _ChunkTask:
         return loss
 
 
-def make_trainer(model, opt, clip_norm, step=0):
-    """The Trainer that runs train_char_lm's updates: zero_grad, loss, the finite-loss guard, clipping to
-    clip_norm (None or 0: none), the optimizer step; step_count starts at `step`."""
-    t = _train.Trainer(_ChunkTask(model), opt, clip_norm=clip_norm or None, progress=False)
+def make_trainer(model, opt, clip_norm, step=0, checkpoint=None, checkpoint_every=None, progress=False,
+                 metadata=None):
+    """The Trainer that runs train_char_lm: zero_grad, loss, the finite-loss guard, clipping to clip_norm
+    (None or 0: none), the optimizer step, its loop (budgets, hooks, checkpoints, progress); the history
+    is in bits per character; step_count starts at `step`."""
+    t = _train.Trainer(_ChunkTask(model), opt, clip_norm=clip_norm or None, progress=progress,
+                       checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every if checkpoint else None, metadata=metadata,
+                       loss_scale=1.0 / _LN2, desc="train-char")
     t.step_count = int(step)
     return t
 
@@ -456,7 +461,11 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
         info = _train.load_checkpoint(resume, optimizer=opt, rng=rng)
         step = int(info["step"])
         pos = int(state["pos"])
-        h = np.asarray(state["h"], model.dtype).reshape(model.state_shape(batch_size))
+        saved_h = info["extra"].get("h")
+        if saved_h is None:               # checkpoints before the extra-state arrays: h as a float64 list
+            saved_h = state.pop("h")
+        state.pop("h", None)
+        h = np.asarray(saved_h, model.dtype).reshape(model.state_shape(batch_size))
         history = {k: list(v) for k, v in (info.get("history") or {"step": [], "loss": []}).items()}
         history["val_step"], history["val_bpc"] = list(state["val_step"]), list(state["val_bpc"])
         val_fraction, clip_norm = state["val_fraction"], state["clip_norm"]
@@ -483,78 +492,66 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
     if eval_every is None:
         eval_every = max(1, max_steps // 5) if max_steps else 500
 
-    def save(path):
-        meta = model.metadata()
-        meta["train_state"] = dict(state, pos=pos, h=h.astype(np.float64).ravel().tolist(),
-                                   val_step=history["val_step"], val_bpc=history["val_bpc"])
-        _train.save_checkpoint(path, model.net, opt, step=step, rng=rng, history=history, metadata=meta)
+    meta = model.metadata()
+    meta["train_state"] = state
+    loop = {"pos": pos, "h": h, "chars": 0}
+    trainer = make_trainer(model, opt, clip_norm, step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                           progress=progress, metadata=meta)
+    trainer.rng = rng
+    trainer.history = history
+
+    def get_extra():                  # the stream position and carried state, saved in every checkpoint
+        state["pos"] = loop["pos"]
+        state["val_step"], state["val_bpc"] = history["val_step"], history["val_bpc"]
+        return {"h": loop["h"]}
+
+    trainer.extra_state = (get_extra, None)
+
+    def get_batch(_rng):
+        if loop["pos"] + T + 1 > S.shape[0]:          # end of an epoch: wrap, reset the state
+            loop["pos"], loop["h"] = 0, model.zero_state(N)
+        p = loop["pos"]
+        return S[p:p + T], S[p + 1:p + T + 1], loop["h"]
+
+    def after_step(tr, loss):
+        loop["h"] = tr.model.h_n
+        loop["pos"] += T
+        loop["chars"] += T * N
 
     def validate():
         if val_ids is None:
             return None
         bpc = model.evaluate(val_ids, max_chars=val_max_chars)
-        history["val_step"].append(step)
+        history["val_step"].append(trainer.step_count)
         history["val_bpc"].append(bpc)
         return bpc
 
-    trainer = make_trainer(model, opt, clip_norm, step)
-    total = max_steps - step if max_steps is not None else max_seconds
-    bar = Progress(total, desc="train-char", unit="step" if max_steps is not None else "s", enabled=progress)
-    say = bar.write if progress else log
+    def evaluate_hook(tr):
+        v = validate()
+        if v is not None:
+            tr.write(f"step {tr.step_count}: val {v:.3f} bits/char")
+
+    def sample_hook(tr):
+        last = S[loop["pos"] - 1:loop["pos"], 0]
+        tr.write(f"--- sample at step {tr.step_count} ---\n"
+                 + model.sample(model.vocab.decode(last), sample_length, 0.8, seed=tr.step_count) + "\n---")
+
+    hooks = [(eval_every, evaluate_hook)] if eval_every else []
+    if sample_every:
+        hooks.append((sample_every, sample_hook))
     start = time.perf_counter()
-    last_t = start
-    chars = 0
-    bpc_avg = None
     try:
-        while True:
-            if max_steps is not None and step >= max_steps:
-                break
-            now = time.perf_counter()
-            if max_seconds is not None and now - start >= max_seconds:
-                break
-            if pos + T + 1 > S.shape[0]:          # end of an epoch: wrap, reset the state
-                pos = 0
-                h = model.zero_state(N)
-            x, y = S[pos:pos + T], S[pos + 1:pos + T + 1]
-            try:                              # zero, loss, finite check, clip, update: Trainer's one step
-                loss = trainer.step(x, y, h)
-            except _train.TrainingDiverged as e:
-                raise _train.TrainingDiverged(f"training diverged at step {step + 1}: {e}; lower the learning "
-                                              f"rate (the last checkpoint, if any, is untouched)") from None
-            h = trainer.model.h_n
-            step += 1
-            pos += T
-            chars += T * N
-            bpc = loss / _LN2
-            history["step"].append(step)
-            history["loss"].append(bpc)
-            bpc_avg = bpc if bpc_avg is None else 0.95 * bpc_avg + 0.05 * bpc
-            now = time.perf_counter()
-            elapsed = now - start
-            bar.update(1 if max_steps is not None else now - last_t, loss=f"{loss:.3f}", bpc=f"{bpc_avg:.3f}",
-                       chars_s=f"{chars / max(elapsed, 1e-9):,.0f}")
-            last_t = now
-            if eval_every and step % eval_every == 0:
-                v = validate()
-                if v is not None:
-                    say(f"step {step}: val {v:.3f} bits/char")
-            if sample_every and step % sample_every == 0:
-                say(f"--- sample at step {step} ---\n"
-                          + model.sample(model.vocab.decode(x[-1:, 0]), sample_length, 0.8, seed=step)
-                          + "\n---")
-            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
-                save(checkpoint)
-    except TrainingInterrupted as e:     # a first Ctrl-C, raised between steps: the state is whole
-        if checkpoint:
-            save(checkpoint)
-        e.step, e.checkpoint = step, checkpoint
-        raise
-    finally:
-        bar.close()
+        trainer.fit(get_batch, max_steps, T * N, max_seconds=max_seconds, after_step=after_step, hooks=hooks,
+                    should_stop=take_stop)
+    except _train.TrainingDiverged as e:
+        raise _train.TrainingDiverged(f"training diverged: {e}; lower the learning rate (the last checkpoint, "
+                                      f"if any, is untouched)") from None
     seconds = time.perf_counter() - start
+    step = trainer.step_count
     done = history["val_step"] and history["val_step"][-1] == step
     val_bpc = history["val_bpc"][-1] if done else validate()
     if checkpoint:
-        save(checkpoint)
+        trainer.save(checkpoint)
+    chars = loop["chars"]
     return {"model": model, "history": history, "val_bpc": val_bpc, "steps": step, "seconds": seconds,
             "chars_per_sec": chars / max(seconds, 1e-9), "uniform_bpc": math.log2(model.vocab.size)}
