@@ -803,18 +803,23 @@ class Trainer:
     same batches and its loss trajectory equals the uninterrupted one. A loop with more state of its own
     (a stream position, a carried hidden state) gives extra_state = (get, set): get() returns {name:
     array or JSON value}, saved into every checkpoint (arrays bit for bit), and load() hands the saved
-    dict back to set(extra). loss_scale multiplies the loss recorded in history (e.g. 1 / ln 2 for bits).
+    dict back to set(extra) (set may be None). loss_scale multiplies the loss recorded in history (e.g.
+    1 / ln 2 for bits). checkpoint_model: what checkpoints hold when it is more than the trained model (a
+    pipeline with a frozen feature extractor); default the model.
     """
 
     def __init__(self, model, optimizer, clip_norm=None, clip_value=None, checkpoint=None, checkpoint_every=None,
-                 progress=True, seed=0, metadata=None, extra_state=None, loss_scale=1.0, desc=None):
+                 progress=True, seed=0, metadata=None, extra_state=None, loss_scale=1.0, desc=None,
+                 checkpoint_model=None):
         self.model, self.optimizer = model, optimizer
+        self.checkpoint_model = model if checkpoint_model is None else checkpoint_model
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         if checkpoint_every is not None and checkpoint is None:
             raise ValueError("checkpoint_every needs a checkpoint path")
-        if extra_state is not None and not (len(extra_state) == 2 and all(map(callable, extra_state))):
-            raise TypeError("extra_state must be a pair of callables (get, set)")
+        if extra_state is not None and not (len(extra_state) == 2 and callable(extra_state[0])
+                                            and (extra_state[1] is None or callable(extra_state[1]))):
+            raise TypeError("extra_state must be a pair (get, set) of callables (set may be None)")
         self.progress, self.metadata = progress, metadata or {}
         self.extra_state, self.loss_scale, self.desc = extra_state, float(loss_scale), desc
         self.rng = np.random.default_rng(seed)
@@ -989,17 +994,17 @@ class Trainer:
             raise TrainingDiverged(f"parameter {bad} holds NaN or inf: not saved to {os.fspath(path)}; "
                                    f"{self._where()}")
         extra = self.extra_state[0]() if self.extra_state is not None else None
-        save_checkpoint(path, self.model, self.optimizer, self.step_count, self.rng, self.history, self.metadata,
-                        extra=extra)
+        save_checkpoint(path, self.checkpoint_model, self.optimizer, self.step_count, self.rng, self.history,
+                        self.metadata, extra=extra)
         self.last_checkpoint = (os.fspath(path), self.step_count)
 
     def load(self, path=None) -> dict:
         path = path or self.checkpoint
-        info = load_checkpoint(path, self.model, self.optimizer, self.rng)
+        info = load_checkpoint(path, self.checkpoint_model, self.optimizer, self.rng)
         self.step_count = info["step"]
         self.history = info["history"] or {"step": [], "loss": []}
         self.metadata = info["metadata"]
-        if self.extra_state is not None:
+        if self.extra_state is not None and self.extra_state[1] is not None:
             self.extra_state[1](info["extra"])
         self.last_checkpoint = (os.fspath(path), self.step_count)
         return info

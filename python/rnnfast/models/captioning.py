@@ -21,7 +21,7 @@ from .. import train as _train
 from ..nn import GRU, LSTM, RNN, Embedding, Linear, Module, linear_cross_entropy
 from ..topologies import check_cell
 from . import shapes as _shapes
-from ._progress import Progress, TrainingInterrupted
+from ._progress import Progress, take_stop
 from .bleu import corpus_bleu, exact_match
 from .cnn import SmallCNN
 
@@ -374,6 +374,7 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
         info = _train.load_checkpoint(resume, model=model, optimizer=opt, rng=rng)
         step = info["step"]
         history = dict(info["history"] or {"step": [], "loss": []})
+        history.update({k: list(v) for k, v in info["extra"].items() if k in ("val_step", "val_bleu4")})
         batch_size, lr_decay, clip_norm = meta["batch_size"], meta["lr_decay"], meta["clip_norm"]
         extra = {k: meta[k] for k in ("batch_size", "lr_decay", "clip_norm", "data") if k in meta}
     else:
@@ -394,57 +395,40 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
         eval_every = max(1, max_steps // 5) if max_steps else 200
     has_val = "val_captions" in data and len(data["val_captions"]) > 0
 
-    def save(path):
-        _train.save_checkpoint(path, model, opt, step=step, rng=rng, history=history, metadata=meta)
-
-    trainer = _train.Trainer(model.captioner, opt, clip_norm=clip_norm or None, progress=False)
-    trainer.step_count = step
-    total = max_steps - step if max_steps is not None else max_seconds
-    bar = Progress(total, desc="caption", unit="step" if max_steps is not None else "s", enabled=progress)
-    say = bar.write if progress else log
-    start = last_t = time.perf_counter()
-    step0 = step
+    trainer = _train.Trainer(model.captioner, opt, clip_norm=clip_norm or None, checkpoint=checkpoint,
+                             checkpoint_every=checkpoint_every if checkpoint else None, progress=progress,
+                             metadata=meta, checkpoint_model=model, desc="caption")
+    trainer.rng, trainer.step_count, trainer.history = rng, step, history
+    trainer.extra_state = (lambda: {"val_step": history["val_step"], "val_bleu4": history["val_bleu4"]}, None)
     val = None
+
+    def get_batch(rng):
+        b = rng.integers(0, len(caps), batch_size)
+        return feats[idxs[b]], caps[b]
+
+    def after_step(tr, loss):
+        if lr_decay != 1.0 and tr.step_count % steps_per_epoch == 0:
+            opt.lr *= lr_decay
+
+    def evaluate_hook(tr):
+        nonlocal val
+        val = evaluate(model.captioner, data, "val", max_images=eval_images)
+        history["val_step"].append(tr.step_count)
+        history["val_bleu4"].append(val["bleu4"])
+        tr.write(f"step {tr.step_count}: val BLEU-4 {val['bleu4']:.3f}, exact {val['exact']:.1%} "
+                 f"({val['n_images']} images)")
+
+    start = time.perf_counter()
     try:
-        while True:
-            if max_steps is not None and step >= max_steps:
-                break
-            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                break
-            b = rng.integers(0, len(caps), batch_size)
-            try:                              # zero, loss, finite check, clip, update: Trainer's one step
-                loss = trainer.step(feats[idxs[b]], caps[b])
-            except _train.TrainingDiverged as e:
-                raise _train.TrainingDiverged(f"training diverged at step {step + 1}: {e}; lower the learning "
-                                              f"rate (the last checkpoint, if any, is untouched)") from None
-            step += 1
-            if lr_decay != 1.0 and step % steps_per_epoch == 0:
-                opt.lr *= lr_decay
-            history["step"].append(step)
-            history["loss"].append(loss)
-            now = time.perf_counter()
-            bar.update(1 if max_steps is not None else now - last_t, loss=f"{loss:.3f}",
-                       caps_s=f"{(step - step0) * batch_size / max(now - start, 1e-9):,.0f}")
-            last_t = now
-            if has_val and eval_every and step % eval_every == 0:
-                val = evaluate(model.captioner, data, "val", max_images=eval_images)
-                history["val_step"].append(step)
-                history["val_bleu4"].append(val["bleu4"])
-                say(f"step {step}: val BLEU-4 {val['bleu4']:.3f}, exact {val['exact']:.1%} "
-                          f"({val['n_images']} images)")
-            if checkpoint and checkpoint_every and step % checkpoint_every == 0:
-                save(checkpoint)
-    except TrainingInterrupted as e:     # a first Ctrl-C, raised between steps: the state is whole
-        if checkpoint:
-            save(checkpoint)
-        e.step, e.checkpoint = step, checkpoint
-        raise
-    finally:
-        bar.close()
+        trainer.fit(get_batch, max_steps, batch_size, max_seconds=max_seconds, after_step=after_step,
+                    hooks=[(eval_every, evaluate_hook)] if has_val and eval_every else [], should_stop=take_stop)
+    except _train.TrainingDiverged as e:
+        raise _train.TrainingDiverged(f"training diverged: {e}; lower the learning rate (the last checkpoint, "
+                                      f"if any, is untouched)") from None
     seconds = time.perf_counter() - start
     if checkpoint:
-        save(checkpoint)
-    return {"model": model, "history": history, "val": val, "steps": step, "seconds": seconds}
+        trainer.save(checkpoint)
+    return {"model": model, "history": history, "val": val, "steps": trainer.step_count, "seconds": seconds}
 
 
 # ---------------------------------------------------------------- picture
