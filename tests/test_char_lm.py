@@ -65,6 +65,30 @@ def test_resume_continues_exactly(corpus, tmp_path):
     assert res["val_bpc"] == full["val_bpc"]
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_ctrl_c_saves_stream_position_and_state_and_resume_is_exact(corpus, tmp_path, monkeypatch, cell):
+    kw = dict(hidden_size=16, num_layers=2, seq_length=10, batch_size=3, lr=3e-3, progress=False, seed=2,
+              eval_every=0, cell=cell)
+    full = LM.train_char_lm(corpus[:20_000], max_steps=14, **kw)
+    ck = str(tmp_path / "lm.npz")
+    real = LM.CharLM.sample
+
+    def ctrl_c(self, *a, seed=None, **k):      # the sampling hook of step 6 is where Ctrl-C lands
+        if seed == 6:
+            raise KeyboardInterrupt
+        return real(self, *a, seed=seed, **k)
+
+    monkeypatch.setattr(LM.CharLM, "sample", ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as e:
+        LM.train_char_lm(corpus[:20_000], max_steps=14, checkpoint=ck, sample_every=3, sample_length=5, **kw)
+    monkeypatch.setattr(LM.CharLM, "sample", real)
+    assert e.value.step == 6 and e.value.checkpoint == ck
+    with np.load(ck, allow_pickle=False) as z:
+        assert z["extra/h"].dtype == np.float32 and int(z["step"]) == 6
+    res = LM.train_char_lm(corpus[:20_000], max_steps=14, resume=ck, **{k: v for k, v in kw.items() if k != "cell"})
+    assert res["history"]["loss"] == full["history"]["loss"]
+
+
 def test_sample_reproducible_and_long_prime(hello, corpus):
     m = LM.CharLM(LM.CharVocab(corpus), hidden_size=16, seed=0)
     a = m.sample("import os\n", 50, temperature=1.0, seed=5)
