@@ -147,6 +147,7 @@ def test_should_stop_stops_like_ctrl_c(tmp_path):
     tr = _trainer(p)
     with pytest.raises(KeyboardInterrupt) as e:
         tr.fit(_batch, 10, should_stop=lambda: tr.step_count >= 4)
+    assert isinstance(e.value, train.TrainingInterrupted)
     assert e.value.step == 4 and load_checkpoint(p)["step"] == 4
 
 

@@ -775,6 +775,14 @@ class TrainingDiverged(FloatingPointError):
     the last good checkpoint."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped between two steps (Trainer.fit's should_stop, e.g. the command line's first Ctrl-C);
+    `step` and `checkpoint` (the path saved, or None) are set by the loop that saved it."""
+
+    step = None
+    checkpoint = None
+
+
 def _tqdm():
     try:
         from tqdm.auto import tqdm
@@ -892,7 +900,7 @@ class Trainer:
         arguments). after_step(trainer, loss): called right after each update, before anything can save,
         to advance the loop's own state (extra_state). hooks: (every, fn) pairs; fn(trainer) runs when
         step_count % every == 0 (evaluation, sampling; use trainer.write to print). should_stop(): checked
-        after each step; True stops the run as a Ctrl-C would. Checkpoints go to self.checkpoint every
+        after each step; True stops the run as a Ctrl-C would (raising TrainingInterrupted). Checkpoints go to self.checkpoint every
         checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint of the last whole step to
         self.checkpoint (when set), records .step and .checkpoint on the exception and re-raises it.
         """
@@ -944,7 +952,7 @@ class Trainer:
                     self._bar.update(1 if by_steps else min(now - last, max(0.0, self._bar.total - self._bar.n)))
                     last = now
                 if should_stop is not None and should_stop():
-                    raise KeyboardInterrupt("training stopped")
+                    raise TrainingInterrupted("training stopped between two steps")
         except KeyboardInterrupt as e:
             saved = None
             if pending is not None and self._whole:    # stopped before this step's update: undo its draw
