@@ -900,8 +900,8 @@ class Trainer:
         arguments). after_step(trainer, loss): called right after each update, before anything can save,
         to advance the loop's own state (extra_state). hooks: (every, fn) pairs; fn(trainer) runs when
         step_count % every == 0 (evaluation, sampling; use trainer.write to print). should_stop(): checked
-        after each step; True stops the run as a Ctrl-C would (raising TrainingInterrupted). Checkpoints go to self.checkpoint every
-        checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint of the last whole step to
+        after each step; True stops the run as a Ctrl-C would (raising TrainingInterrupted). Checkpoints
+        go to self.checkpoint every checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint of the last whole step to
         self.checkpoint (when set), records .step and .checkpoint on the exception and re-raises it.
         """
         if num_steps is None and max_seconds is None:
