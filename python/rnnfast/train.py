@@ -901,8 +901,9 @@ class Trainer:
         to advance the loop's own state (extra_state). hooks: (every, fn) pairs; fn(trainer) runs when
         step_count % every == 0 (evaluation, sampling; use trainer.write to print). should_stop(): checked
         after each step; True stops the run as a Ctrl-C would (raising TrainingInterrupted). Checkpoints
-        go to self.checkpoint every checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint of the last whole step to
-        self.checkpoint (when set), records .step and .checkpoint on the exception and re-raises it.
+        go to self.checkpoint every checkpoint_every steps. A KeyboardInterrupt (Ctrl-C) saves a checkpoint
+        of the last whole step to self.checkpoint (when set), records .step and .checkpoint on the
+        exception and re-raises it.
         """
         if num_steps is None and max_seconds is None:
             raise ValueError("give num_steps or max_seconds (a step or a time budget)")
