@@ -813,13 +813,14 @@ class Trainer:
     array or JSON value}, saved into every checkpoint (arrays bit for bit), and load() hands the saved
     dict back to set(extra) (set may be None). loss_scale multiplies the loss recorded in history (e.g.
     1 / ln 2 for bits). checkpoint_model: what checkpoints hold when it is more than the trained model (a
-    pipeline with a frozen feature extractor); default the model.
+    pipeline with a frozen feature extractor); default the model. log: where write() prints when no
+    progress bar is shown.
     """
 
     def __init__(self, model, optimizer, clip_norm=None, clip_value=None, checkpoint=None, checkpoint_every=None,
                  progress=True, seed=0, metadata=None, extra_state=None, loss_scale=1.0, desc=None,
-                 checkpoint_model=None):
-        self.model, self.optimizer = model, optimizer
+                 checkpoint_model=None, log=print):
+        self.model, self.optimizer, self.log = model, optimizer, log
         self.checkpoint_model = model if checkpoint_model is None else checkpoint_model
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
@@ -889,7 +890,7 @@ class Trainer:
         if self._bar is not None:
             self._bar.write(text)
         else:
-            print(text, flush=True)
+            self.log(text)
 
     def fit(self, get_batch, num_steps: Optional[int] = None, tokens_per_step: Optional[int] = None, *,
             max_seconds: Optional[float] = None, after_step=None, hooks=(), should_stop=None) -> dict:

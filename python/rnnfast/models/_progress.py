@@ -2,7 +2,8 @@
 
 What it is: a tiny wrapper with update(n, **postfix) and close(), writing to stderr, which can be turned
 off (tqdm.auto, so a notebook gets its widget bar); and the stop request of a first Ctrl-C (the command line
-sets it, update() raises TrainingInterrupted at the end of the step, where the loop's state is whole).
+sets it; Trainer.fit polls take_stop() and, for the loops that are not Trainer's, update() raises
+TrainingInterrupted at the end of the step, where the loop's state is whole).
 What it is not: a logger; nothing is kept.
 """
 from __future__ import annotations

@@ -397,7 +397,7 @@ def train_captioner(data, cnn=None, hidden_size=128, embed_size=64, num_layers=1
 
     trainer = _train.Trainer(model.captioner, opt, clip_norm=clip_norm or None, checkpoint=checkpoint,
                              checkpoint_every=checkpoint_every if checkpoint else None, progress=progress,
-                             metadata=meta, checkpoint_model=model, desc="caption")
+                             metadata=meta, checkpoint_model=model, desc="caption", log=log)
     trainer.rng, trainer.step_count, trainer.history = rng, step, history
     trainer.extra_state = (lambda: {"val_step": history["val_step"], "val_bleu4": history["val_bleu4"]}, None)
     val = None

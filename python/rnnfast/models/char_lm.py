@@ -497,7 +497,7 @@ def train_char_lm(text=None, hidden_size=128, num_layers=1, seq_length=50, batch
     loop = {"pos": pos, "h": h, "chars": 0}
     trainer = make_trainer(model, opt, clip_norm, step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                            progress=progress, metadata=meta)
-    trainer.rng = rng
+    trainer.rng, trainer.log = rng, log
     trainer.history = history
 
     def get_extra():                  # the stream position and carried state, saved in every checkpoint
