@@ -217,13 +217,12 @@ def table(info, rows):
 
 def plot(info, rows, path):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure     # a standalone Figure: the caller's backend and pyplot untouched
     except ImportError:
         print("matplotlib missing: no plot")
         return
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig = Figure(figsize=(13, 9))
+    axes = fig.subplots(2, 2)
     for i, T in enumerate(TS):
         for j, (key, title) in enumerate((("fwd", "forward"), ("fb", "forward+backward"))):
             ax = axes[i][j]

@@ -408,14 +408,13 @@ def run_sweeps(quick=False, log=print):
 
 def plot(res, sweeps, path_prefix):
     """PNG plots: speedup per configuration over each peer; the three sweeps. Needs matplotlib."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure     # a standalone Figure: the caller's backend and pyplot untouched
 
     paths = []
     names = list(res["configs"])
     others = [p for p in res["peers"] if p != "rnnfast"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    fig = Figure(figsize=(13, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, mode in zip(axes, ("fwd", "fwdbwd")):
         w = 0.8 / max(1, len(others))
         for i, p in enumerate(others):
@@ -430,10 +429,10 @@ def plot(res, sweeps, path_prefix):
     fig.suptitle(f"{res['machine']['cpu']} ({res['machine']['cores']} cores); SGEMM {res['sgemm_gflops']:.0f} GFLOP/s")
     fig.tight_layout()
     fig.savefig(path_prefix + "_speedup.png", dpi=110)
-    plt.close(fig)
     paths.append(path_prefix + "_speedup.png")
     if sweeps:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        fig = Figure(figsize=(15, 4.2))
+        axes = fig.subplots(1, 3)
         for ax, key, xl in zip(axes, ("T", "N", "H"), ("T (N=16, D=H=256)", "N (T=50, D=H=256)", "H=D (T=50, N=16)")):
             pts = sweeps[key]
             xs = [p["value"] for p in pts]
@@ -449,7 +448,6 @@ def plot(res, sweeps, path_prefix):
         axes[0].set_title(f"linear in T: {fit['seconds_per_step'] * 1e6:.0f} us/step, R^2={fit['r2']:.4f}")
         fig.tight_layout()
         fig.savefig(path_prefix + "_sweeps.png", dpi=110)
-        plt.close(fig)
         paths.append(path_prefix + "_sweeps.png")
     return paths
 

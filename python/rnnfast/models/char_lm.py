@@ -257,29 +257,52 @@ class CharLM:
         (seed, step), not NumPy's, so a seed gives the same text on every run and machine but not the text
         the Python per-step loop (native=False, the reference) gives; greedy text is the same either way.
         seed: an int, a np.random.Generator or None (fresh)."""
+        return "".join(self.sample_pieces(prime, length, temperature, top_k, seed, chunk, native,
+                                          piece_length=max(1, length) if _is_count(length) else 1))
+
+    def sample_pieces(self, prime, length, temperature=1.0, top_k=None, seed=None, chunk=256, native=None,
+                      piece_length=1000):
+        """sample()'s text as a generator of pieces of `piece_length` characters (the last one shorter),
+        each generated when asked for, with the state and the random stream carried between pieces: their
+        concatenation is exactly sample(prime, length, ...) with the same arguments (for a progress bar, or
+        to stop early). The arguments are validated before the first piece."""
         if not isinstance(prime, str) or not prime:
             raise ValueError("prime must be a non-empty string (the text to continue)")
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        if not _is_count(length):
             raise ValueError(f"length must be an int >= 0, got {length!r}")
         if not isinstance(temperature, (int, float, np.floating, np.integer)) or not temperature >= 0 \
                 or not np.isfinite(temperature):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not _is_count(piece_length) or piece_length < 1:
+            raise ValueError(f"piece_length must be an int >= 1, got {piece_length!r}")
         ids = self.vocab.encode(prime, "prime")
         encoder = self.net.encoder
+        length, piece_length = int(length), int(piece_length)
         if not _decode.use_native(native, encoder.rnn):
-            return self._sample_python(ids, length, temperature, top_k, seed, chunk)
+            return self._sample_python(ids, length, temperature, top_k, seed, chunk, piece_length)
+        greedy = temperature == 0
+        return self._sample_native(ids, length, temperature if not greedy else 1.0,
+                                   0 if top_k is None else min(int(top_k), self.vocab.size),
+                                   0 if greedy else _decode.seed64(seed), greedy, piece_length)
+
+    def _sample_native(self, ids, length, temperature, top_k, seed, greedy, piece_length):
+        """The native decoder, one call per piece: piece k starts from the state the previous one ended in,
+        fed the previous piece's last character, with the random stream offset t0 = characters so far
+        (draw t is a pure function of (seed, t0 + t)), so the pieces continue one call's stream exactly."""
         h = self.zero_state(1)
         state = (h[0], h[1]) if self.cell == "lstm" else h
-        greedy = temperature == 0
-        out, _ = _decode.sample(encoder.rnn, self.net.head, None, ids[:1], state, None, int(length),
-                                "greedy" if greedy else "sample", temperature if not greedy else 1.0,
-                                0 if top_k is None else min(int(top_k), self.vocab.size),
-                                0 if greedy else _decode.seed64(seed), prefix=ids[1:, None])
-        return self.vocab.decode(out[:, 0])
+        first, prefix = ids[:1], ids[1:, None]
+        for t0 in range(0, length, piece_length):
+            steps = min(piece_length, length - t0)
+            out, state = _decode.sample(self.net.encoder.rnn, self.net.head, None, first, state, None, steps,
+                                        "greedy" if greedy else "sample", temperature, top_k, seed, t0=t0,
+                                        prefix=prefix)
+            first, prefix = out[-1:, 0], None
+            yield self.vocab.decode(out[:, 0])
 
-    def _sample_python(self, ids, length, temperature, top_k, seed, chunk):
+    def _sample_python(self, ids, length, temperature, top_k, seed, chunk, piece_length):
         """The reference sampler: one layer forward and one NumPy draw per character."""
         rng = np.random.default_rng(seed)
         h = self.zero_state(1)
@@ -288,6 +311,7 @@ class CharLM:
             logits, h = self.step_logits(ids[t:t + chunk, None], h)
         last = logits[-1]
         out = np.empty(length, np.int64)
+        start = 0
         for i in range(length):
             if temperature == 0:
                 nxt = _train.sample_logits(last, method="greedy")
@@ -295,9 +319,16 @@ class CharLM:
                 nxt = _train.sample_logits(last, method="sample", temperature=temperature,
                                            top_k=None if top_k is None else min(top_k, self.vocab.size), rng=rng)
             out[i] = int(nxt[0])
-            logits, h = self.step_logits(out[i:i + 1, None], h)
-            last = logits[-1]
-        return self.vocab.decode(out)
+            if i + 1 - start == piece_length or i + 1 == length:
+                yield self.vocab.decode(out[start:i + 1])
+                start = i + 1
+            if i + 1 < length:
+                logits, h = self.step_logits(out[i:i + 1, None], h)
+                last = logits[-1]
+
+
+def _is_count(n):
+    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 0
 
 
 def read_checkpoint_info(path):

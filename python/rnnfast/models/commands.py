@@ -14,7 +14,9 @@ import sys
 import tempfile
 import zipfile
 
-from ._progress import TrainingInterrupted
+from ._progress import Progress, TrainingInterrupted
+
+_SAMPLE_BAR_FROM = 2000    # `rnnfast sample --length` above this shows a progress bar
 
 
 def _errors(fn):
@@ -23,7 +25,7 @@ def _errors(fn):
     @functools.wraps(fn)
     def run(args):
         try:
-            with _deferred_interrupt():
+            with _deferred_interrupt(args.command):
                 return fn(args)
         except TrainingInterrupted as e:
             where = f"; checkpoint saved: {e.checkpoint}" if getattr(e, "checkpoint", None) else \
@@ -38,9 +40,10 @@ def _errors(fn):
 
 
 @contextlib.contextmanager
-def _deferred_interrupt():
+def _deferred_interrupt(command=None):
     """While a command runs, the first Ctrl-C asks the training loop to stop after the current step (it
-    then saves its checkpoint); a second one stops at once. Only in the main thread (signals go there)."""
+    then saves its checkpoint; `rnnfast sample` prints the text so far); a second one stops at once. Only
+    in the main thread (signals go there)."""
     import signal
     import threading
 
@@ -54,8 +57,9 @@ def _deferred_interrupt():
         if stop_requested():
             raise KeyboardInterrupt
         request_stop()
-        print("\nCtrl-C: stopping after this step and saving the checkpoint (Ctrl-C again to quit now)",
-              file=sys.stderr, flush=True)
+        what = ("printing the text so far" if command == "sample"
+                else "stopping after this step and saving the checkpoint")
+        print(f"\nCtrl-C: {what} (Ctrl-C again to quit now)", file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -168,9 +172,25 @@ def _cmd_sample(args):
     _check_checkpoint(args.checkpoint)
     model, _ = load_model(args.checkpoint, backend=args.backend)
     prime = args.prime if args.prime is not None else ("\n" if "\n" in model.vocab.index else model.vocab.chars[0])
-    text = model.sample(prime, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    sys.stdout.write(prime + text + "\n")
-    return 0
+    long = args.length > _SAMPLE_BAR_FROM       # then a progress bar, over pieces of >= 500 chars (<= ~200)
+    pieces = model.sample_pieces(prime, args.length, temperature=args.temperature, top_k=args.top_k,
+                                 seed=args.seed, piece_length=max(500, -(-args.length // 200)) if long
+                                 else max(1, args.length))
+    bar = Progress(args.length, desc="sampling", unit="char", enabled=long and not args.no_progress)
+    parts, rc = [prime], 0
+    try:
+        for text in pieces:
+            parts.append(text)
+            bar.update(len(text))
+    except TrainingInterrupted:                 # the first Ctrl-C: print what was generated
+        rc = 130
+    finally:
+        bar.close()
+    sys.stdout.write("".join(parts) + "\n")
+    if rc:
+        n = sum(map(len, parts[1:]))
+        print(f"rnnfast sample: interrupted after {n} of {args.length} characters", file=sys.stderr)
+    return rc
 
 
 # ---------------------------------------------------------------- caption
@@ -479,6 +499,8 @@ def add_commands(sub):
     q.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k likeliest characters")
     q.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: a fresh one)")
     q.add_argument("--backend", choices=["cpu", "numpy", "cuda"], default=None, help=_BACKEND_HELP)
+    q.add_argument("--no-progress", action="store_true",
+                   help=f"no progress bar (shown on stderr when --length is over {_SAMPLE_BAR_FROM:,})")
     q.set_defaults(func=_cmd_sample)
 
     cap = sub.add_parser("caption", help="image captioning: train | sample | eval")
