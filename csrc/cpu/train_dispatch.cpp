@@ -93,22 +93,8 @@ bool all_finite(const T* g, int64_t n) {
 }
 #undef RNNFAST_FORWARD
 
-#define RNNFAST_TRAIN_INSTANTIATE(T)                                                             \
-  template double linear_xent<T>(const XentParams<T>&);                                          \
-  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                  \
-  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);             \
-  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                \
-  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                 \
-  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                           \
-  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                   \
-  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t); \
-  template void clip_value<T>(T*, int64_t, double);                                              \
-  template double l2_norm<T>(const T*, int64_t);                                                 \
-  template void scale<T>(T*, int64_t, double);                                                   \
-  template bool all_finite<T>(const T*, int64_t);
 RNNFAST_TRAIN_INSTANTIATE(float)
 RNNFAST_TRAIN_INSTANTIATE(double)
-#undef RNNFAST_TRAIN_INSTANTIATE
 
 }  // namespace train
 }  // namespace rnnfast

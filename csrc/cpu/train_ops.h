@@ -79,3 +79,19 @@ bool all_finite(const T* g, int64_t n);
 
 }  // namespace train
 }  // namespace rnnfast
+
+// Explicit instantiations of every entry point above for one T, used by each ISA build (train_ops.cpp) and
+// by the dispatcher (train_dispatch.cpp), so the two lists cannot drift apart.
+#define RNNFAST_TRAIN_INSTANTIATE(T)                                                             \
+  template double linear_xent<T>(const XentParams<T>&);                                          \
+  template void gather_rows<T>(const T*, int64_t, const int64_t*, int64_t, T*);                  \
+  template void scatter_add_rows<T>(T*, int64_t, const int64_t*, int64_t, const T*);             \
+  template void one_hot<T>(const int64_t*, int64_t, int64_t, T*);                                \
+  template void sgd<T>(T*, const T*, T*, int64_t, double, double, double, bool);                 \
+  template void adagrad<T>(T*, const T*, T*, int64_t, double, double);                           \
+  template void rmsprop<T>(T*, const T*, T*, int64_t, double, double, double);                   \
+  template void adam<T>(T*, const T*, T*, T*, int64_t, double, double, double, double, int64_t); \
+  template void clip_value<T>(T*, int64_t, double);                                              \
+  template double l2_norm<T>(const T*, int64_t);                                                 \
+  template void scale<T>(T*, int64_t, double);                                                   \
+  template bool all_finite<T>(const T*, int64_t);
