@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import rnnfast
+import rnnfast.functional as F
 from rnnfast.models import captioning as C
 from rnnfast.models import char_lm as LM
 from rnnfast.topologies import ManyToMany, ManyToOne, OneToMany, OneToOne, Seq2Seq, _OneHotGRU, _OneHotLSTM
@@ -107,8 +108,8 @@ def test_many_to_many_gradients_including_state(cell):
 @pytest.mark.parametrize("cell", GATED)
 def test_one_to_many_gradients(cell):
     rng = np.random.default_rng(3)
-    m = OneToMany(4, 3, 7, num_layers=2, cell=cell, dtype=np.float64, seed=4)     # one-hot, dense path
-    assert m.decoder.rnn.path == "dense"
+    m = OneToMany(4, 3, 7, num_layers=2, cell=cell, dtype=np.float64, seed=4)     # one-hot input
+    assert m.decoder.rnn.path == ("gather" if "cpu" in rnnfast.available() else "dense")
     code, t = rng.standard_normal((3, 4)), rng.integers(0, 7, (5, 3))
     mask = np.ones((5, 3), bool)
     mask[3:, 1] = False
@@ -307,3 +308,62 @@ def test_checkpoint_without_cell_loads_as_rnn(tmp_path):
     assert back.cell == "rnn" and isinstance(back.net.encoder.rnn, rnnfast.RNN)
     for k, v in m.net.params.items():
         np.testing.assert_array_equal(back.net.params[k], v)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_identity_input_weight_on_cpu(cell, isa):
+    """The cpu kernels' W_ih = None (layer 0; x is the input projection, D = G*H) equal an explicit identity
+    W_ih in every kernel build, float32 and float64, with a second layer; dx is the input projection's
+    gradient and no dW_ih is taken. Bad uses raise naming the argument."""
+    from rnnfast import _C
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    for dt in (np.float32, np.float64):
+        rng = np.random.default_rng(11)
+        T, N, H = 5, 3, 4
+        x = rng.standard_normal((T, N, G * H)).astype(dt)
+        w = [(np.eye(G * H, dtype=dt), rng.standard_normal((G * H, H)).astype(dt),
+              rng.standard_normal(G * H).astype(dt), rng.standard_normal(G * H).astype(dt)),
+             tuple(rng.standard_normal(s).astype(dt) for s in ((G * H, H), (G * H, H), (G * H,), (G * H,)))]
+        wn = [(None,) + w[0][1:], w[1]]
+        dout = rng.standard_normal((T, N, H)).astype(dt)
+        states = (None, None) if cell == "lstm" else (None,)
+        out = []
+        for ww in (w, wn):
+            y, _, cache = F.forward(cell, x, states, ww, need_cache=True, backend="cpu")
+            grads = [tuple(None if a is None else np.zeros_like(a) for a in t) for t in ww]
+            dx, _, _ = F.backward(cell, dout, (None,) * len(states), cache, grads, backend="cpu")
+            out.append((y, dx, grads))
+        (y0, dx0, g0), (y1, dx1, g1) = out
+        np.testing.assert_array_equal(y1, y0)
+        tol = dict(rtol=1e-5, atol=1e-6) if dt == np.float32 else dict(rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(dx1, dx0, **tol)
+        for a, b in zip(g0[0][1:] + g0[1], g1[0][1:] + g1[1]):
+            np.testing.assert_allclose(b, a, **tol)
+    fwd = {"rnn": lambda xx, ww: _C.rnn_forward(xx, None, ww, None, "tanh", False),
+           "lstm": lambda xx, ww: _C.lstm_forward(xx, None, None, ww, False),
+           "gru": lambda xx, ww: _C.gru_forward(xx, None, ww, False)}[cell]
+    with pytest.raises(ValueError, match="weight_ih_l0 = None"):
+        fwd(x[..., :-1].copy(), wn)                     # D != G*H
+    y, _, cache = F.forward(cell, x, states, wn, need_cache=True, backend="cpu")
+    bad = [tuple(np.zeros_like(a) if a is not None else np.zeros((G * H, G * H), x.dtype) for a in t) for t in wn]
+    with pytest.raises(ValueError, match="dW_ih_l0 must be None"):
+        F.backward(cell, dout, (None,) * len(states), cache, bad, backend="cpu")
+
+
+@pytest.mark.parametrize("cell", GATED)
+def test_one_hot_gather_with_lengths_uses_the_explicit_identity(cell):
+    rng = np.random.default_rng(12)
+    V, H, T, N = 7, 3, 5, 4
+    ids = rng.integers(0, V, (T, N))
+    lengths = np.array([5, 2, 0, 3])
+    plain = (rnnfast.LSTM if cell == "lstm" else rnnfast.GRU)(V, H, 1, dtype=np.float64, seed=0)
+    layer = (_OneHotLSTM if cell == "lstm" else _OneHotGRU)(V, H, 1, dtype=np.float64, seed=1, path="gather")
+    layer.load_state_dict(plain.state_dict())
+    out_ref, _ = plain.forward(np.eye(V)[ids], lengths=lengths)
+    out, _ = layer.forward(ids, lengths=lengths)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-14)
+    dout = rng.standard_normal((T, N, H))
+    plain.backward(dout)
+    layer.backward(dout)
+    for k in plain.grads:
+        np.testing.assert_allclose(layer.grads[k], plain.grads[k], rtol=1e-12, atol=1e-14, err_msg=k)

@@ -168,8 +168,10 @@ def test_onehot_rnn_equals_rnn_on_onehot_vectors(backend, path, dtype):
 
 
 def test_onehot_rnn_auto_path_and_batch_first():
-    assert OneHotRNN(50, 8).path == "gather"        # V > H: gather rows, identity input GEMM of size H
-    assert OneHotRNN(8, 50).path == "dense"         # V <= H: the one-hot GEMM is the cheaper one
+    assert OneHotRNN(50, 8, backend="numpy").path == "gather"   # V > H: gather rows, identity GEMM of size H
+    assert OneHotRNN(8, 50, backend="numpy").path == "dense"    # V <= H: the one-hot GEMM is the cheaper one
+    if "cpu" in rnnfast.available():
+        assert OneHotRNN(8, 50, backend="cpu").path == "gather"  # the cpu kernels take W_ih = None: no GEMM
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 9, (3, 4))                # (N, T)
     a = OneHotRNN(9, 5, batch_first=True, dtype=np.float64, seed=1, path="gather")

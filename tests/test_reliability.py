@@ -302,6 +302,88 @@ def test_two_threads_saving_to_one_path(tmp_path):
             np.testing.assert_array_equal(z[f"model/{k}"], v)
 
 
+# ---- the block cache behind the arrays rnnfast allocates (csrc/cpu/pool.h) ----
+
+
+@needs_cpu
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_pooled_arrays_are_reused_but_never_shared(cell):
+    """Training steps reuse cached blocks (hits grow, no new misses once warm), while arrays a caller still
+    holds (outputs, gradients, caches) are never handed out again: their values survive later calls."""
+    from rnnfast import _C
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(0)
+    T, N, D, H = 20, 16, 24, 64                  # (T, N, G*H) blocks of 80-320 KB: above the cache's minimum
+    W = _weights(rng, D, H, L=2, G=G)
+    states = (None, None) if cell == "lstm" else (None,)
+
+    def step(x):
+        out, _, cache = F.forward(cell, x, states, W, need_cache=True, backend="cpu")
+        grads = [tuple(np.zeros_like(a) for a in w) for w in W]
+        dx, _, _ = F.backward(cell, np.ones_like(out), (None,) * len(states), cache, grads, backend="cpu")
+        return out, dx, grads
+
+    x1 = rng.standard_normal((T, N, D)).astype(np.float32)
+    kept = step(x1)
+    copies = (kept[0].copy(), kept[1].copy(), [tuple(a.copy() for a in g) for g in kept[2]])
+    for _ in range(3):
+        step(rng.standard_normal((T, N, D)).astype(np.float32))
+    before = _C.pool_stats()
+    for _ in range(3):
+        step(rng.standard_normal((T, N, D)).astype(np.float32))
+    after = _C.pool_stats()
+    if before["limit_bytes"] > 0:
+        assert after["hits"] > before["hits"] and after["misses"] == before["misses"], (before, after)
+    np.testing.assert_array_equal(kept[0], copies[0])
+    np.testing.assert_array_equal(kept[1], copies[1])
+    for g, c in zip(kept[2], copies[2]):
+        for a, b in zip(g, c):
+            np.testing.assert_array_equal(a, b)
+    again = step(x1)                              # and the values are the same computation as before
+    np.testing.assert_array_equal(again[0], copies[0])
+    np.testing.assert_array_equal(again[1], copies[1])
+
+
+@needs_cpu
+def test_pool_limit_and_trim():
+    from rnnfast import _C
+    old = _C.set_pool_limit(0)
+    try:
+        assert _C.pool_stats()["cached_bytes"] == 0 and _C.pool_stats()["limit_bytes"] == 0
+        out, _, _ = F.rnn_forward(np.ones((50, 32, 8), np.float32), None, _weights(np.random.default_rng(1), 8, 128),
+                                  need_cache=True, backend="cpu")
+        del out
+        assert _C.pool_stats()["cached_bytes"] == 0          # nothing kept with caching off
+        with pytest.raises(ValueError, match="limit must be >= 0"):
+            _C.set_pool_limit(-1)
+    finally:
+        _C.set_pool_limit(old)
+    _C.pool_trim()
+    assert _C.pool_stats()["cached_bytes"] == 0
+
+
+@needs_cpu
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "99999999"])
+def test_pool_mb_typo_raises(value):
+    r = _run("""
+        import numpy as np, rnnfast
+        try:
+            rnnfast.backends()
+            print("loaded")
+        except ValueError as e:
+            print("ValueError:", e)
+    """, env={"RNNFAST_POOL_MB": value})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("ValueError: RNNFAST_POOL_MB must be an integer"), r.stdout
+
+
+@needs_cpu
+def test_pool_mb_applies():
+    r = _run("import rnnfast; rnnfast.backends(); from rnnfast import _C; print(_C.pool_stats()['limit_bytes'])",
+             env={"RNNFAST_POOL_MB": " 3 "})
+    assert r.returncode == 0 and r.stdout.strip() == str(3 << 20), (r.stdout, r.stderr)
+
+
 # ---- 7. RNNFAST_NUM_THREADS ----
 
 

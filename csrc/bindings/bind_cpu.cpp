@@ -39,7 +39,7 @@ Act parse_act(const py::object& o) {
 
 template <typename T>
 py::array_t<T> empty(std::vector<py::ssize_t> shape) {
-  return py::array_t<T>(shape);
+  return pooled<T>(shape);
 }
 
 // The stack as (layer, time chunk) kernel calls of Tc steps with a signal check between them: layer k
@@ -88,7 +88,7 @@ py::tuple forward_impl(py::array x, const py::object& h0_obj, const py::sequence
   check_fits_blas("D", D);
   check_fits_blas("H", H);
   check_fits_blas("N", N);
-  Weights<T> w = take_weights<T>(weights, D, H, 1, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, 1, dt, true);
   py::object h0 = py::none(), c = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   if (!c_obj.is_none()) c = take("c", c_obj, dt, {{"N", N}, {"H", H}});
@@ -155,7 +155,7 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
   const int64_t D = x.shape(2);
   x = take("cache.x", x, dt, {{"T", Tn}, {"N", N}, {"D", D}});
   py::array h0 = take("cache.h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
-  Weights<T> w = take_weights<T>(weights, D, H, 1, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, 1, dt, true);
   py::object dout = py::none(), dh_n = py::none();
   if (!dout_obj.is_none()) dout = take("dout", dout_obj, dt, {{"T", Tn}, {"N", N}, {"H", H}});
   if (!dh_n_obj.is_none()) dh_n = take("dh_n", dh_n_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
@@ -276,6 +276,27 @@ PYBIND11_MODULE(_C, m) {
         blas::max_threads() = n;
       },
       "set the thread count; waits until kernel calls running in other threads have finished");
+  m.def(
+      "pool_stats",
+      []() {
+        const pool::Stats st = pool::stats();
+        py::dict d;
+        d["cached_bytes"] = st.cached_bytes;
+        d["cached_blocks"] = st.cached_blocks;
+        d["limit_bytes"] = st.limit_bytes;
+        d["hits"] = st.hits;
+        d["misses"] = st.misses;
+        return d;
+      },
+      "the block cache of the arrays rnnfast allocates (csrc/cpu/pool.h): cached bytes/blocks, limit, hits, misses");
+  m.def(
+      "set_pool_limit",
+      [](int64_t bytes) {
+        if (bytes < 0) throw py::value_error("limit must be >= 0 bytes, got " + std::to_string(bytes));
+        return pool::set_limit(size_t(bytes));
+      },
+      py::arg("bytes"), "set the block cache's limit in bytes (0: no caching); returns the previous one");
+  m.def("pool_trim", &pool::trim, "free every cached block");
   m.def(
       "set_thread_threshold", [](int64_t mnk) { blas::thread_threshold() = mnk; },
       "GEMMs with fewer multiply-adds than this run on one thread");

@@ -85,19 +85,19 @@ py::tuple forward_impl(int G, py::array x, const py::object& h0_obj, const py::o
   check_fits_blas("4H", 4 * H);
   check_fits_blas("N", N);
   check_fits_blas("T*N", Tn * N);
-  Weights<T> w = take_weights<T>(weights, D, H, G, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, G, dt, true);
   py::object h0 = py::none(), c0 = py::none();
   if (!h0_obj.is_none()) h0 = take("h0", h0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   if (lstm && !c0_obj.is_none()) c0 = take("c0", c0_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
 
-  py::array_t<T> out({Tn, N, H}), h_n({L, N, H});
+  py::array_t<T> out = pooled<T>({Tn, N, H}), h_n = pooled<T>({L, N, H});
   py::object c_n = py::none(), hs = py::none(), cs = py::none(), gates = py::none(), ghn = py::none();
-  if (lstm) c_n = py::array_t<T>({L, N, H});
+  if (lstm) c_n = pooled<T>({L, N, H});
   if (need_cache) {
-    hs = py::array_t<T>({L, Tn, N, H});
-    gates = py::array_t<T>({L, Tn, N, G * H});
-    if (lstm) cs = py::array_t<T>({L, Tn, N, H});
-    else ghn = py::array_t<T>({L, Tn, N, H});
+    hs = pooled<T>({L, Tn, N, H});
+    gates = pooled<T>({L, Tn, N, G * H});
+    if (lstm) cs = pooled<T>({L, Tn, N, H});
+    else ghn = pooled<T>({L, Tn, N, H});
   }
   GatedForwardParams<T> p;
   p.T_ = Tn;
@@ -187,7 +187,7 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   } else {
     c.ghn = take("cache.ghn", c.ghn, dt, LTNH);
   }
-  Weights<T> w = take_weights<T>(weights, D, H, G, dt);
+  Weights<T> w = take_weights<T>(weights, D, H, G, dt, true);
   py::object dout = py::none(), dh_n = py::none(), dc_n = py::none(), dcs = py::none();
   if (!dout_obj.is_none()) dout = take("dout", dout_obj, dt, {{"T", Tn}, {"N", N}, {"H", H}});
   if (!dh_n_obj.is_none()) dh_n = take("dh_n", dh_n_obj, dt, LNH);
@@ -195,9 +195,9 @@ py::tuple backward_impl(int G, const py::object& dout_obj, const py::object& dh_
   if (lstm && !dcs_obj.is_none()) dcs = take("dcs", dcs_obj, dt, LTNH);
   std::vector<py::array> keep;
   std::vector<LayerGrads<T>> g = take_grads<T>(grads, w, D, H, G, dt, keep);
-  py::array_t<T> dx({Tn, N, D}), dh0({L, N, H});
+  py::array_t<T> dx = pooled<T>({Tn, N, D}), dh0 = pooled<T>({L, N, H});
   py::object dc0 = py::none();
-  if (lstm) dc0 = py::array_t<T>({L, N, H});
+  if (lstm) dc0 = pooled<T>({L, N, H});
 
   GatedBackwardParams<T> p;
   p.T_ = Tn;

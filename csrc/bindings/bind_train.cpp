@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/validate.h"
 #include "cpu/blas.h"
 #include "cpu/train_ops.h"
 
@@ -128,13 +129,13 @@ py::tuple xent_impl(py::array h, py::array W, py::object b, py::array_t<int64_t>
       throw py::value_error("targets[" + std::to_string(r) + "] = " + std::to_string(t) +
                             " (flat position) is outside the classes [0, V) = [0, " + std::to_string(V) + ")");
   }
-  py::array_t<T> logits({M, V});
+  py::array_t<T> logits = bind::pooled<T>({M, V});
   p.logits = logits.mutable_data();
   if (!dW.is_none()) p.dW = static_cast<T*>(dW.cast<py::array>().mutable_data());
   if (!db.is_none()) p.db = static_cast<T*>(db.cast<py::array>().mutable_data());
   py::object dh = py::none();
   if (need_dh) {
-    py::array_t<T> a({M, K});
+    py::array_t<T> a = bind::pooled<T>({M, K});
     p.dh = a.mutable_data();
     dh = a;
   }
@@ -178,7 +179,7 @@ py::array gather_rows(py::object table_o, py::object ids_o) {
   check_ids_in("ids", ids, table.shape(0));
   std::vector<py::ssize_t> shape(ids.shape(), ids.shape() + ids.ndim());
   shape.push_back(table.shape(1));
-  py::array out(table.dtype(), shape);
+  py::array out = bind::pooled(table.dtype(), shape);
   const int64_t K = table.shape(1), M = ids.size();
   const bool f32 = is_f32(table);
   py::gil_scoped_release nogil;
@@ -219,10 +220,11 @@ py::array one_hot(py::object ids_o, int64_t V, py::object dtype) {
   const py::dtype dt = py::dtype::from_args(dtype);
   std::vector<py::ssize_t> shape(ids.shape(), ids.shape() + ids.ndim());
   shape.push_back(V);
-  py::array out(dt, shape);
-  if (!is_f32(out) && !is_f64(out)) throw py::type_error("dtype must be float32 or float64, got " + dstr(dt));
+  if (dt.kind() != 'f' || (dt.itemsize() != 4 && dt.itemsize() != 8))
+    throw py::type_error("dtype must be float32 or float64, got " + dstr(dt));
+  py::array out = bind::pooled(dt, shape);
   const int64_t M = ids.size();
-  const bool f32 = is_f32(out);
+  const bool f32 = dt.itemsize() == 4;
   py::gil_scoped_release nogil;
   if (f32) train::one_hot<float>(ids.data(), M, V, static_cast<float*>(out.mutable_data()));
   else train::one_hot<double>(ids.data(), M, V, static_cast<double*>(out.mutable_data()));

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/pool.h"
 #include "rnnfast/params.h"
 
 namespace rnnfast {
@@ -203,8 +204,11 @@ struct Weights {
   bool bias = true;
 };
 
+// identity: layer 0's W_ih may be None, meaning the identity (x is already x W_ih^T: D must be G*H). The
+// one-hot layers pass it with rows of W_ih^T gathered as x; nothing is computed or accumulated for it.
 template <typename T>
-inline Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H, int G, const py::dtype& dt) {
+inline Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H, int G, const py::dtype& dt,
+                               bool identity = false) {
   Weights<T> w;
   const int64_t L = int64_t(py::len(weights));
   const std::string gn = gh_name(G);
@@ -215,11 +219,17 @@ inline Weights<T> take_weights(const py::sequence& weights, int64_t D, int64_t H
       throw py::value_error("weights[" + std::to_string(k) + "] must be a tuple (W_ih, W_hh, b_ih, b_hh)");
     py::sequence t = item.cast<py::sequence>();
     const std::string ks = std::to_string(k);
-    py::array W_ih = take("weight_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    if (identity && k == 0 && t[0].is_none()) {
+      if (D != G * H)
+        throw py::value_error("weight_ih_l0 = None (the identity: x is the input projection) needs D = " + gn + " = " +
+                              std::to_string(G * H) + ", got D = " + std::to_string(D));
+    } else {
+      py::array W_ih = take("weight_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+      w.layers[size_t(k)].W_ih = static_cast<const T*>(W_ih.data());
+      w.keep.push_back(W_ih);
+    }
     py::array W_hh = take("weight_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
-    w.layers[size_t(k)].W_ih = static_cast<const T*>(W_ih.data());
     w.layers[size_t(k)].W_hh = static_cast<const T*>(W_hh.data());
-    w.keep.push_back(W_ih);
     w.keep.push_back(W_hh);
     const bool has_bi = !t[2].is_none(), has_bh = !t[3].is_none();
     if (has_bi != has_bh)
@@ -252,11 +262,15 @@ inline std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const We
       throw py::value_error("grads[" + std::to_string(k) + "] must be a tuple (dW_ih, dW_hh, db_ih, db_hh)");
     py::sequence t = item.cast<py::sequence>();
     const std::string ks = std::to_string(k);
-    py::array a = take_grad("dW_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+    if (w.layers[size_t(k)].W_ih) {
+      py::array a = take_grad("dW_ih_l" + ks, t[0], dt, {{gn, G * H}, {k == 0 ? "D" : "H", k == 0 ? D : H}});
+      g[size_t(k)].dW_ih = static_cast<T*>(a.mutable_data());
+      keep.push_back(a);
+    } else if (!t[0].is_none()) {
+      throw py::value_error("dW_ih_l0 must be None (weight_ih_l0 is None: the identity has no gradient)");
+    }
     py::array b = take_grad("dW_hh_l" + ks, t[1], dt, {{gn, G * H}, {"H", H}});
-    g[size_t(k)].dW_ih = static_cast<T*>(a.mutable_data());
     g[size_t(k)].dW_hh = static_cast<T*>(b.mutable_data());
-    keep.push_back(a);
     keep.push_back(b);
     if (w.bias) {
       if (t[2].is_none() || t[3].is_none())
@@ -272,9 +286,26 @@ inline std::vector<LayerGrads<T>> take_grads(const py::sequence& grads, const We
   return g;
 }
 
+// A new C-contiguous array whose memory comes from rnnfast's block cache (csrc/cpu/pool.h) and goes back
+// to it when the array is freed; uninitialised.
+template <typename T>
+inline py::array_t<T> pooled(const std::vector<py::ssize_t>& shape) {
+  size_t n = 1;
+  for (py::ssize_t d : shape) n *= size_t(d);
+  void* p = pool::acquire(n * sizeof(T));
+  py::capsule owner(p, [](void* q) { pool::release(q); });
+  return py::array_t<T>(shape, static_cast<T*>(p), owner);
+}
+
+// The same for a float32 or float64 dtype given at run time.
+inline py::array pooled(const py::dtype& dt, const std::vector<py::ssize_t>& shape) {
+  if (dt.itemsize() == 4) return pooled<float>(shape);
+  return pooled<double>(shape);
+}
+
 template <typename T>
 inline py::array_t<T> zeros(std::vector<py::ssize_t> shape) {
-  py::array_t<T> a(shape);
+  py::array_t<T> a = pooled<T>(shape);
   std::fill(a.mutable_data(), a.mutable_data() + a.size(), T(0));
   return a;
 }

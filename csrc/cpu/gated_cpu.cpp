@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/pool.h"
 #include "cpu/gated_cpu.h"
 #include "cpu/rnn_cpu.h"
 #include "rnnfast/cell_math.h"
@@ -77,12 +78,24 @@ void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const
     blas::gemm<T>(true, false, R, H, (Tn - 1) * N, T(1), dGh + NR, R, Hs, H, T(1), g.dW_hh, H);
   if (Tn > 0)                                                           // into W_hh, step 0 reads h0
     blas::gemm<T>(true, false, R, H, N, T(1), dGh, R, h0k, H, T(1), g.dW_hh, H);
-  blas::gemm<T>(true, false, R, Dk, Tn * N, T(1), dGi, R, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
+  if (w.W_ih)                                                           // into W_ih
+    blas::gemm<T>(true, false, R, Dk, Tn * N, T(1), dGi, R, X, Dk, T(1), g.dW_ih, Dk);
   if (g.db_ih) {                                                        // into the biases
     colsum_add(dGi, Tn * N, R, g.db_ih);
     colsum_add(dGh, Tn * N, R, g.db_hh);
   }
-  blas::gemm<T>(false, false, Tn * N, Dk, R, T(1), dGi, R, w.W_ih, Dk, T(0), dX, Dk);  // into the input
+  if (w.W_ih)                                                           // into the input
+    blas::gemm<T>(false, false, Tn * N, Dk, R, T(1), dGi, R, w.W_ih, Dk, T(0), dX, Dk);
+  else if (Tn * N * R > 0)   // identity W_ih (X is the projection itself, Dk == R): dX = dGi
+    std::memcpy(dX, dGi, sizeof(T) * size_t(Tn * N * R));
+}
+
+// P = X W_ih^T for all T*N rows at once into G (T*N, R); W_ih nullptr is the identity (X is the input
+// projection itself, Dk == R: a gathered one-hot input), copied.
+template <typename T>
+inline void input_projection(int64_t rows, int64_t R, int64_t Dk, const T* X, const T* W_ih, T* G) {
+  if (W_ih) blas::gemm<T>(false, true, rows, R, Dk, T(1), X, Dk, W_ih, Dk, T(0), G, R);
+  else if (rows * R > 0) std::memcpy(G, X, sizeof(T) * size_t(rows * R));
 }
 
 // The final state of a layer: its last step, else the initial state, else zeros.
@@ -186,7 +199,7 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   // 1. P = X W_ih^T for all T*N rows at once, written where the gates will be.
-  blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
+  input_projection(Tn * N, R, Dk, X, w.W_ih, G);
   std::vector<T> b(size_t(R), T(0));  // b_ih + b_hh, added inside the fused step
   if (w.b_ih)
     for (int64_t j = 0; j < R; ++j) b[size_t(j)] = w.b_ih[j] + w.b_hh[j];
@@ -245,7 +258,7 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
   // 1. P = X W_ih^T for all T*N rows at once.
-  blas::gemm<T>(false, true, Tn * N, R, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), G, R);
+  input_projection(Tn * N, R, Dk, X, w.W_ih, G);
   // Input-side constants: b_ir + b_hr, b_iz + b_hz, b_in; b_hn stays inside the reset product.
   std::vector<T> b(size_t(R + H), T(0));
   if (w.b_ih) {
@@ -342,7 +355,7 @@ template <typename T>
 void lstm_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
   // scratch, every element written before it is read (no zero fill): dG (T, N, 4H), dy (T, N, H) for L > 1
-  std::unique_ptr<T[]> dG(new T[size_t(4 * TNH)]), dy(new T[L > 1 ? size_t(TNH) : 0]);
+  pool::Buffer<T> dG(size_t(4 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
   const T* dY = p.dout;  // gradient reaching layer k's outputs; below the top it lives in dy
   for (int64_t k = L - 1; k >= 0; --k) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
@@ -381,7 +394,7 @@ void gru_forward_impl(const GatedForwardParams<T>& p, const Tuning& tu) {
 template <typename T>
 void gru_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
   const int64_t Tn = p.T_, N = p.N, H = p.H, L = p.L, NH = N * H, TNH = Tn * NH;
-  std::unique_ptr<T[]> dGi(new T[size_t(3 * TNH)]), dGh(new T[size_t(3 * TNH)]), dy(new T[L > 1 ? size_t(TNH) : 0]);
+  pool::Buffer<T> dGi(size_t(3 * TNH)), dGh(size_t(3 * TNH)), dy(L > 1 ? size_t(TNH) : 0);
   const T* dY = p.dout;
   for (int64_t k = L - 1; k >= 0; --k) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;

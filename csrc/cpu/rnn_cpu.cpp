@@ -65,8 +65,10 @@ template <typename T>
 void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const LayerWeights<T>& w, const T* X,
                    const T* h0, const T* c, T* Y, T* h_n, const Tuning& tu) {
   const int64_t NH = N * H;
-  // 1. P = X W_ih^T for all T*N rows at once; the biases and c are added inside the loop.
-  blas::gemm<T>(false, true, Tn * N, H, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), Y, H);
+  // 1. P = X W_ih^T for all T*N rows at once; the biases and c are added inside the loop. W_ih nullptr is
+  // the identity: X is the projection itself (Dk == H, a gathered one-hot input), copied.
+  if (w.W_ih) blas::gemm<T>(false, true, Tn * N, H, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), Y, H);
+  else if (Tn * NH > 0) std::memcpy(Y, X, sizeof(T) * size_t(Tn * NH));
   // bc (N, H) = b_ih + b_hh [+ c[n]]: the per-sequence constant added at every step
   std::vector<T> bc(size_t(NH), T(0));
   for (int64_t n = 0; n < N; ++n)
@@ -150,6 +152,10 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
   };
   auto into_ih_input = [&]() {
+    if (!w.W_ih) {  // identity W_ih: no parameter, and the input's gradient is DZ itself
+      if (Tn * NH > 0) std::memcpy(dX, DZ, sizeof(T) * size_t(Tn * NH));
+      return;
+    }
     blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
     blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);  // into the input
   };

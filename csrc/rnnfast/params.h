@@ -11,7 +11,7 @@ enum class Act : int { Tanh = 0, Relu = 1 };
 // One layer's weights. Layer k's input width is D_k = (k == 0 ? D : H).
 template <typename T>
 struct LayerWeights {
-  const T* W_ih = nullptr;  // (H, D_k)
+  const T* W_ih = nullptr;  // (H, D_k); nullptr in layer 0 (CPU kernels only): the identity, x is x W_ih^T
   const T* W_hh = nullptr;  // (H, H)
   const T* b_ih = nullptr;  // (H) or nullptr when the layer has no bias
   const T* b_hh = nullptr;  // (H) or nullptr when the layer has no bias
@@ -20,7 +20,7 @@ struct LayerWeights {
 // One layer's parameter gradients, all accumulated (+=).
 template <typename T>
 struct LayerGrads {
-  T* dW_ih = nullptr;  // (H, D_k) +=
+  T* dW_ih = nullptr;  // (H, D_k) +=; nullptr where W_ih is the identity
   T* dW_hh = nullptr;  // (H, H) +=
   T* db_ih = nullptr;  // (H) += or nullptr without bias
   T* db_hh = nullptr;  // (H) += or nullptr without bias

@@ -74,6 +74,21 @@ def _env_num_threads():
     return n
 
 
+def _env_pool_mb():
+    """RNNFAST_POOL_MB (the cache of large blocks behind the arrays rnnfast allocates; csrc/cpu/pool.h) as an
+    int, or None when unset/empty; a typo raises ValueError."""
+    raw = os.environ.get("RNNFAST_POOL_MB")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"RNNFAST_POOL_MB must be an integer number of MiB >= 0, got {raw!r}") from None
+    if not 0 <= n <= 1 << 20:
+        raise ValueError(f"RNNFAST_POOL_MB must be an integer number of MiB in [0, {1 << 20}], got {raw!r}")
+    return n
+
+
 def set_num_threads(n: int) -> None:
     """Threads used by rnnfast's CPU kernels (their BLAS calls); the default is one per core.
 
@@ -92,6 +107,7 @@ def _load(name):
         return _cache[name]
     mod, reason = None, None
     threads = _env_num_threads() if name == "cpu" else None   # a typo raises, never disables the backend
+    pool_mb = _env_pool_mb() if name == "cpu" else None
     try:
         if name == "numpy":
             from . import reference as mod
@@ -107,6 +123,8 @@ def _load(name):
             reason = None
             if threads is not None:
                 mod._C.set_blas_num_threads(threads)
+            if pool_mb is not None:
+                mod._C.set_pool_limit(pool_mb << 20)
         elif name == "cuda":
             from . import _cuda_backend as mod   # noqa: F811  (raises ImportError with the reason)
             ok, why = mod.is_available()

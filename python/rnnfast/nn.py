@@ -483,6 +483,24 @@ def _gather_rows(table, ids):
     return table[ids]
 
 
+def _identity_input(backend):
+    """Whether a one-hot layer on `backend` can pass layer 0's W_ih as None (the identity): the "cpu"
+    kernels take it as "x is the input projection" and skip the input GEMMs."""
+    try:
+        return _resolve_backend(backend) == "cpu"
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
+def _onehot_path(path, backend, V, GH):
+    """The one-hot layers' input path: "gather" (rows of W_ih^T) or "dense" (a (T, N, V) one-hot GEMM)."""
+    if path not in ("auto", "gather", "dense"):
+        raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
+    if path != "auto":
+        return path
+    return "gather" if _identity_input(backend) or V > GH else "dense"
+
+
 def _one_hot(ids, V, dtype):
     """The (*ids.shape, V) one-hot of checked ids."""
     ops = native_ops()
@@ -606,25 +624,26 @@ class OneHotRNN(RNN):
     backward(dout, dh_n) -> (None, dh0) or (None, dh0, dc).
 
     How: onehot(x) @ W_ih^T is row x of W_ih^T. Path "gather" takes those rows (T*N x H values) and runs the
-    kernels with layer 0's input weight set to the identity I_H; x @ I is exact, so the result equals the
-    one-hot RNN bit for bit, and the kernels' dX (= dZ @ I) is scattered back into the columns of
-    dW_ih. Path "dense" builds the (T, N, V) one-hot and uses the ordinary GEMM: when V <= H that GEMM is
-    the cheaper of the two, so "auto" picks "dense" for V <= H and "gather" otherwise. With backend="cuda"
-    (weights on the GPU) the path is always "dense".
+    kernels with layer 0's input weight set to the identity: on the "cpu" backend W_ih = None, which the
+    kernels take as "x is the projection" (no input GEMM, no dW_ih GEMM, dX = dZ); on the others an explicit
+    I_H (x @ I is exact). Either way the result equals the one-hot RNN, and dX (= dZ) is scattered back into
+    the columns of dW_ih. Path "dense" builds the (T, N, V) one-hot and uses the ordinary GEMM. "auto" picks
+    "gather" on the "cpu" backend (it computes nothing there) and elsewhere "dense" for V <= H (where that
+    GEMM is cheaper than the identity one) and "gather" otherwise. With backend="cuda" (weights on the GPU)
+    the path is always "dense".
     """
 
     def __init__(self, vocab_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
                  dtype=np.float32, backend=None, seed=None, path="auto"):
         super().__init__(vocab_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dtype=dtype,
                          backend=backend, seed=seed)
-        if path not in ("auto", "gather", "dense"):
-            raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
         self.vocab_size = self.input_size
-        self.path = ("dense" if self.vocab_size <= hidden_size else "gather") if path == "auto" else path
+        self.path = _onehot_path(path, self.backend, self.vocab_size, hidden_size)
         if getattr(self, "_gpu", False):
             self.path = "dense"    # GPU-resident weights: the RNN layer moves the one-hot input itself
         self._eye = None
         self._ids = None
+        self._identity = False     # whether the last gather forward passed W_ih = None (the cpu kernels)
 
     def forward(self, ids, h0=None, c=None, need_cache=None):
         lay = "(N, T)" if self.batch_first else "(T, N)"
@@ -641,11 +660,13 @@ class OneHotRNN(RNN):
             finally:
                 self.batch_first = bf
         else:
-            if self._eye is None:
+            identity = _identity_input(self.backend)
+            if not identity and self._eye is None:
                 self._eye = np.eye(self.hidden_size, dtype=self.dtype)
             x = _gather_rows(np.ascontiguousarray(self.params["weight_ih_l0"].T), ids)   # rows of W_ih^T: (T, N, H)
             w = self._weights()
-            w[0] = (self._eye,) + w[0][1:]
+            w[0] = (None if identity else self._eye,) + w[0][1:]
+            self._identity = identity
             if need_cache is None:
                 need_cache = self.training
             out, h_n, cache = F.rnn_forward(x, h0, w, c, self.nonlinearity, need_cache, self.backend)
@@ -674,8 +695,8 @@ class OneHotRNN(RNN):
         if dout is not None and self.batch_first:
             dout = dout.transpose(1, 0, 2)
         g = self._grad_list()
-        scratch = np.zeros_like(self._eye)      # the identity's gradient is not a parameter
-        g[0] = (scratch,) + g[0][1:]
+        # the identity's gradient is not a parameter: None (cpu kernels), else a scratch array takes it
+        g[0] = (None if self._identity else np.zeros_like(self._eye),) + g[0][1:]
         try:
             dx, dh0, dc = F.rnn_backward(dout, dh_n, cache, g, self.backend)
         except (ValueError, TypeError):

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import _decode
 from .nn import (GRU, LSTM, RNN, Embedding, Linear, Module, OneHotRNN, _check_ids, _check_size, _gather_rows,
-                 _one_hot, _scatter_add_rows, linear_cross_entropy, mse, softmax_cross_entropy)
+                 _identity_input, _one_hot, _onehot_path, _scatter_add_rows, linear_cross_entropy, mse,
+                 softmax_cross_entropy)
 
 _TASKS = ("classification", "regression")
 CELLS = ("rnn", "lstm", "gru")
@@ -145,27 +146,32 @@ class _OneHotGated:
     Parameters are exactly the gated layer's (weight_ih_l0 is (G*H, V)), so state dicts move to and from
     rnnfast.LSTM / GRU and torch.nn.LSTM / GRU. Path "dense" builds the (T, N, V) one-hot and uses the
     ordinary input GEMM; path "gather" takes rows of W_ih^T (T*N x G*H values) and runs the kernels with
-    layer 0's input weight set to the identity I_{G*H} (x @ I is exact), then scatters the kernels' dx
-    back into the columns of dW_ih. The identity GEMM costs (G*H)^2 per row against V*G*H for the one-hot
-    one, so "auto" picks "dense" when V <= G*H and "gather" otherwise. Results are identical either way.
+    layer 0's input weight set to the identity, then scatters the kernels' dx back into the columns of
+    dW_ih. On the "cpu" backend (without lengths) the identity is W_ih = None, which the kernels take as
+    "x is the projection" (no input GEMM, no dW_ih GEMM, dx = the gate gradients); elsewhere an explicit
+    I_{G*H} (x @ I is exact), whose GEMM costs (G*H)^2 per row against V*G*H for the one-hot one. "auto"
+    picks "gather" on the "cpu" backend, else "dense" when V <= G*H. Results are identical either way.
     """
 
     def _init_onehot(self, path):
-        if path not in ("auto", "gather", "dense"):
-            raise ValueError(f"path must be 'auto', 'gather' or 'dense', got {path!r}")
         self.vocab_size = self.input_size
         GH = self._G * self.hidden_size
-        self.path = ("dense" if self.vocab_size <= GH else "gather") if path == "auto" else path
-        self._eye = np.eye(GH, dtype=self.dtype) if self.path == "gather" else None
+        self.path = _onehot_path(path, self.backend, self.vocab_size, GH)
+        self._eye = None
         self._ids = None
+        self._identity = False      # this forward passes W_ih = None (set per call by _onehot_input)
 
-    def _onehot_input(self, ids):
+    def _onehot_input(self, ids, lengths=None):
         ids = _check_ids("ids", ids, self.vocab_size, "(T, N)")
         if ids.ndim != 2:
             raise ValueError(f"ids must have shape (T, N), got {ids.shape}")
         self._ids = ids
         if self.path == "dense":
             return _one_hot(ids, self.vocab_size, self.dtype)
+        # W_ih = None for the cpu kernels; the lengths path (rnnfast._stack) checks W_ih as an array
+        self._identity = lengths is None and _identity_input(self.backend)
+        if not self._identity and self._eye is None:
+            self._eye = np.eye(self._G * self.hidden_size, dtype=self.dtype)
         return _gather_rows(np.ascontiguousarray(self.params["weight_ih_l0"].T), ids)   # (T, N, G*H)
 
     def _input(self, x):            # the layer's own check expects D = V; x was built from checked ids
@@ -174,13 +180,13 @@ class _OneHotGated:
     def _weights(self):
         w = super()._weights()
         if self.path == "gather":
-            w[0] = (self._eye,) + w[0][1:]
+            w[0] = (None if self._identity else self._eye,) + w[0][1:]
         return w
 
     def _grad_list(self):
         g = super()._grad_list()
-        if self.path == "gather":   # the identity's gradient is not a parameter: a scratch array takes it
-            g[0] = (np.zeros_like(self._eye),) + g[0][1:]
+        if self.path == "gather":   # the identity's gradient is not a parameter: None, or a scratch array
+            g[0] = (None if self._identity else np.zeros_like(self._eye),) + g[0][1:]
         return g
 
     def _scatter(self, dx):
@@ -197,7 +203,7 @@ class _OneHotLSTM(_OneHotGated, LSTM):
         self._init_onehot(path)
 
     def forward(self, ids, hc0=None, need_cache=None, lengths=None):
-        return LSTM.forward(self, self._onehot_input(ids), hc0, need_cache, lengths)
+        return LSTM.forward(self, self._onehot_input(ids, lengths), hc0, need_cache, lengths)
 
     __call__ = forward
 
@@ -214,7 +220,7 @@ class _OneHotGRU(_OneHotGated, GRU):
         self._init_onehot(path)
 
     def forward(self, ids, h0=None, need_cache=None, lengths=None):
-        return GRU.forward(self, self._onehot_input(ids), h0, need_cache, lengths)
+        return GRU.forward(self, self._onehot_input(ids, lengths), h0, need_cache, lengths)
 
     __call__ = forward
 
