@@ -611,12 +611,40 @@ def test_ctrl_c_interrupts_one_long_forward(cell):
         assert p.stdout.readline().strip() == "start"
         time.sleep(0.5)
         p.send_signal(signal.SIGINT)
-        out, _ = p.communicate(timeout=30)      # the whole call would take minutes on any current CPU
+        # the whole call would take minutes on any current CPU; the reply and the exit are checked apart,
+        # and a child that misses either has its threads' stacks put into the failure message
+        line = _readline_within(p, 30)
+        if line is None:
+            pytest.fail(f"no reply within 30 s of SIGINT; the child's threads:\n{_stacks(p.pid)}")
+        assert line.strip() == "interrupted"
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"interrupted, but not exited within 30 s; the child's threads:\n{_stacks(p.pid)}")
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert out.strip() == "interrupted"
+
+
+def _readline_within(p, seconds):
+    """The next line of p's stdout, or None when none comes within `seconds`."""
+    import selectors
+    with selectors.DefaultSelector() as sel:
+        sel.register(p.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout=seconds):
+            return None
+    return p.stdout.readline()
+
+
+def _stacks(pid):
+    """Every thread's native stack of process pid (gdb), for a failure message; '' without gdb."""
+    try:
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 20"], capture_output=True,
+                           text=True, timeout=60)
+        return r.stdout[-6000:]
+    except (OSError, subprocess.TimeoutExpired) as ex:
+        return f"(no stacks: {ex})"
 
 
 # ---- unaligned arrays (a deterministic case for the sanitizer job; see also test_properties.py) ----
