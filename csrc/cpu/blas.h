@@ -21,10 +21,10 @@ inline int64_t& max_block() {
 }
 
 // GEMMs smaller than this many multiply-adds (32M: about 0.3 ms on one core) run on one thread. Waking BLAS
-// threads costs tens of microseconds on an idle machine and milliseconds on a busy one, and in a process where
-// NumPy's or torch's threads are still spinning after their own calls a second rnnfast thread shares a core
-// with them: measured on 2 cores, a char-LM training step (V=96, H=128, T=50, N=32; largest GEMM 26M) took
-// 11.8 ms interleaved with NumPy and torch steps at a 4M threshold and 5.9 ms single-threaded.
+// threads costs tens of microseconds on an idle machine and milliseconds on a busy one, and a threaded call
+// waits for its slowest thread: on 2 cores, with another process busy on one of them, a char-LM training step
+// (V=96, H=128, T=50, N=32; largest GEMM 26M) took 68 ms at a 4M threshold against 4.3-5 ms single-threaded.
+// On a quiet machine, with NumPy and torch steps interleaved, 4M was 10% faster (4.3 against 4.8 ms).
 inline int64_t& thread_threshold() {
   static int64_t v = int64_t(32) << 20;
   return v;
