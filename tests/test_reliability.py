@@ -591,7 +591,11 @@ def test_ctrl_c_interrupts_one_long_forward(cell):
     """One call that would run for minutes (T = 10^6 steps of a 1024-wide recurrence) ends soon after
     SIGINT with KeyboardInterrupt; its output pages are never all touched, so memory stays small."""
     code = f"""
-        import numpy as np, rnnfast.functional as F
+        import signal, numpy as np, rnnfast.functional as F
+        # Python's own Ctrl-C handling whatever the parent left (a SIGINT ignored or blocked there is
+        # inherited across exec; the subject here is rnnfast's long call, not the test runner)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
         T, H, G = 1_000_000, 1024, (4 if "{cell}" == "lstm" else 1)
         x = np.ones((T, 1, 1), np.float32)
         W = [(np.full((G * H, 1), .01, np.float32), np.full((G * H, H), .001, np.float32), None, None)]
@@ -638,13 +642,20 @@ def _readline_within(p, seconds):
 
 
 def _stacks(pid):
-    """Every thread's native stack of process pid (gdb), for a failure message; '' without gdb."""
+    """Every thread's native stack of process pid (gdb) and its signal masks, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            masks = "".join(line for line in f if line.startswith("Sig"))
+    except OSError:
+        masks = ""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    masks += f"parent: SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {blocked}\n"
     try:
         r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 20"], capture_output=True,
                            text=True, timeout=60)
-        return r.stdout[-6000:]
+        return masks + r.stdout[-6000:]
     except (OSError, subprocess.TimeoutExpired) as ex:
-        return f"(no stacks: {ex})"
+        return masks + f"(no stacks: {ex})"
 
 
 # ---- unaligned arrays (a deterministic case for the sanitizer job; see also test_properties.py) ----

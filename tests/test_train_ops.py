@@ -481,3 +481,21 @@ def test_apps_train_through_trainer():
                               progress=False, val_fraction=0.1, log=lambda *a: None)
     assert r["steps"] == 3 and len(r["history"]["loss"]) == 3
     assert train.flat_buffers(r["model"].net) is not None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_matches_numpy(dtype, isa):
+    """_C.all_finite equals np.isfinite(a).all() for NaN, +-inf, the largest finite value, subnormals and -0,
+    at every position around its 4096-value blocks, in every kernel build."""
+    from rnnfast import _C
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 4095, 4096, 4097, 9000):
+        a = rng.standard_normal(n).astype(dtype)
+        a[rng.integers(0, n, 3)] = [fi.max, -fi.tiny / 2, -0.0][: min(3, n)]
+        assert _C.all_finite(a) and np.isfinite(a).all()
+        for pos in sorted({0, n // 2, n - 1, min(n - 1, 4095), min(n - 1, 4096)}):
+            for bad in (np.nan, np.inf, -np.inf):
+                b = a.copy()
+                b[pos] = bad
+                assert not _C.all_finite(b), (n, pos, bad)

@@ -8,49 +8,39 @@
 #include <cstring>
 
 #include "cblas.h"
+#include "cpu/isa_ns.h"
 #include "cpu/simd.h"
 
 namespace rnnfast {
 namespace blas {
 
+// The settings below are one object each for the whole extension (defined once, in blas.cpp), whichever
+// kernel build calls them; everything after them is compiled per ISA, in an inline namespace named after
+// the build (cpu/isa_ns.h), so the builds' copies stay apart at link time.
+
 // Largest row/reduction count handed to one BLAS call (blasint is 32-bit). Tests lower it to exercise the
 // splitting path without allocating 2^31 elements.
-inline int64_t& max_block() {
-  static int64_t v = (int64_t(1) << 30);
-  return v;
-}
+int64_t& max_block();
 
 // GEMMs smaller than this many multiply-adds (32M: about 0.3 ms on one core) run on one thread. Waking BLAS
 // threads costs tens of microseconds on an idle machine and milliseconds on a busy one, and a threaded call
 // waits for its slowest thread: on 2 cores, with another process busy on one of them, a char-LM training step
 // (V=96, H=128, T=50, N=32; largest GEMM 26M) took 68 ms at a 4M threshold against 4.3-5 ms single-threaded.
 // On a quiet machine, with NumPy and torch steps interleaved, 4M was 10% faster (4.3 against 4.8 ms).
-inline int64_t& thread_threshold() {
-  static int64_t v = int64_t(32) << 20;
-  return v;
-}
+int64_t& thread_threshold();
 
 // The thread count rnnfast wants for large GEMMs (RNNFAST_NUM_THREADS / set_blas_num_threads); 0 = unset,
 // meaning whatever OpenBLAS chose at load time (one per core).
-inline std::atomic<int>& max_threads() {
-  static std::atomic<int> v{0};
-  return v;
-}
+std::atomic<int>& max_threads();
 
 // Sets OpenBLAS's (global) thread count to 1 for small calls and back to max_threads() for large ones,
 // calling into OpenBLAS only when the wanted count changes. The count changes how OpenBLAS splits a call,
 // which can change the rounding of its result (measured: up to 2e-7 relative in float32), so results are
 // reproducible for one thread count, not across counts; concurrent callers stay correct to rounding.
 // (This wheel exports no per-thread setter.)
-inline void threads_for(int64_t M, int64_t N, int64_t K) {
-  static std::atomic<int> current{-1};
-  if (max_threads().load(std::memory_order_relaxed) == 0) max_threads() = scipy_openblas_get_num_threads();
-  const int want = double(M) * double(N) * double(K) < double(thread_threshold()) ? 1 : max_threads().load();
-  if (current.load(std::memory_order_relaxed) != want) {
-    scipy_openblas_set_num_threads(want);
-    current = want;
-  }
-}
+void threads_for(int64_t M, int64_t N, int64_t K);
+
+inline namespace RNNFAST_ISA_NS {
 
 inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -193,5 +183,6 @@ inline void matvec_rows(const T* __restrict v, int64_t K, const T* __restrict M,
   }
 }
 
+}  // namespace RNNFAST_ISA_NS
 }  // namespace blas
 }  // namespace rnnfast

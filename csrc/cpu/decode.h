@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/isa_ns.h"
 #include "rnnfast/params.h"
 
 namespace rnnfast {
@@ -70,6 +71,7 @@ void decode_beam(const DecodeModel<T>& m, const BeamParams<T>& p);
 
 // The generator: a counter-based hash (three rounds of the SplitMix64 finaliser) of (seed, n, t), so a
 // sequence's draws depend on nothing else (not the batch, the thread count or the machine). 53 bits -> [0, 1).
+inline namespace RNNFAST_ISA_NS {
 inline uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -81,5 +83,6 @@ inline double decode_uniform(uint64_t seed, uint64_t n, uint64_t t) {
   return double(x >> 11) * (1.0 / 9007199254740992.0);
 }
 
+}  // namespace RNNFAST_ISA_NS
 }  // namespace cpu
 }  // namespace rnnfast

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/isa_ns.h"
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace rnnfast {
 namespace simd {
+inline namespace RNNFAST_ISA_NS {
 
 #if defined(__AVX512F__)
 constexpr int kBytes = 64;
@@ -217,5 +220,6 @@ inline const char* isa_name() {
 #endif
 }
 
+}  // namespace RNNFAST_ISA_NS
 }  // namespace simd
 }  // namespace rnnfast

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/blas.h"
@@ -207,13 +208,20 @@ void scale(T* g, int64_t n, double s) {
 
 template <typename T>
 bool all_finite(const T* g, int64_t n) {
-  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};   // x * 0 is NaN exactly for inf and NaN
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += g[i + j] * T(0);
-  for (; i < n; ++i) acc[0] += g[i] * T(0);
-  for (int j = 0; j < 8; ++j)
-    if (acc[j] != T(0)) return false;
+  // NaN and inf are the values whose exponent bits are all ones: an integer test that vectorises (the
+  // floating-point x * 0 test did not: 0.8 ns per value). Blocks of 4096 so a bad value ends the scan soon.
+  using U = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  constexpr U kExp = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+    const int64_t i1 = std::min(n, i0 + 4096);
+    U bad = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      U u;
+      std::memcpy(&u, g + i, sizeof(U));
+      bad |= U((u & kExp) == kExp);
+    }
+    if (bad) return false;
+  }
   return true;
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 
+#include "cpu/isa_ns.h"  // one copy of these per kernel build
+
 #if defined(__CUDACC__)
 #define RNNFAST_HD __host__ __device__ __forceinline__
 #else
@@ -10,6 +12,7 @@
 #endif
 
 namespace rnnfast {
+inline namespace RNNFAST_ISA_NS {
 
 RNNFAST_HD float act_tanh(float z) { return tanhf(z); }
 RNNFAST_HD double act_tanh(double z) { return tanh(z); }
@@ -69,4 +72,5 @@ RNNFAST_HD T dact_sigmoid(T y) {
   return y * (T(1) - y);
 }
 
+}  // namespace RNNFAST_ISA_NS
 }  // namespace rnnfast
