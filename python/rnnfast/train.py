@@ -132,9 +132,17 @@ def _leaves_unchanged(model, fb):
     return now == leaves
 
 
+# Within Trainer._finish (guard, clip, update, guard: no user code replaces arrays in between) the check
+# below runs once, not once per helper: {thread: (model, fb)}.
+_checked = threading.local()
+
+
 def flat_buffers(model):
     """The model's FlatBuffers when its parameters are (still) views into them, else None. A model with a
     single contiguous parameter (e.g. rnnfast.models.char_lm.FlatParams) is its own flat buffer."""
+    memo = getattr(_checked, "memo", None)
+    if memo is not None and memo[0] is model:
+        return memo[1]
     fb = getattr(model, "_rnnfast_flat", None)
     if fb is not None and fb.leaf_items is not None and _leaves_unchanged(model, fb) and fb.still_bound():
         return fb
@@ -846,6 +854,14 @@ class Trainer:
                 if self.last_checkpoint else "no checkpoint was written")
 
     def _finish(self, loss, in_fit=False):
+        prev = getattr(_checked, "memo", None)
+        _checked.memo = (self.model, flat_buffers(self.model))
+        try:
+            self._finish_checked(loss, in_fit)
+        finally:
+            _checked.memo = prev
+
+    def _finish_checked(self, loss, in_fit):
         # the guard: a finite loss can still come with NaN/inf gradients (an inf input, NaN in masked padding)
         bad = None if math.isfinite(loss) else f"loss is {loss}"
         if bad is None:
