@@ -161,11 +161,13 @@ py::tuple backward_impl(const py::object& dout_obj, const py::object& dh_n_obj, 
   if (!dh_n_obj.is_none()) dh_n = take("dh_n", dh_n_obj, dt, {{"L", L}, {"N", N}, {"H", H}});
   std::vector<py::array> keep;
   std::vector<LayerGrads<T>> g = take_grads<T>(grads, w, D, H, 1, dt, keep);
-  auto dx = empty<T>({Tn, N, D});
+  // identity W_ih (layer 0): dx is the kernels' dz of layer 0 itself, left in dz when the loop ends
+  const bool identity = w.layers[0].W_ih == nullptr;
+  auto dz = empty<T>({Tn, N, H});
+  auto dx = identity ? dz : empty<T>({Tn, N, D});
   auto dh0 = empty<T>({L, N, H});
   py::object dc = py::none();
   if (has_c) dc = empty<T>({N, H});
-  auto dz = empty<T>({Tn, N, H});
   py::object dy = py::none();
   if (L > 1) dy = empty<T>({Tn, N, H});
 

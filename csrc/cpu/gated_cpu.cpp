@@ -86,7 +86,7 @@ void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const
   }
   if (w.W_ih)                                                           // into the input
     blas::gemm<T>(false, false, Tn * N, Dk, R, T(1), dGi, R, w.W_ih, Dk, T(0), dX, Dk);
-  else if (Tn * N * R > 0)   // identity W_ih (X is the projection itself, Dk == R): dX = dGi
+  else if (dX != dGi && Tn * N * R > 0)  // identity W_ih (X is the projection itself, Dk == R): dX = dGi
     std::memcpy(dX, dGi, sizeof(T) * size_t(Tn * N * R));
 }
 
@@ -363,7 +363,8 @@ void lstm_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
     lstm_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.c0 + k * NH,
                            p.hs + k * TNH, p.cs + k * TNH, p.gates + k * 4 * TNH, dY,
                            p.dh_n ? p.dh_n + k * NH : nullptr, p.dc_n ? p.dc_n + k * NH : nullptr,
-                           p.dcs ? p.dcs + k * TNH : nullptr, dG.get(), dX, p.dh0 + k * NH, p.dc0 + k * NH, tu);
+                           p.dcs ? p.dcs + k * TNH : nullptr, k == 0 && !p.layers[0].W_ih ? p.dx : dG.get(), dX,
+                           p.dh0 + k * NH, p.dc0 + k * NH, tu);
     dY = dy.get();
   }
 }
@@ -400,8 +401,8 @@ void gru_backward_impl(const GatedBackwardParams<T>& p, const Tuning& tu) {
     const T* X = k == 0 ? p.x : p.hs + (k - 1) * TNH;
     T* dX = k == 0 ? p.dx : dy.get();
     gru_layer_backward<T>(Tn, N, k == 0 ? p.D : H, H, p.layers[k], p.grads[k], X, p.h0 + k * NH, p.hs + k * TNH,
-                          p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr, dGi.get(),
-                          dGh.get(), dX, p.dh0 + k * NH, tu);
+                          p.gates + k * 3 * TNH, p.ghn + k * TNH, dY, p.dh_n ? p.dh_n + k * NH : nullptr,
+                          k == 0 && !p.layers[0].W_ih ? p.dx : dGi.get(), dGh.get(), dX, p.dh0 + k * NH, tu);
     dY = dy.get();
   }
 }

@@ -153,7 +153,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   };
   auto into_ih_input = [&]() {
     if (!w.W_ih) {  // identity W_ih: no parameter, and the input's gradient is DZ itself
-      if (Tn * NH > 0) std::memcpy(dX, DZ, sizeof(T) * size_t(Tn * NH));
+      if (dX != DZ && Tn * NH > 0) std::memcpy(dX, DZ, sizeof(T) * size_t(Tn * NH));
       return;
     }
     blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
