@@ -300,6 +300,19 @@ def test_concurrent_calls_share_the_cache_safely():
                 np.testing.assert_array_equal(got, w)
 
 
+def test_vocab_decode_equals_the_character_lookup():
+    """CharVocab.decode (one gather + one UTF-32 decode, the text of every CharLM.sample) against the plain
+    per-id lookup, for non-ASCII characters, negative ids, other integer dtypes, lists and empty input."""
+    from rnnfast.models.char_lm import CharVocab
+    v = CharVocab("abcxyz \n\té€😀")
+    rng = np.random.default_rng(0)
+    for ids in (rng.integers(0, v.size, 300), rng.integers(-v.size, v.size, 50), np.arange(v.size, dtype=np.uint8),
+                [3, 0, 5], (v.size - 1,), np.array([], np.int64), []):
+        assert v.decode(ids) == "".join(v.chars[int(i)] for i in ids)
+    with pytest.raises(IndexError):
+        v.decode(np.array([v.size]))
+
+
 def test_rows_decode_the_same_in_any_batch_size():
     """Row blocks of several sizes (and the one-row path) give every sequence the same tokens: sequence n of
     a batch of 13 equals sequence n of a batch of 1..12 (its draws depend only on (seed, n, t))."""
