@@ -208,6 +208,154 @@ def test_prefix_equals_feeding_it_first():
     np.testing.assert_allclose(hg, hw, rtol=1e-10, atol=1e-12)
 
 
+# ---- the prepared-model cache: reused only for the same bytes ----
+
+def _native_cache():
+    mod = _decode._native_module()
+    mod.decode_cache_clear()
+    return mod
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cache_sees_in_place_changes_of_every_parameter(cell):
+    """Each parameter changed in place (same array object, same shape) after a cached call: the next native
+    call decodes the changed model, token for token as the Python reference on it."""
+    mod = _native_cache()
+    m = _one_to_many(cell, 7, np.float32, L=2)
+    code = _code(5, np.float32)
+    before = m.generate(code, 12, native=True)
+    for i, (name, p) in enumerate(m.params.items()):
+        if not name.startswith(("decoder", "head")):
+            continue
+        p0 = p.copy()
+        p[...] = np.random.default_rng(i).standard_normal(p.shape).astype(p.dtype) * 2.5
+        np.testing.assert_array_equal(m.generate(code, 12, native=True), m.generate(code, 12, native=False),
+                                      err_msg=name)
+        p[...] = p0
+        np.testing.assert_array_equal(m.generate(code, 12, native=True), before, err_msg=name)
+    hits, misses, _ = mod.decode_cache_stats()
+    assert hits > 0 and misses > 1
+
+
+def test_cache_sees_one_changed_element_and_load_state_dict():
+    _native_cache()
+    lm = CharLM(string.ascii_lowercase + " .", 40, num_layers=2, seed=4)
+    _sharpen(lm.net, 2.5)
+    text = lm.sample("the quick", 60, temperature=0)
+    W = lm.net.params["head.weight"]
+    j = lm.vocab.encode(text[0], "t")[0]
+    W[j, 0] -= 1e3 * np.sign(lm.net.encoder.rnn.params["weight_hh_l0"][0, 0] + 1e-3)   # one element
+    changed = lm.sample("the quick", 60, temperature=0)
+    assert changed == lm.sample("the quick", 60, temperature=0, native=False)
+    other = CharLM(string.ascii_lowercase + " .", 40, num_layers=2, seed=9)
+    _sharpen(other.net, 2.5)
+    want = other.sample("the quick", 60, temperature=0.8, seed=3)
+    lm.net.load_state_dict(other.net.state_dict())
+    assert lm.sample("the quick", 60, temperature=0.8, seed=3) == want
+    assert lm.sample("the quick", 60, temperature=0, native=True) == \
+        lm.sample("the quick", 60, temperature=0, native=False)
+
+
+def test_cached_calls_equal_fresh_ones_across_models_and_dtypes():
+    """More models than cache entries, alternating, both dtypes, sampled and beam: every call equals the
+    same call on an empty cache."""
+    mod = _native_cache()
+    models = [_one_to_many(c, e, d, L=2, seed=s) for s, (c, e, d) in
+              enumerate([("rnn", None, np.float32), ("gru", 7, np.float64), ("lstm", None, np.float32),
+                         ("rnn", 7, np.float64), ("gru", None, np.float32), ("lstm", 7, np.float64)])]
+    s2s = _sharpen(Seq2Seq(6, 9, 20, seed=3, end_token=0))
+    src = np.random.default_rng(0).integers(0, 6, (4, 5))
+
+    def run(m):
+        return m.generate(_code(7, m.params["head.weight"].dtype), 15, method="sample", seed=5, top_k=4)
+
+    fresh = []
+    for m in models:
+        mod.decode_cache_clear()
+        fresh.append(run(m))
+    mod.decode_cache_clear()
+    fresh_beam = s2s.generate(src, 6, method="beam", beam_size=3, return_scores=True)
+    for _ in range(2):
+        for m, want in zip(models, fresh):
+            np.testing.assert_array_equal(run(m), want)
+        ids, sc = s2s.generate(src, 6, method="beam", beam_size=3, return_scores=True)
+        np.testing.assert_array_equal(ids, fresh_beam[0])
+        np.testing.assert_array_equal(sc, fresh_beam[1])
+
+
+def test_concurrent_calls_share_the_cache_safely():
+    """Threads decoding different models at once (the calls release the GIL) get what serial calls get."""
+    from concurrent.futures import ThreadPoolExecutor
+    _native_cache()
+    models = [_one_to_many(c, None, np.float32, L=2, seed=s) for s, c in enumerate(CELLS * 3)]
+    code = _code(6, np.float32)
+
+    def run(m):
+        return m.generate(code, 30, method="sample", seed=1)
+
+    want = [run(m) for m in models]
+    with ThreadPoolExecutor(4) as ex:
+        for _ in range(3):
+            for got, w in zip(ex.map(run, models), want):
+                np.testing.assert_array_equal(got, w)
+
+
+def test_vocab_decode_equals_the_character_lookup():
+    """CharVocab.decode (one gather + one UTF-32 decode, the text of every CharLM.sample) against the plain
+    per-id lookup, for non-ASCII characters, negative ids, other integer dtypes, lists and empty input."""
+    from rnnfast.models.char_lm import CharVocab
+    v = CharVocab("abcxyz \n\té€😀")
+    rng = np.random.default_rng(0)
+    for ids in (rng.integers(0, v.size, 300), rng.integers(-v.size, v.size, 50), np.arange(v.size, dtype=np.uint8),
+                [3, 0, 5], (v.size - 1,), np.array([], np.int64), []):
+        assert v.decode(ids) == "".join(v.chars[int(i)] for i in ids)
+    with pytest.raises(IndexError):
+        v.decode(np.array([v.size]))
+
+
+def test_rows_decode_the_same_in_any_batch_size():
+    """Row blocks of several sizes (and the one-row path) give every sequence the same tokens: sequence n of
+    a batch of 13 equals sequence n of a batch of 1..12 (its draws depend only on (seed, n, t))."""
+    m = _one_to_many("gru", None, np.float32, L=2, V=40)
+    code = _code(13, np.float32)
+    whole = m.generate(code, 20, method="sample", seed=8, temperature=1.2)
+    for n in range(1, 13):
+        np.testing.assert_array_equal(m.generate(code[:n], 20, method="sample", seed=8, temperature=1.2),
+                                      whole[:, :n])
+
+
+def test_every_kernel_isa_decodes_the_same():
+    """The vector width (avx2 / avx512 builds) changes no token and no score: the products add in the same
+    order, one fused multiply-add each, in every build (the generic build rounds each product instead)."""
+    mod = _decode._native_module()
+    isas = list(mod.supported_isas())
+    if len([i for i in isas if i != "generic"]) < 2:
+        pytest.skip("fewer than two fused-multiply-add kernel builds run on this CPU")
+    default = mod.isa()
+    m = _one_to_many("lstm", None, np.float32, L=2, V=37)
+    s2s = _sharpen(Seq2Seq(6, 33, 40, seed=3, end_token=0))
+    src = np.random.default_rng(0).integers(0, 6, (4, 9))
+    code = _code(9, np.float32)
+    assert s2s.decoder.kind == "onehot"
+    with _inference(m):
+        h0, _ = m._start(code, need_cache=False)
+    with _inference(s2s):
+        ctx, c = s2s.encode(src, need_cache=False)        # once: the encoder's kernels are not under test
+    first = np.arange(9) % 37
+    out = {}
+    try:
+        for isa in isas:
+            mod.set_isa(isa)
+            out[isa] = (_decode.sample(m.decoder.rnn, m.head, None, first, h0, None, 25, "sample", 0.9, 0, 2)[0],
+                        *_decode.beam(s2s.decoder.rnn, s2s.head, None, ctx, c, 1, 0, 7, 4))
+    finally:
+        mod.set_isa(default)
+    with_fma = [i for i in isas if i != "generic"]   # the generic x86-64 build has no fused multiply-add
+    for isa in with_fma[1:]:
+        for a, b in zip(out[isa], out[with_fma[0]]):
+            np.testing.assert_array_equal(a, b, err_msg=isa)
+
+
 # ---- the random stream and the sampler ----
 
 def _splitmix64(x):

@@ -1,6 +1,7 @@
 // pybind11 bindings of native decoding (csrc/cpu/decode.h), registered into rnnfast._C by register_decode():
 // argument validation (messages name the argument and the expected shape, e.g. "h0 must have shape
-// (L, N, H) = (1, 3, 64), got (1, 2, 64)"), dtype dispatch, the run-time choice of the generic or AVX2 build,
+// (L, N, H) = (1, 3, 64), got (1, 2, 64)"), dtype dispatch, the run-time choice of the ISA build (generic,
+// avx2, avx512), the prepared-model cache controls (decode_cache_clear / decode_cache_stats),
 // GIL release. Not a public API: rnnfast._decode calls it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -23,6 +24,8 @@ namespace cpu {
   namespace NS {                                                                                \
   template <typename T> void decode_sample_impl(const DecodeModel<T>&, const SampleParams<T>&); \
   template <typename T> void decode_beam_impl(const DecodeModel<T>&, const BeamParams<T>&);     \
+  void decode_cache_clear();                                                                    \
+  void decode_cache_stats(int64_t*);                                                            \
   }
 RNNFAST_DECODE_DECLARE(generic)
 #ifdef RNNFAST_HAVE_X86_ISAS
@@ -56,6 +59,24 @@ void decode_beam(const DecodeModel<T>& m, const BeamParams<T>& p) {
   RNNFAST_DECODE_FORWARD(decode_beam_impl<T>(m, p));
 }
 #undef RNNFAST_DECODE_FORWARD
+
+// The prepared-model cache of every ISA build (decode.cpp): cleared, or (hits, misses, entries) summed.
+void decode_cache_clear_all() {
+  generic::decode_cache_clear();
+#ifdef RNNFAST_HAVE_X86_ISAS
+  avx2::decode_cache_clear();
+  avx512::decode_cache_clear();
+#endif
+}
+py::tuple decode_cache_stats_all() {
+  int64_t s[3] = {0, 0, 0};
+  generic::decode_cache_stats(s);
+#ifdef RNNFAST_HAVE_X86_ISAS
+  avx2::decode_cache_stats(s);
+  avx512::decode_cache_stats(s);
+#endif
+  return py::make_tuple(s[0], s[1], s[2]);
+}
 
 }  // namespace cpu
 }  // namespace rnnfast
@@ -328,6 +349,11 @@ void register_decode(py::module_& m) {
         py::arg("head_bias"), py::arg("h0"), py::arg("c0"), py::arg("c"), py::arg("start_token"), py::arg("end_token"),
         py::arg("max_len"), py::arg("beam_size"),
         "-> (ids (max_len, N) int64, scores (N,) float64): beam search, the best beam of each source");
+  m.def("decode_cache_clear", &cpu::decode_cache_clear_all,
+        "drop the decoders' prepared models (kept per call by the bytes of the weights; a changed weight never "
+        "matches an entry)");
+  m.def("decode_cache_stats", &cpu::decode_cache_stats_all,
+        "-> (hits, misses, entries) of the decoders' prepared-model cache since the last clear");
   m.def("decode_uniform", &cpu::decode_uniform, py::arg("seed"), py::arg("n"), py::arg("t"),
         "the decoder's uniform draw in [0, 1) for sequence n at step t");
 }

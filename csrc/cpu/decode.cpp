@@ -1,17 +1,24 @@
-// Native autoregressive decoding (decode.h): per call the weights are laid out once (transposed, padded to
-// 64-byte column blocks, the token input projection as a (V, G*H) table plus biases); per step only
-// row-blocked matrix-vector products, the cell's pointwise update, the head and the token choice run.
-// Written so the compiler vectorises it (fixed-size accumulator blocks, branch-free pointwise loops); not
-// tied to the recurrence kernels of rnn_cpu.cpp / gated_cpu.cpp. Compiled twice: generic and AVX2+FMA.
+// Native autoregressive decoding (decode.h). A model is laid out once (transposed into contiguous panels of
+// two vectors, the token input projection as a (V, G*H) table plus biases) and kept for later calls with
+// the same weight bytes (the prepared-model cache below); per step only packed matrix products over the
+// rows, the cell's pointwise update, the head and the token choice run. Written against simd.h's vectors
+// (the build's own width), not tied to the recurrence kernels of rnn_cpu.cpp / gated_cpu.cpp. Compiled
+// once per ISA (generic, avx2, avx512). Every sum adds its terms in one fixed order, whatever the vector
+// width, the row blocking or the batch: the avx2 and avx512 builds give the same bits, and a sequence's
+// tokens do not depend on the other sequences of its batch.
 #include "cpu/decode.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/simd.h"
 #include "rnnfast/cell_math.h"
 
 #ifndef RNNFAST_ISA
@@ -23,10 +30,6 @@ namespace cpu {
 namespace RNNFAST_ISA {
 
 namespace {
-
-// Columns per block: 64 bytes.
-template <typename T>
-constexpr int64_t CB = 64 / int64_t(sizeof(T));
 
 inline int64_t pad_to(int64_t n, int64_t b) { return (n + b - 1) / b * b; }
 
@@ -79,104 +82,122 @@ inline double vexp(double x) {
   return p * s;
 }
 
-// ---- row-blocked products: out[i][0:n] += sum_k v[i][k] * M[k][0:n] for R rows, M (K, n) row-major ----
-// 32-byte vectors (GCC/Clang vector extensions: one AVX register, or two SSE registers in the generic build).
-// A block of NV vectors per row with R rows keeps R*NV accumulators (12 at most) in registers while the K
-// rows of M stream past once for all R rows.
-template <typename T> struct Vec;
-template <> struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  typedef float unaligned __attribute__((vector_size(32), aligned(4), may_alias));
-};
-template <> struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  typedef double unaligned __attribute__((vector_size(32), aligned(8), may_alias));
-};
+// ---- packed products: out[i][0:n] += sum_k v[i][k] * M[k][0:n] for R rows ----
+// The build's own vectors (simd.h: 64 bytes in the avx512 build, 32 in avx2, 16 in generic). M (K, n) is
+// stored as n / PW panels of (K, PW), PW = two vectors, each panel contiguous, so a block of panels streams
+// through memory in order whatever the row block. Every output element is its initial value plus the K
+// products added in k order (one multiply-add each), so the result does not depend on the ISA's vector
+// width, the row blocking or the number of rows: a sequence's tokens do not depend on the batch.
+namespace sv = rnnfast::simd;
+template <typename T>
+constexpr int64_t VW = sv::lanes<T>();
+template <typename T>
+constexpr int64_t PW = 2 * VW<T>;
 
-template <typename T, int R, int NV>
-inline void mm_block(const T* const* v, int64_t K, const T* __restrict M, int64_t ldm, T* const* out, int64_t j0) {
-  using V = typename Vec<T>::type;
-  using U = typename Vec<T>::unaligned;
-  constexpr int64_t W = 32 / int64_t(sizeof(T));
-  V acc[R][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int q = 0; q < NV; ++q) acc[r][q] = *reinterpret_cast<const U*>(out[r] + j0 + q * W);
-  for (int64_t k = 0; k < K; ++k) {
-    const T* mk = M + k * ldm + j0;
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const T vk = v[r][k];
-#pragma GCC unroll 16
-      for (int q = 0; q < NV; ++q) acc[r][q] += vk * *reinterpret_cast<const U*>(mk + q * W);
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int q = 0; q < NV; ++q) *reinterpret_cast<U*>(out[r] + j0 + q * W) = acc[r][q];
-}
-
-// n is a multiple of CB<T> = 2 vectors (every padded width is). One row: up to 12 accumulators, so a width
-// up to 6 CB (96 floats) is one block; 2 rows: 3 CB; 3-4 rows: 1 CB (8 accumulators for 4 rows).
-template <typename T, int R>
-inline void mm_rows_r(const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
-  constexpr int64_t B = CB<T>;
-  int64_t j0 = 0;
-  if (R == 1) {
-    while (n - j0 > 6 * B) {
-      mm_block<T, R, 8>(v, K, M, n, out, j0);
-      j0 += 4 * B;
-    }
-    switch ((n - j0) / B) {
-      case 6:
-        mm_block<T, R, 12>(v, K, M, n, out, j0);
-        break;
-      case 5:
-        mm_block<T, R, 10>(v, K, M, n, out, j0);
-        break;
-      case 4:
-        mm_block<T, R, 8>(v, K, M, n, out, j0);
-        break;
-      case 3:
-        mm_block<T, R, 6>(v, K, M, n, out, j0);
-        break;
-      case 2:
-        mm_block<T, R, 4>(v, K, M, n, out, j0);
-        break;
-      case 1:
-        mm_block<T, R, 2>(v, K, M, n, out, j0);
-        break;
-      default:
-        break;
-    }
-    return;
-  }
-  if (R == 2) {
-    for (; j0 + 3 * B <= n; j0 += 3 * B) mm_block<T, R, 6>(v, K, M, n, out, j0);
-    for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
-    return;
-  }
-  for (; j0 < n; j0 += B) mm_block<T, R, 2>(v, K, M, n, out, j0);
-}
+// Register blocking: one row takes up to P1 panels per pass; row blocks of RB rows take PB panels per pass.
+#if defined(__AVX512F__)
+constexpr int kP1 = 8, kRB = 6, kPB = 2;   // 16 / 24 of the 32 zmm registers as accumulators
+#elif defined(__AVX2__)
+constexpr int kP1 = 6, kRB = 3, kPB = 2;   // 12 of the 16 ymm registers
+#else
+constexpr int kP1 = 6, kRB = 3, kPB = 2;   // 12 of the 16 xmm registers
+#endif
 
 template <typename T>
-void mm_rows(int64_t R, const T* const* v, int64_t K, const T* M, int64_t n, T* const* out) {
-  int64_t i = 0;
-  for (; i + 4 <= R; i += 4) mm_rows_r<T, 4>(v + i, K, M, n, out + i);
-  switch (R - i) {
-    case 3:
-      mm_rows_r<T, 3>(v + i, K, M, n, out + i);
-      break;
-    case 2:
-      mm_rows_r<T, 2>(v + i, K, M, n, out + i);
-      break;
-    case 1:
-      mm_rows_r<T, 1>(v + i, K, M, n, out + i);
-      break;
-    default:
-      break;
+struct Packed {
+  int64_t K = 0, n = 0;                    // n: a multiple of PW
+  std::vector<T> d;                        // (n / PW, K, PW)
+  const T* panel(int64_t p) const { return d.data() + p * K * PW<T>; }
+};
+
+// M = src^T padded with zero columns to n: src (n_src, K) row-major (a torch (out, in) weight).
+template <typename T>
+Packed<T> pack_t(const T* src, int64_t n_src, int64_t K, int64_t n) {
+  constexpr int64_t B = PW<T>;
+  Packed<T> M;
+  M.K = K;
+  M.n = n;
+  M.d.assign(static_cast<size_t>(n * K), T(0));
+  for (int64_t p = 0; p < n / B; ++p) {
+    T* dp = M.d.data() + p * K * B;
+    const int64_t j1 = std::min<int64_t>(B, n_src - p * B);
+    for (int64_t jj = 0; jj < j1; ++jj) {
+      const T* s = src + (p * B + jj) * K;
+      for (int64_t k = 0; k < K; ++k) dp[k * B + jj] = s[k];
+    }
+  }
+  return M;
+}
+
+// R rows x P panels starting at panel p0.
+constexpr int64_t kPF = 8;  // rows of a panel prefetched ahead
+
+template <typename T, int R, int P>
+inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out) {
+  using V = sv::V<T>;
+  constexpr int64_t B = PW<T>, W = VW<T>;
+  const int64_t K = M.K, ps = K * B;
+  const T* __restrict m0 = M.panel(p0);
+  V acc[R][P][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      acc[r][p][0] = sv::load(out[r] + (p0 + p) * B);
+      acc[r][p][1] = sv::load(out[r] + (p0 + p) * B + W);
+    }
+  for (int64_t k = 0; k < K; ++k) {
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      __builtin_prefetch(m0 + p * ps + (k + kPF) * B);
+      __builtin_prefetch(m0 + p * ps + (k + kPF) * B + W);
+      const V a = sv::load(m0 + p * ps + k * B), b = sv::load(m0 + p * ps + k * B + W);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const T vk = v[r][k];
+        acc[r][p][0] += vk * a;
+        acc[r][p][1] += vk * b;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      sv::store(out[r] + (p0 + p) * B, acc[r][p][0]);
+      sv::store(out[r] + (p0 + p) * B + W, acc[r][p][1]);
+    }
+}
+
+template <typename T, int P = kP1>
+inline void mm_one(const T* const* v, const Packed<T>& M, int64_t p0, int64_t np, T* const* out) {
+  if constexpr (P > 0) {
+    for (; np >= P; np -= P, p0 += P) mk<T, 1, P>(v, M, p0, out);
+    if (np > 0) mm_one<T, P - 1>(v, M, p0, np, out);
+  }
+}
+
+// r (1 <= r <= R) rows x pn (1 or kPB) panels from panel p.
+template <typename T, int R = kRB>
+inline void mm_tail(int64_t r, const T* const* v, const Packed<T>& M, int64_t p, int64_t pn, T* const* out) {
+  if constexpr (R > 1) {
+    if (r < R) return mm_tail<T, R - 1>(r, v, M, p, pn, out);
+  }
+  if (pn == kPB) mk<T, R, kPB>(v, M, p, out);
+  else mk<T, R, 1>(v, M, p, out);
+}
+
+// Several rows: panel groups outer (a group, K x kPB*PW, stays in L1 while every row block passes over it),
+// blocks of kRB rows inner. One row: every panel in as few passes as the registers allow.
+template <typename T>
+void mm_rows(int64_t R, const T* const* v, const Packed<T>& M, T* const* out) {
+  const int64_t np = M.n / PW<T>;
+  if (R == 1) return mm_one<T>(v, M, 0, np, out);
+  for (int64_t p = 0; p < np; p += kPB) {
+    const int64_t pn = std::min<int64_t>(kPB, np - p);
+    int64_t i = 0;
+    for (; i + kRB <= R; i += kRB) mm_tail<T>(kRB, v + i, M, p, pn, out + i);
+    if (R > i) mm_tail<T>(R - i, v + i, M, p, pn, out + i);
   }
 }
 
@@ -186,11 +207,11 @@ struct Prepared {
   DecodeCell cell;
   int64_t L, H, G, GH, GHp, V, Vp;
   std::vector<T> table;                 // (V, GHp): token v's layer-0 input projection + biases
-  std::vector<std::vector<T>> WihT;     // [L] (H, GHp) for k >= 1 (empty for k = 0)
-  std::vector<std::vector<T>> WhhT;     // [L] (H, GHp)
+  std::vector<Packed<T>> WihT;          // [L] (H, GHp) for k >= 1 (empty for k = 0)
+  std::vector<Packed<T>> WhhT;          // [L] (H, GHp)
   std::vector<std::vector<T>> bias;     // [L] (GHp): k >= 1: b_ih + b_hh (gru: b_ih); k = 0 unused
   std::vector<std::vector<T>> bhh;      // [L] (GHp) gru only: b_hh (zeros without bias)
-  std::vector<T> WoT;                   // (H, Vp)
+  Packed<T> WoT;                        // (H, Vp)
   std::vector<T> bo;                    // (Vp)
 };
 
@@ -214,9 +235,9 @@ Prepared<T> prepare(const DecodeModel<T>& m) {
   p.H = m.H;
   p.G = m.G;
   p.GH = m.G * m.H;
-  p.GHp = pad_to(p.GH, CB<T>);
+  p.GHp = pad_to(p.GH, PW<T>);
   p.V = m.V;
-  p.Vp = pad_to(m.V, CB<T>);
+  p.Vp = pad_to(m.V, PW<T>);
   const bool gru = m.cell == DecodeCell::Gru;
   const int64_t GH = p.GH, GHp = p.GHp, H = m.H;
   // The layer-0 input projection of every token: one-hot -> the columns of W_ih, embedding -> E W_ih^T.
@@ -237,22 +258,110 @@ Prepared<T> prepare(const DecodeModel<T>& m) {
       p.bhh[k].assign(static_cast<size_t>(GHp), T(0));
       if (w.b_hh) std::copy(w.b_hh, w.b_hh + GH, p.bhh[k].begin());
     }
-    p.WhhT[k].assign(static_cast<size_t>(H * GHp), T(0));
-    transpose_into(w.W_hh, GH, H, p.WhhT[k].data(), GHp);
+    p.WhhT[k] = pack_t(w.W_hh, GH, H, GHp);
     if (k == 0) {
       for (int64_t v = 0; v < m.V; ++v)
         for (int64_t j = 0; j < GH; ++j) p.table[v * GHp + j] += b[j];
     } else {
-      p.WihT[k].assign(static_cast<size_t>(H * GHp), T(0));
-      transpose_into(w.W_ih, GH, H, p.WihT[k].data(), GHp);
+      p.WihT[k] = pack_t(w.W_ih, GH, H, GHp);
       p.bias[k] = std::move(b);
     }
   }
-  p.WoT.assign(size_t(H * p.Vp), T(0));
-  transpose_into(m.W_out, m.V, H, p.WoT.data(), p.Vp);
+  p.WoT = pack_t(m.W_out, m.V, H, p.Vp);
   p.bo.assign(size_t(p.Vp), T(0));
   if (m.b_out) std::copy(m.b_out, m.b_out + m.V, p.bo.begin());
   return p;
+}
+
+// ---- the prepared models of recent calls, found again by content ----
+// A call looks its model up by the bytes of every weight (a copy kept with the entry): an entry is reused
+// only when all of them are equal to the bytes it was prepared from, so an in-place change of any
+// parameter, a new model or load_state_dict can never reuse a stale layout (the array's identity plays no
+// part). Comparing costs one read of the weights, much less than preparing them. Models above
+// kCacheMaxBytes are prepared per call (their steps cost far more than preparing); at most kCacheEntries.
+constexpr size_t kCacheEntries = 4;
+constexpr size_t kCacheMaxBytes = size_t(16) << 20;
+
+template <typename T, typename F>
+void for_each_source(const DecodeModel<T>& m, F&& f) {
+  const int64_t GH = m.G * m.H;
+  if (m.embed) f(m.embed, m.V * m.D);
+  for (int64_t k = 0; k < m.L; ++k) {
+    const LayerWeights<T>& w = m.layers[k];
+    f(w.W_ih, GH * (k == 0 ? m.D : m.H));
+    f(w.W_hh, GH * m.H);
+    if (w.b_ih) f(w.b_ih, GH);
+    if (w.b_hh) f(w.b_hh, GH);
+  }
+  f(m.W_out, m.V * m.H);
+  if (m.b_out) f(m.b_out, m.V);
+}
+
+template <typename T>
+struct CacheEntry {
+  std::vector<int64_t> key;                // cell, sizes and which optional arrays exist
+  std::vector<T> snap;                     // the source arrays, concatenated in for_each_source's order
+  std::shared_ptr<const Prepared<T>> prep;
+};
+
+template <typename T>
+std::vector<int64_t> cache_key(const DecodeModel<T>& m) {
+  std::vector<int64_t> k = {int64_t(m.cell), m.L, m.H, m.G, m.V, m.D, m.embed != nullptr, m.b_out != nullptr};
+  for (int64_t l = 0; l < m.L; ++l) k.push_back(m.layers[l].b_ih != nullptr);
+  return k;
+}
+
+template <typename T>
+bool same_sources(const DecodeModel<T>& m, const std::vector<T>& snap) {
+  size_t off = 0;
+  bool same = true;
+  for_each_source(m, [&](const T* a, int64_t n) {
+    if (same) same = std::memcmp(a, snap.data() + off, sizeof(T) * size_t(n)) == 0;
+    off += size_t(n);
+  });
+  return same;
+}
+
+template <typename T>
+struct PrepCache {
+  std::mutex mu;
+  std::list<CacheEntry<T>> entries;        // most recently used first
+  int64_t hits = 0, misses = 0;
+};
+
+template <typename T>
+PrepCache<T>& prep_cache() {
+  static PrepCache<T> c;
+  return c;
+}
+
+template <typename T>
+std::shared_ptr<const Prepared<T>> get_prepared(const DecodeModel<T>& m) {
+  size_t n = 0;
+  for_each_source(m, [&](const T*, int64_t c) { n += size_t(c); });
+  if (n * sizeof(T) > kCacheMaxBytes) return std::make_shared<const Prepared<T>>(prepare(m));
+  PrepCache<T>& c = prep_cache<T>();
+  const std::vector<int64_t> key = cache_key(m);
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (auto it = c.entries.begin(); it != c.entries.end(); ++it)
+      if (it->key == key && it->snap.size() == n && same_sources(m, it->snap)) {
+        c.entries.splice(c.entries.begin(), c.entries, it);
+        ++c.hits;
+        return it->prep;
+      }
+    ++c.misses;
+  }
+  CacheEntry<T> e;
+  e.key = key;
+  e.snap.reserve(n);
+  for_each_source(m, [&](const T* a, int64_t cnt) { e.snap.insert(e.snap.end(), a, a + cnt); });
+  e.prep = std::make_shared<const Prepared<T>>(prepare(m));
+  std::shared_ptr<const Prepared<T>> out = e.prep;
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.entries.push_front(std::move(e));
+  while (c.entries.size() > kCacheEntries) c.entries.pop_back();
+  return out;
 }
 
 // ---- one step for a block of rows ----
@@ -308,7 +417,7 @@ inline void act_gru(int64_t H, const T* __restrict gi, const T* __restrict gh, T
 template <typename T>
 void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* tok, int64_t Nrows, T* h, T* cs,
           const T* c, Scratch<T>& s, bool head = true) {
-  const int64_t H = p.H, GHp = p.GHp;
+  const int64_t GHp = p.GHp, H = p.H;
   const bool gru = p.cell == DecodeCell::Gru, lstm = p.cell == DecodeCell::Lstm;
   for (int64_t k = 0; k < p.L; ++k) {
     T* hk = h + k * Nrows * H;
@@ -328,8 +437,8 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
       s.vh[i] = hk + idx[i] * H;
       if (k > 0) s.vin[i] = h + ((k - 1) * Nrows + idx[i]) * H;
     }
-    if (k > 0) mm_rows<T>(R, s.vin.data(), H, p.WihT[k].data(), GHp, s.opre.data());   // input side
-    mm_rows<T>(R, s.vh.data(), H, p.WhhT[k].data(), GHp, gru ? s.ogh.data() : s.opre.data());  // recurrent
+    if (k > 0) mm_rows<T>(R, s.vin.data(), p.WihT[k], s.opre.data());   // input side
+    mm_rows<T>(R, s.vh.data(), p.WhhT[k], gru ? s.ogh.data() : s.opre.data());  // recurrent
     for (int64_t i = 0; i < R; ++i) {
       T* hi = hk + idx[i] * H;
       if (lstm) act_lstm(H, s.opre[i], cs + (k * Nrows + idx[i]) * H, hi);
@@ -344,21 +453,25 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
     std::memcpy(s.olog[i], p.bo.data(), sizeof(T) * size_t(p.Vp));
     s.vh[i] = top + idx[i] * H;
   }
-  mm_rows<T>(R, s.vh.data(), H, p.WoT.data(), p.Vp, s.olog.data());                   // the head
+  mm_rows<T>(R, s.vh.data(), p.WoT, s.olog.data());                   // the head
 }
 
-// The largest of z[0:V) (NaN ignored unless all are NaN), in 8 independent lanes so the loop vectorises;
-// max is exact, so the lane order changes nothing.
+// The largest of z[0:V) (NaN ignored unless z[0] is NaN), in vector lanes; max is exact, so the lane order
+// changes nothing (at most the sign of a zero maximum, which no caller can see: it is only subtracted).
 template <typename T>
 inline T max_of(const T* z, int64_t V) {
-  constexpr int64_t LN = 8;
-  T m[LN];
-  for (int64_t l = 0; l < LN; ++l) m[l] = z[0];
+  using Vt = sv::V<T>;
+  constexpr int64_t W = VW<T>;
+  T r = z[0];
   int64_t j0 = 0;
-  for (; j0 + LN <= V; j0 += LN)
-    for (int64_t l = 0; l < LN; ++l) m[l] = z[j0 + l] > m[l] ? z[j0 + l] : m[l];
-  T r = m[0];
-  for (int64_t l = 1; l < LN; ++l) r = m[l] > r ? m[l] : r;
+  if (V >= W) {
+    Vt m = sv::splat(z[0]);
+    for (; j0 + W <= V; j0 += W) {
+      const Vt x = sv::load(z + j0);
+      m = x > m ? x : m;
+    }
+    for (int64_t l = 0; l < W; ++l) r = m[l] > r ? m[l] : r;
+  }
   for (int64_t j = j0; j < V; ++j) r = z[j] > r ? z[j] : r;
   return r;
 }
@@ -396,13 +509,11 @@ int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T
     const T e = vexp((z[j] - m) * inv_temp);
     pbuf[j] = z[j] >= kth ? e : T(0);
   }
-  const int64_t nblk = (V + BS - 1) / BS;
-  for (int64_t b = 0; b < nblk; ++b) {
-    const int64_t j1 = std::min(V, (b + 1) * BS);
-    double acc = 0;
-    for (int64_t j = b * BS; j < j1; ++j) acc += double(pbuf[j]);
-    bsum[b] = acc;
-  }
+  const int64_t nblk = (V + BS - 1) / BS, nfull = V / BS;
+  for (int64_t b = 0; b < nblk; ++b) bsum[b] = 0.0;
+  for (int64_t i = 0; i < BS; ++i)                  // every block in token order, the blocks side by side
+    for (int64_t b = 0; b < nfull; ++b) bsum[b] += double(pbuf[b * BS + i]);
+  for (int64_t j = nfull * BS; j < V; ++j) bsum[nfull] += double(pbuf[j]);
   double total = 0;
   for (int64_t b = 0; b < nblk; ++b) total += bsum[b];
   const double target = u * total;
@@ -428,13 +539,27 @@ int64_t sample_one(const T* z, int64_t V, T inv_temp, int64_t top_k, double u, T
   return argmax(z, V);
 }
 
-constexpr int64_t kRowBlock = 16;   // rows advanced together (cache locality of the per-row scratch)
+// The lanes of x above thr (NaN is not), as bits.
+inline unsigned above_mask(sv::V<double> x, double thr) {
+#if defined(__AVX512F__)
+  return unsigned(_mm512_cmp_pd_mask(__m512d(x), _mm512_set1_pd(thr), _CMP_GT_OQ));
+#elif defined(__AVX2__)
+  return unsigned(_mm256_movemask_pd(_mm256_cmp_pd(__m256d(x), _mm256_set1_pd(thr), _CMP_GT_OQ)));
+#else
+  unsigned m = 0;
+  for (int q = 0; q < sv::lanes<double>(); ++q) m |= unsigned(x[q] > thr) << q;
+  return m;
+#endif
+}
+
+constexpr int64_t kRowBlock = 128;  // rows advanced together (their scratch stays in L2)
 
 }  // namespace
 
 template <typename T>
 void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
-  const Prepared<T> p = prepare(m);
+  const std::shared_ptr<const Prepared<T>> pp = get_prepared(m);
+  const Prepared<T>& p = *pp;
   const int64_t N = sp.N, V = m.V;
   std::vector<int64_t> prev(sp.first, sp.first + N), active(static_cast<size_t>(N)), toks(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) active[n] = n;
@@ -480,7 +605,8 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
 
 template <typename T>
 void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
-  const Prepared<T> p = prepare(m);
+  const std::shared_ptr<const Prepared<T>> pp = get_prepared(m);
+  const Prepared<T>& p = *pp;
   const int64_t N = bp.N, K = bp.K, NK = N * K, V = m.V, L = m.L, H = m.H, end = bp.end_token;
   const bool lstm = m.cell == DecodeCell::Lstm;
   const double ninf = -std::numeric_limits<double>::infinity();
@@ -505,8 +631,10 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
   std::vector<int64_t> prev(static_cast<size_t>(NK), bp.start_token), active, toks(static_cast<size_t>(NK));
   std::vector<int64_t> hist_tok, hist_par;                     // (steps, N*K) token and parent beam
   Scratch<T> s(p, std::min<int64_t>(kRowBlock, NK));
-  std::vector<double> best_v(static_cast<size_t>(K)), ebuf(static_cast<size_t>(V));
+  const int64_t RB = std::min<int64_t>(kRowBlock, NK);
+  std::vector<double> best_v(static_cast<size_t>(K)), ebuf(static_cast<size_t>(RB * V)), sums(static_cast<size_t>(RB));
   std::vector<int64_t> best_i(static_cast<size_t>(K));
+  std::vector<double> lse(static_cast<size_t>(NK));
   int64_t steps = 0;
   for (int64_t t = 0; t < bp.max_len; ++t) {
     // Beams that are finished or still at -inf (never live) need no step: their candidates are fixed.
@@ -519,17 +647,20 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
       const int64_t* idx = active.data() + b;
       for (int64_t i = 0; i < nb; ++i) toks[i] = prev[idx[i]];
       step(p, nb, idx, toks.data(), NK, h.data(), lstm ? cs.data() : nullptr, bp.c ? cb.data() : nullptr, s);
-      for (int64_t i = 0; i < nb; ++i) {                       // log-softmax in float64
+      // log-softmax in float64: every row's exps, then the rows' sums side by side (each in token order),
+      // then the logs.
+      for (int64_t i = 0; i < nb; ++i) {
         const T* z = s.logits.data() + i * p.Vp;
         double* l = lp.data() + idx[i] * V;
+        double* e = ebuf.data() + i * V;
         const double mx = double(max_of(z, V));
         for (int64_t j = 0; j < V; ++j) l[j] = double(z[j]) - mx;
-        for (int64_t j = 0; j < V; ++j) ebuf[j] = vexp(l[j]);   // vectorised, apart from the sum
-        double se = 0;
-        for (int64_t j = 0; j < V; ++j) se += ebuf[j];
-        const double lse = std::log(se);
-        for (int64_t j = 0; j < V; ++j) l[j] -= lse;
+        for (int64_t j = 0; j < V; ++j) e[j] = vexp(l[j]);
+        sums[i] = 0.0;
       }
+      for (int64_t j = 0; j < V; ++j)
+        for (int64_t i = 0; i < nb; ++i) sums[i] += ebuf[i * V + j];
+      for (int64_t i = 0; i < nb; ++i) lse[idx[i]] = std::log(sums[i]);   // row r's log-probs: lp - lse[r]
     }
     hist_tok.resize(size_t((t + 1) * NK));
     hist_par.resize(size_t((t + 1) * NK));
@@ -563,7 +694,21 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
           continue;
         }
         const double* l = lp.data() + r * V;
-        for (int64_t j = 0; j < V; ++j) offer(sc + l[j], b * V + j);
+        const double ls = lse[r];
+        int64_t j = 0;
+        for (; j < V && cnt < K; ++j) offer(sc + (l[j] - ls), b * V + j);
+        // Full: a candidate enters only above the K-th best, which only rises, so only the lanes of a vector
+        // above it when the vector is reached are offered, in order (exactly what offering all would do).
+        using VD = sv::V<double>;
+        constexpr int64_t WD = VW<double>;
+        for (; j + WD <= V; j += WD) {
+          const VD x = sv::splat(sc) + (sv::load(l + j) - sv::splat(ls));
+          for (unsigned mk = above_mask(x, best_v[K - 1]); mk; mk &= mk - 1) {
+            const int q = __builtin_ctz(mk);
+            offer(x[q], b * V + j + q);
+          }
+        }
+        for (; j < V; ++j) offer(sc + (l[j] - ls), b * V + j);
       }
       for (int64_t k = 0; k < K; ++k) {
         const int64_t r = n * K + k, b = best_i[k] / V, tok = best_i[k] % V, from = n * K + b;
@@ -595,6 +740,31 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
     }
     bp.scores[n] = score[n * K];
   }
+}
+
+template <typename T>
+void decode_cache_clear_t() {
+  PrepCache<T>& c = prep_cache<T>();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.entries.clear();
+  c.hits = c.misses = 0;
+}
+template <typename T>
+void decode_cache_stats_t(int64_t* out) {
+  PrepCache<T>& c = prep_cache<T>();
+  std::lock_guard<std::mutex> lock(c.mu);
+  out[0] += c.hits;
+  out[1] += c.misses;
+  out[2] += int64_t(c.entries.size());
+}
+
+void decode_cache_clear() {
+  decode_cache_clear_t<float>();
+  decode_cache_clear_t<double>();
+}
+void decode_cache_stats(int64_t* out) {
+  decode_cache_stats_t<float>(out);
+  decode_cache_stats_t<double>(out);
 }
 
 template void decode_sample_impl<float>(const DecodeModel<float>&, const SampleParams<float>&);

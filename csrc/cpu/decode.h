@@ -1,7 +1,8 @@
 // Native autoregressive decoding: a whole batch of token sequences generated in one call (greedy,
 // temperature and top-k sampling with a counter-based generator, end token, carried state) and beam search,
 // for the vanilla RNN (tanh/relu), LSTM and GRU, stacked. Not validated here (bind_decode.cpp checks every
-// argument); not a training path (no caches, no gradients). decode.cpp is compiled twice (generic, AVX2).
+// argument); not a training path (no caches, no gradients). decode.cpp is compiled once per kernel ISA
+// (generic, avx2, avx512), each with its own vector width; every build gives the same tokens (decode.cpp).
 #pragma once
 #include <cstdint>
 

@@ -16,9 +16,15 @@ import numpy as np
 _CELLS = {"RNN": None, "OneHotRNN": None, "LSTM": "lstm", "GRU": "gru", "_OneHotLSTM": "lstm", "_OneHotGRU": "gru"}
 
 
+_native = None
+
+
 def _native_module():
-    from .backends import get
-    return get("cpu")._C
+    global _native
+    if _native is None:                 # kept once loaded (a failure raises and is retried next time)
+        from .backends import get
+        _native = get("cpu")._C
+    return _native
 
 
 def available(*layers):

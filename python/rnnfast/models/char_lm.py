@@ -90,6 +90,7 @@ class CharVocab:
             raise ValueError("a vocabulary needs at least one character")
         self.index = {c: i for i, c in enumerate(self.chars)}
         self._table = None
+        self._codes = None
 
     @property
     def size(self):
@@ -111,6 +112,14 @@ class CharVocab:
         return np.fromiter((self.index[c] for c in text), np.int64, len(text))
 
     def decode(self, ids):
+        a = np.asarray(ids)
+        if a.ndim == 1 and a.dtype.kind in "iu" and a.size:   # one gather + one UTF-32 decode, not a loop
+            if self._codes is None:
+                codes = np.array([ord(c) for c in self.chars], np.uint32)
+                ok = not ((codes >= 0xD800) & (codes < 0xE000)).any()   # surrogates do not round-trip
+                self._codes = codes if ok else False
+            if self._codes is not False:
+                return self._codes[a].tobytes().decode("utf-32-le")
         return "".join(self.chars[int(i)] for i in ids)
 
 
