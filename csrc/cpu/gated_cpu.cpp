@@ -36,13 +36,23 @@ struct Recurrence {
   const T* W = nullptr;  // W_hh (R, K)
   int64_t R = 0, K = 0;
 
-  Recurrence(const Tuning& tu, int64_t N, int64_t R_, int64_t K_, const T* W_)
-      : matvec(tu.path == Path::Matvec || (tu.path == Path::Auto && N <= tu.small_batch)), W(W_), R(R_), K(K_) {}
+  std::vector<T> WT;     // W^T (K, R), made once for the GEMM path of forward()
+
+  Recurrence(const Tuning& tu, int64_t N, int64_t R_, int64_t K_, const T* W_, bool need_forward = false)
+      : matvec(tu.path == Path::Matvec || (tu.path == Path::Auto && N <= tu.small_batch)), W(W_), R(R_), K(K_) {
+    if (need_forward && !matvec) {  // the step is then a plain GEMM, which OpenBLAS runs without packing W^T
+      WT.resize(size_t(R * K));     // at every step (the transposed form packed both operands each time)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t k = 0; k < K; ++k) WT[size_t(k * R + r)] = W[r * K + k];
+    }
+  }
 
   // Y (N, R) += Hprev (N, K) W^T: the recurrent product of one step.
   void forward(int64_t N, const T* Hprev, T* Y) const {
     if (matvec) {
       for (int64_t n = 0; n < N; ++n) blas::matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
+    } else if (!WT.empty()) {
+      blas::gemm<T>(false, false, N, R, K, T(1), Hprev, K, WT.data(), R, T(1), Y, R);
     } else {
       blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
     }
@@ -197,7 +207,7 @@ template <typename T>
 void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X,
                         const T* h0k, const T* c0k, T* Y, T* C, T* G, const Tuning& tu) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
-  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh, true);
   // 1. P = X W_ih^T for all T*N rows at once, written where the gates will be.
   input_projection(Tn * N, R, Dk, X, w.W_ih, G);
   std::vector<T> b(size_t(R), T(0));  // b_ih + b_hh, added inside the fused step
@@ -256,7 +266,7 @@ template <typename T>
 void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const LayerWeights<T>& w, const T* X, const T* h0k,
                        T* Y, T* G, T* Ghn, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
-  const Recurrence<T> rec(tu, N, R, H, w.W_hh);
+  const Recurrence<T> rec(tu, N, R, H, w.W_hh, true);
   // 1. P = X W_ih^T for all T*N rows at once.
   input_projection(Tn * N, R, Dk, X, w.W_ih, G);
   // Input-side constants: b_ir + b_hr, b_iz + b_hz, b_in; b_hn stays inside the reset product.
