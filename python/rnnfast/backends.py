@@ -59,34 +59,31 @@ def _check_num_threads(n, what):
     return int(n)
 
 
-def _env_num_threads():
-    """RNNFAST_NUM_THREADS as an int, or None when unset/empty; a typo raises ValueError (it never silently
-    disables the cpu backend)."""
-    raw = os.environ.get("RNNFAST_NUM_THREADS")
+def _env_int(name, lo, hi, what):
+    """Environment variable `name` as an int in [lo, hi], or None when unset/empty; a typo or a value out of
+    range raises ValueError naming the variable and `what` it must be (it never silently disables the cpu
+    backend)."""
+    raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return None
     try:
         n = int(raw.strip())
     except ValueError:
-        raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer, got {raw!r}") from None
-    if not 1 <= n <= _MAX_THREADS:
-        raise ValueError(f"RNNFAST_NUM_THREADS must be a positive integer <= {_MAX_THREADS}, got {raw!r}")
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+    if not lo <= n <= hi:
+        raise ValueError(f"{name} must be {what}, at most {hi}, got {raw!r}")
     return n
+
+
+def _env_num_threads():
+    """RNNFAST_NUM_THREADS as an int, or None when unset/empty."""
+    return _env_int("RNNFAST_NUM_THREADS", 1, _MAX_THREADS, "a positive integer")
 
 
 def _env_pool_mb():
     """RNNFAST_POOL_MB (the cache of large blocks behind the arrays rnnfast allocates; csrc/cpu/pool.h) as an
-    int, or None when unset/empty; a typo raises ValueError."""
-    raw = os.environ.get("RNNFAST_POOL_MB")
-    if raw is None or not raw.strip():
-        return None
-    try:
-        n = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"RNNFAST_POOL_MB must be an integer number of MiB >= 0, got {raw!r}") from None
-    if not 0 <= n <= 1 << 20:
-        raise ValueError(f"RNNFAST_POOL_MB must be an integer number of MiB in [0, {1 << 20}], got {raw!r}")
-    return n
+    int, or None when unset/empty."""
+    return _env_int("RNNFAST_POOL_MB", 0, 1 << 20, "an integer number of MiB >= 0")
 
 
 def set_num_threads(n: int) -> None:
