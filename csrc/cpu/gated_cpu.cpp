@@ -36,14 +36,20 @@ struct Recurrence {
   const T* W = nullptr;  // W_hh (R, K)
   int64_t R = 0, K = 0;
 
-  std::vector<T> WT;     // W^T (K, R), made once for the GEMM path of forward()
+  bool transposed = false;  // WT holds W^T (K, R), made once for the GEMM path of forward()
+  pool::Buffer<T> WT;
 
   Recurrence(const Tuning& tu, int64_t N, int64_t R_, int64_t K_, const T* W_, bool need_forward = false)
-      : matvec(tu.path == Path::Matvec || (tu.path == Path::Auto && N <= tu.small_batch)), W(W_), R(R_), K(K_) {
-    if (need_forward && !matvec) {  // the step is then a plain GEMM, which OpenBLAS runs without packing W^T
-      WT.resize(size_t(R * K));     // at every step (the transposed form packed both operands each time)
+      : matvec(tu.path == Path::Matvec || (tu.path == Path::Auto && N <= tu.small_batch)),
+        W(W_),
+        R(R_),
+        K(K_),
+        transposed(need_forward && !matvec),
+        WT(transposed ? size_t(R_ * K_) : 0) {
+    if (transposed) {  // the step is then a plain GEMM, which OpenBLAS runs without packing W^T at every
+      T* wt = WT.get();  // step (the transposed form packed both operands each time)
       for (int64_t r = 0; r < R; ++r)
-        for (int64_t k = 0; k < K; ++k) WT[size_t(k * R + r)] = W[r * K + k];
+        for (int64_t k = 0; k < K; ++k) wt[k * R + r] = W[r * K + k];
     }
   }
 
@@ -51,8 +57,8 @@ struct Recurrence {
   void forward(int64_t N, const T* Hprev, T* Y) const {
     if (matvec) {
       for (int64_t n = 0; n < N; ++n) blas::matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
-    } else if (!WT.empty()) {
-      blas::gemm<T>(false, false, N, R, K, T(1), Hprev, K, WT.data(), R, T(1), Y, R);
+    } else if (transposed) {
+      blas::gemm<T>(false, false, N, R, K, T(1), Hprev, K, WT.get(), R, T(1), Y, R);
     } else {
       blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
     }

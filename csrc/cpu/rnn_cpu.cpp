@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/pool.h"
 #include "cpu/rnn_cpu.h"
 #include "cpu/simd.h"
 #include "rnnfast/cell_math.h"
@@ -92,13 +93,13 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
   } else {
     // W_hh^T once per call: the step's product is then a plain (N, H) x (H, H) GEMM, which OpenBLAS runs in
     // its small-matrix kernel without packing either operand at every step (the transposed form packed both)
-    std::vector<T> WhhT(size_t(H * H));
+    pool::Buffer<T> WhhT(size_t(H * H));
     for (int64_t i = 0; i < H; ++i)
-      for (int64_t j = 0; j < H; ++j) WhhT[size_t(j * H + i)] = w.W_hh[i * H + j];
+      for (int64_t j = 0; j < H; ++j) WhhT.get()[j * H + i] = w.W_hh[i * H + j];
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      if (Hprev) blas::gemm<T>(false, false, N, H, H, T(1), Hprev, H, WhhT.data(), H, T(1), Yt, H);
+      if (Hprev) blas::gemm<T>(false, false, N, H, H, T(1), Hprev, H, WhhT.get(), H, T(1), Yt, H);
       for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
       activate(a, acc.data(), Yt, NH);
     }
