@@ -6,8 +6,11 @@
 set -euo pipefail
 EXTRAS="test,bench,hdf5"
 source "$(dirname "$0")/_venv.sh"
+# "+cpu" names the CPU-only build, so the configured indexes (a local wheel where the machine has one) can
+# never hand over the CUDA build; PyTorch's CPU index is the fallback (it needs the network).
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+    || "$VENV/bin/python" -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
     || echo "note: torch==2.13.0 not installable here; its oracle tests will skip"
 fi
 cd tests   # run against the installed package, never the source tree
