@@ -58,7 +58,7 @@ struct Recurrence {
     if (matvec) {
       for (int64_t n = 0; n < N; ++n) blas::matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
     } else if (transposed) {
-      blas::gemm<T>(false, false, N, R, K, T(1), Hprev, K, WT.get(), R, T(1), Y, R);
+      blas::gemm_step<T>(N, R, K, Hprev, K, WT.get(), R, T(1), Y, R);
     } else {
       blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
     }
@@ -69,7 +69,7 @@ struct Recurrence {
     if (matvec) {
       for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dG + n * R, R, W, K, dH + n * K, K);
     } else {
-      blas::gemm<T>(false, false, N, K, R, T(1), dG, R, W, K, T(1), dH, K);
+      blas::gemm_step<T>(N, K, R, dG, R, W, K, T(1), dH, K);
     }
   }
 };

@@ -99,7 +99,7 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      if (Hprev) blas::gemm<T>(false, false, N, H, H, T(1), Hprev, H, WhhT.get(), H, T(1), Yt, H);
+      if (Hprev) blas::gemm_step<T>(N, H, H, Hprev, H, WhhT.get(), H, T(1), Yt, H);
       for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
       activate(a, acc.data(), Yt, NH);
     }
@@ -130,7 +130,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
       std::fill(dh_next.begin(), dh_next.end(), T(0));
       for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dz + n * H, H, w.W_hh, H, dh_next.data() + n * H, H);
     } else {
-      blas::gemm<T>(false, false, N, H, H, T(1), dz, H, w.W_hh, H, T(0), dh_next.data(), H);
+      blas::gemm_step<T>(N, H, H, dz, H, w.W_hh, H, T(0), dh_next.data(), H);
     }
   }
   if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));

@@ -46,7 +46,9 @@ template <typename T> inline V<T> load(const T* p) {
   return v;
 }
 template <typename T> inline void store(T* p, V<T> v) { std::memcpy(p, &v, sizeof(v)); }
-template <typename T> inline V<T> splat(T x) { return V<T>{} + x; }
+// x - 0 (not 0 + x) so the compiler may drop the arithmetic: x - (+0) is x for every x, -0 included, while
+// 0 + (-0) is +0, which kept an add before every broadcast.
+template <typename T> inline V<T> splat(T x) { return x - V<T>{}; }
 
 // The first m lanes (0 <= m < lanes) of p: loads zero the other lanes, stores leave memory past m alone.
 // Masked instructions where the ISA has them, so a tail never touches memory past the row.
