@@ -106,12 +106,19 @@ void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const
     std::memcpy(dX, dGi, sizeof(T) * size_t(Tn * N * R));
 }
 
-// P = X W_ih^T for all T*N rows at once into G (T*N, R); W_ih nullptr is the identity (X is the input
-// projection itself, Dk == R: a gathered one-hot input), copied.
+// P = X W_ih^T for all T*N rows at once into G (T*N, R). W_ih nullptr is the identity (X is the input
+// projection itself, Dk == R: a gathered one-hot input): nothing happens here, and each step copies its
+// rows with step_input() just before using them, while they are in cache (one pass over T*N*R values
+// instead of two: a whole-sequence copy went to memory and was read back step by step).
 template <typename T>
 inline void input_projection(int64_t rows, int64_t R, int64_t Dk, const T* X, const T* W_ih, T* G) {
   if (W_ih) blas::gemm<T>(false, true, rows, R, Dk, T(1), X, Dk, W_ih, Dk, T(0), G, R);
-  else if (rows * R > 0) std::memcpy(G, X, sizeof(T) * size_t(rows * R));
+}
+
+// Step t's rows of the identity input projection (see input_projection): G_t = X_t.
+template <typename T>
+inline void step_input(const T* W_ih, int64_t t, int64_t NR, const T* X, T* Gt) {
+  if (!W_ih && NR > 0) std::memcpy(Gt, X + t * NR, sizeof(T) * size_t(NR));
 }
 
 // The final state of a layer: its last step, else the initial state, else zeros.
@@ -225,6 +232,7 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
     const T* Cprev = t > 0 ? C + (t - 1) * NH : (c0k ? c0k : zero.data());
+    step_input(w.W_ih, t, NR, X, Gt);
     if (Hprev) rec.forward(N, Hprev, Gt);
     for (int64_t n = 0; n < N; ++n)
       lstm_point_fwd(H, b.data(), Gt + n * R, Cprev + n * H, C + t * NH + n * H, Y + t * NH + n * H);
@@ -290,6 +298,7 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
   for (int64_t t = 0; t < Tn; ++t) {
     T* Gt = G + t * NR;
     const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
+    step_input(w.W_ih, t, NR, X, Gt);
     std::fill(gh.begin(), gh.end(), T(0));
     if (Hprev) rec.forward(N, Hprev, gh.data());
     if (!Hprev) Hprev = zero.data();

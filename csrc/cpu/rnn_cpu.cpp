@@ -67,9 +67,9 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
                    const T* h0, const T* c, T* Y, T* h_n, const Tuning& tu) {
   const int64_t NH = N * H;
   // 1. P = X W_ih^T for all T*N rows at once; the biases and c are added inside the loop. W_ih nullptr is
-  // the identity: X is the projection itself (Dk == H, a gathered one-hot input), copied.
+  // the identity: X is the projection itself (Dk == H, a gathered one-hot input), read step by step.
   if (w.W_ih) blas::gemm<T>(false, true, Tn * N, H, Dk, T(1), X, Dk, w.W_ih, Dk, T(0), Y, H);
-  else if (Tn * NH > 0) std::memcpy(Y, X, sizeof(T) * size_t(Tn * NH));
+  auto P = [&](int64_t t) -> const T* { return w.W_ih ? Y + t * NH : X + t * NH; };  // step t's projection
   // bc (N, H) = b_ih + b_hh [+ c[n]]: the per-sequence constant added at every step
   std::vector<T> bc(size_t(NH), T(0));
   for (int64_t n = 0; n < N; ++n)
@@ -85,7 +85,8 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
+      const T* Pt = P(t);
+      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Pt[i] + bc[size_t(i)];
       if (Hprev)
         for (int64_t n = 0; n < N; ++n) blas::matvec_dot(w.W_hh, H, H, Hprev + n * H, acc.data() + n * H);
       activate(a, acc.data(), Yt, NH);
@@ -99,6 +100,7 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
+      if (!w.W_ih && NH > 0) std::memcpy(Yt, P(t), sizeof(T) * size_t(NH));
       if (Hprev) blas::gemm_step<T>(N, H, H, Hprev, H, WhhT.get(), H, T(1), Yt, H);
       for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
       activate(a, acc.data(), Yt, NH);

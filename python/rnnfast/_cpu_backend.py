@@ -24,12 +24,20 @@ def _own(kept, given):
     return kept
 
 
+def _own_x(kept, given, weights):
+    """_own for the input x, except when layer 0's input weight is None (the identity: x is the input
+    projection itself, a gathered one-hot input): backward then never reads x (no dW_ih, and dx is the gate
+    gradient), so changing it in place cannot change a gradient, and copying it (T*N*G*H values, 3.3 MB for a
+    char-LM LSTM step at N=32) would only cost time."""
+    return kept if weights and weights[0][0] is None else _own(kept, given)
+
+
 def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
     out, h_n, kept = _C.rnn_forward(x, h0, weights, c, nonlinearity, need_cache)
     if kept is None:
         return out, h_n, None
     xc, h0c, hs, cc = kept
-    return out, h_n, RNNCache(_own(xc, x), _own(h0c, h0), hs, _own(cc, c), list(weights), nonlinearity, "cpu")
+    return out, h_n, RNNCache(_own_x(xc, x, weights), _own(h0c, h0), hs, _own(cc, c), list(weights), nonlinearity, "cpu")
 
 
 def rnn_backward(dout, dh_n, cache, grads):
@@ -45,7 +53,7 @@ def lstm_forward(x, h0, c0, weights, need_cache):
     if kept is None:
         return out, h_n, c_n, None
     xc, h0c, c0c, hs, cs, gates = kept
-    return out, h_n, c_n, LSTMCache(_own(xc, x), _own(h0c, h0), _own(c0c, c0), hs, cs, gates, list(weights), "cpu")
+    return out, h_n, c_n, LSTMCache(_own_x(xc, x, weights), _own(h0c, h0), _own(c0c, c0), hs, cs, gates, list(weights), "cpu")
 
 
 def lstm_backward(dout, dh_n, dc_n, cache, grads, dcs=None):
@@ -61,7 +69,7 @@ def gru_forward(x, h0, weights, need_cache):
     if kept is None:
         return out, h_n, None
     xc, h0c, hs, gates, ghn = kept
-    return out, h_n, GRUCache(_own(xc, x), _own(h0c, h0), hs, gates, ghn, list(weights), "cpu")
+    return out, h_n, GRUCache(_own_x(xc, x, weights), _own(h0c, h0), hs, gates, ghn, list(weights), "cpu")
 
 
 def gru_backward(dout, dh_n, cache, grads):
