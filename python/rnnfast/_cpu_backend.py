@@ -37,7 +37,8 @@ def rnn_forward(x, h0, weights, c, nonlinearity, need_cache):
     if kept is None:
         return out, h_n, None
     xc, h0c, hs, cc = kept
-    return out, h_n, RNNCache(_own_x(xc, x, weights), _own(h0c, h0), hs, _own(cc, c), list(weights), nonlinearity, "cpu")
+    return out, h_n, RNNCache(_own_x(xc, x, weights), _own(h0c, h0), hs, _own(cc, c), list(weights), nonlinearity,
+                              "cpu")
 
 
 def rnn_backward(dout, dh_n, cache, grads):
@@ -53,7 +54,8 @@ def lstm_forward(x, h0, c0, weights, need_cache):
     if kept is None:
         return out, h_n, c_n, None
     xc, h0c, c0c, hs, cs, gates = kept
-    return out, h_n, c_n, LSTMCache(_own_x(xc, x, weights), _own(h0c, h0), _own(c0c, c0), hs, cs, gates, list(weights), "cpu")
+    return out, h_n, c_n, LSTMCache(_own_x(xc, x, weights), _own(h0c, h0), _own(c0c, c0), hs, cs, gates,
+                                    list(weights), "cpu")
 
 
 def lstm_backward(dout, dh_n, dc_n, cache, grads, dcs=None):
