@@ -1,8 +1,13 @@
 """Decoding speed through the public API: sampling 500 characters at temperature 0.8 from a char-LM (V=96,
 H=128, one stream, float32) with CharLM.sample (native) against its own Python loop (native=False), a NumPy
 per-step loop (min-char-rnn style) and torch CPU; and Seq2Seq beam search (beam 4, max_len 20, N=32)
-native against the Python loop. Interleaved rounds in one process, medians. Writes decode.json and
-decode.md under --out and prints the table. Not a correctness test (tests/test_decode.py is).
+native against the Python loop. Interleaved rounds in one process, medians. In each round every peer
+makes one call timed alone (the "first call": the peer before it has just evicted its caches, and a core
+that was idle or busy with other code runs a short call up to 1.5x slower; measured 2026-12-04: 500
+characters at 1.16 us/char when repeated, 1.7-2.1 us/char after a sleep, a memory sweep or a torch call), then
+repeats the call for --budget seconds (the "repeated" rate, what a stream of calls sustains). The floors are
+checked on the repeated rate; both are printed. Writes decode.json and decode.md under --out and prints the
+table. Not a correctness test (tests/test_decode.py is).
 
 The process drops OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before NumPy loads (re-executing itself when they
 are set), so every peer gets the machine's own BLAS kernels; it prints which kernels ran.
@@ -109,7 +114,33 @@ def _torch_sampler(lm):
     return run
 
 
-def bench_sampling(V=96, H=128, length=500, temperature=0.8, rounds=7, include_torch=True, seed=0):
+def _interleaved(peers, rounds, budget):
+    """{name: f(seed)}: warm-up, then `rounds` rounds in which every peer makes one call timed alone and
+    then repeats it for `budget` seconds (at least once more). Returns ({name: median first-call seconds},
+    {name: median over rounds of the mean seconds per repeated call})."""
+    for f in peers.values():
+        f(0)                                          # warm-up
+    first = {k: [] for k in peers}
+    rep = {k: [] for k in peers}
+    for r in range(rounds):                           # interleaved
+        for k, f in peers.items():
+            t = time.perf_counter()
+            f(r + 1)
+            t1 = time.perf_counter()
+            first[k].append(t1 - t)
+            n = 0
+            while True:
+                f(r + 1)
+                n += 1
+                t2 = time.perf_counter()
+                if t2 - t1 >= budget:
+                    break
+            rep[k].append((t2 - t1) / n)
+    med = lambda d: {k: float(np.median(v)) for k, v in d.items()}  # noqa: E731
+    return med(first), med(rep)
+
+
+def bench_sampling(V=96, H=128, length=500, temperature=0.8, rounds=7, include_torch=True, seed=0, budget=0.3):
     lm = _char_model(V, H, seed)
     prime = lm.vocab.chars[:8]
     prime_ids = lm.vocab.encode(prime)
@@ -125,47 +156,41 @@ def bench_sampling(V=96, H=128, length=500, temperature=0.8, rounds=7, include_t
             peers["torch cpu"] = lambda r: torch_run(prime_ids, length, temperature, r)
         except ImportError:
             pass
-    for f in peers.values():
-        f(0)                                          # warm-up
-    times = {k: [] for k in peers}
-    for r in range(rounds):                           # interleaved
-        for k, f in peers.items():
-            t = time.perf_counter()
-            f(r + 1)
-            times[k].append(time.perf_counter() - t)
-    us = {k: float(np.median(v)) / length * 1e6 for k, v in times.items()}
+    first, rep = _interleaved(peers, rounds, budget)
+    us = {k: v / length * 1e6 for k, v in rep.items()}
     rows = []
     for k, v in us.items():
         ratio = None if k == "rnnfast" else v / us["rnnfast"]
         floor = FLOORS.get(k)
-        rows.append({"job": "sampling", "impl": k, "us_per_char": v, "rnnfast_speedup": ratio, "floor": floor,
+        rows.append({"job": "sampling", "impl": k, "us_per_char": v, "first_call_us_per_char": first[k] / length * 1e6,
+                     "first_call_speedup": None if k == "rnnfast" else first[k] / first["rnnfast"],
+                     "rnnfast_speedup": ratio, "floor": floor,
                      "meets_floor": None if floor is None or ratio is None else ratio >= floor,
-                     "V": V, "H": H, "chars": length, "temperature": temperature, "rounds": rounds})
+                     "V": V, "H": H, "chars": length, "temperature": temperature, "rounds": rounds,
+                     "budget_s": budget})
     rows[0]["floor"] = FLOORS["us_per_char"]
     rows[0]["meets_floor"] = us["rnnfast"] <= FLOORS["us_per_char"]
     return rows
 
 
-def bench_beam(V=96, H=128, T=20, N=32, K=4, rounds=5, seed=0):
+def bench_beam(V=96, H=128, T=20, N=32, K=4, rounds=5, seed=0, budget=0.3):
     from rnnfast.topologies import Seq2Seq
     m = Seq2Seq(V, V, H, seed=seed, end_token=1)
     src = np.random.default_rng(seed).integers(2, V, (T, N))
-    peers = {"native": lambda: m.generate(src, T, method="beam", beam_size=K, return_scores=True),
-             "python loop": lambda: m.generate(src, T, method="beam", beam_size=K, return_scores=True, native=False)}
-    a, b = peers["native"](), peers["python loop"]()
+    peers = {"native": lambda r: m.generate(src, T, method="beam", beam_size=K, return_scores=True),
+             "python loop": lambda r: m.generate(src, T, method="beam", beam_size=K, return_scores=True,
+                                                 native=False)}
+    a, b = peers["native"](0), peers["python loop"](0)
     same = bool(np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], rtol=1e-5))
-    times = {k: [] for k in peers}
-    for _ in range(rounds):
-        for k, f in peers.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    ms = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    first, rep = _interleaved(peers, rounds, budget)
+    ms = {k: v * 1e3 for k, v in rep.items()}
     ratio = ms["python loop"] / ms["native"]
-    return [{"job": "beam", "impl": "rnnfast native", "ms": ms["native"], "rnnfast_speedup": None},
-            {"job": "beam", "impl": "python loop", "ms": ms["python loop"], "rnnfast_speedup": ratio,
+    return [{"job": "beam", "impl": "rnnfast native", "ms": ms["native"], "first_call_ms": first["native"] * 1e3,
+             "rnnfast_speedup": None, "first_call_speedup": None},
+            {"job": "beam", "impl": "python loop", "ms": ms["python loop"], "first_call_ms": first["python loop"] * 1e3,
+             "rnnfast_speedup": ratio, "first_call_speedup": first["python loop"] / first["native"],
              "floor": FLOORS["beam vs python"], "meets_floor": ratio >= FLOORS["beam vs python"],
-             "same_result": same, "V": V, "H": H, "T": T, "N": N, "K": K, "rounds": rounds}]
+             "same_result": same, "V": V, "H": H, "T": T, "N": N, "K": K, "rounds": rounds, "budget_s": budget}]
 
 
 def table(sampling, beam):
@@ -175,20 +200,25 @@ def table(sampling, beam):
         unit = " us" if r["impl"] == "rnnfast" and r["job"] == "sampling" else "x"
         op = "<=" if unit == " us" else ">="
         return f"{op} {r['floor']:g}{unit} ({'met' if r['meets_floor'] else 'NOT met'})"
+    def x(v):
+        return "" if v is None else f"{v:.1f}x"
     s0 = sampling[0]
     lines = [(f"Sampling {s0['chars']} chars, temperature {s0['temperature']}, V={s0['V']}, H={s0['H']}, one stream "
-              f"(median of {s0['rounds']} interleaved rounds)"), "",
-             "| implementation | us/char | rnnfast speed-up | floor |", "|---|---:|---:|---|"]
+              f"(medians of {s0['rounds']} interleaved rounds; per round one call alone, then repeated calls for "
+              f"{s0['budget_s']:g} s; floors on the repeated rate)"), "",
+             "| implementation | us/char repeated | rnnfast speed-up | us/char first call | speed-up | floor |",
+             "|---|---:|---:|---:|---:|---|"]
     for r in sampling:
-        sp = "" if r["rnnfast_speedup"] is None else f"{r['rnnfast_speedup']:.1f}x"
-        lines.append(f"| {r['impl']} | {r['us_per_char']:.2f} | {sp} | {fl(r)} |")
+        lines.append(f"| {r['impl']} | {r['us_per_char']:.2f} | {x(r['rnnfast_speedup'])} | "
+                     f"{r['first_call_us_per_char']:.2f} | {x(r['first_call_speedup'])} | {fl(r)} |")
     b = beam[1]
     lines += ["", (f"Seq2Seq beam search, beam {b['K']}, max_len {b['T']}, N={b['N']}, V={b['V']}, H={b['H']} "
-                   f"(median of {b['rounds']} rounds; same ids and scores: {b['same_result']})"), "",
-              "| implementation | ms | rnnfast speed-up | floor |", "|---|---:|---:|---|"]
+                   f"(medians of {b['rounds']} interleaved rounds as above; same ids and scores: {b['same_result']})"),
+              "", "| implementation | ms repeated | rnnfast speed-up | ms first call | speed-up | floor |",
+              "|---|---:|---:|---:|---:|---|"]
     for r in beam:
-        sp = "" if r["rnnfast_speedup"] is None else f"{r['rnnfast_speedup']:.1f}x"
-        lines.append(f"| {r['impl']} | {r['ms']:.2f} | {sp} | {fl(r)} |")
+        lines.append(f"| {r['impl']} | {r['ms']:.2f} | {x(r['rnnfast_speedup'])} | {r['first_call_ms']:.2f} | "
+                     f"{x(r['first_call_speedup'])} | {fl(r)} |")
     return "\n".join(lines)
 
 
@@ -198,12 +228,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, not for the README)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of repeated calls per peer per round (default 0.3, 0.05 with --quick)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 9)
+    budget = args.budget if args.budget is not None else (0.05 if args.quick else 0.3)
     info = _kernels()
     print("kernels:", json.dumps(info))
-    sampling = bench_sampling(rounds=rounds, include_torch=not args.no_torch)
-    beam = bench_beam(rounds=max(2, rounds // 2 if args.quick else rounds))
+    sampling = bench_sampling(rounds=rounds, include_torch=not args.no_torch, budget=budget)
+    beam = bench_beam(rounds=max(2, rounds // 2 if args.quick else rounds), budget=budget)
     md = table(sampling, beam)
     print(md)
     os.makedirs(args.out, exist_ok=True)

@@ -137,6 +137,27 @@ def test_beam_matches_python(cell, dtype, K):
         assert np.isfinite(sc).all()
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_beam_split_across_threads_equals_one_thread(cell):
+    """A beam search big enough for the native search to split its sources across threads (csrc/cpu/decode.cpp,
+    decode_beam_impl: chunks of sources claimed by the caller and helper threads; 7 sources leave a short last
+    chunk) gives the one-thread ids and scores bit for bit, and the Python search's ids."""
+    m = _sharpen(Seq2Seq(12, 30, 64, num_layers=2, cell=cell, dtype=np.float32, seed=8, end_token=2,
+                         feed_context=cell == "rnn"), 1.5)
+    src = np.random.default_rng(9).integers(0, 12, (6, 7))
+    rnnfast.set_num_threads(1)
+    try:
+        ids1, sc1 = m.generate(src, 14, method="beam", beam_size=5, return_scores=True, native=True)
+    finally:
+        rnnfast.set_num_threads(2)
+    ids2, sc2 = m.generate(src, 14, method="beam", beam_size=5, return_scores=True, native=True)
+    np.testing.assert_array_equal(ids2, ids1)
+    np.testing.assert_array_equal(sc2, sc1)
+    ref, rsc = m.generate(src, 14, method="beam", beam_size=5, return_scores=True, native=False)
+    np.testing.assert_array_equal(ids2, ref)
+    np.testing.assert_allclose(sc2, rsc, rtol=1e-5, atol=1e-6)
+
+
 def test_beam_scores_are_sequence_log_probs():
     m = _sharpen(Seq2Seq(7, 5, 16, seed=8, end_token=1, dtype=np.float64), 1.5)
     src = np.random.default_rng(9).integers(0, 7, (4, 3))

@@ -40,7 +40,10 @@ def assert_dicts_close(a, b, dtype):
 
 # ---- the fused head + softmax cross-entropy ----
 
-XENT = [(T, N, K, V) for T, N, K, V in [(1, 1, 1, 1), (7, 3, 5, 11), (7, 1, 31, 97), (3, 32, 65, 2)]]
+# the last two are cut into row groups that rnnfast's threads share (train_ops.cpp, linear_xent): 8 groups
+# of 200 rows (the char-LM step at N=32) and 2 uneven groups
+XENT = [(T, N, K, V) for T, N, K, V in [(1, 1, 1, 1), (7, 3, 5, 11), (7, 1, 31, 97), (3, 32, 65, 2),
+                                        (50, 32, 128, 96), (45, 13, 64, 50)]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -71,6 +74,31 @@ def test_linear_xent_matches_reference(T, N, K, V, masking, reduction, dtype):
     np.testing.assert_allclose(dh, rdh, **TOL[dtype])
     assert_dicts_close(got, grads_of(head), dtype)
     assert dh.dtype == dtype and dh.shape == h.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_linear_xent_row_groups_give_the_same_bits_for_any_thread_count(dtype):
+    """The row groups are fixed by the problem's size, never by the thread count, and their parts are added in
+    group order: loss, dh, dW and db are bit-for-bit the same on one thread and on two."""
+    rng = np.random.default_rng(4)
+    head = Linear(128, 96, dtype=dtype, seed=2)
+    h = rng.standard_normal((50, 32, 128)).astype(dtype)
+    y = rng.integers(0, 96, (50, 32))
+    mask = rng.random((50, 32)) > 0.2
+    out = []
+    for threads in (1, 2):
+        rnnfast.set_num_threads(threads)
+        try:
+            head.zero_grad()
+            loss, dh = linear_cross_entropy(head, h, y, mask=mask, reduction="mean")
+            out.append((loss, dh, grads_of(head)))
+        finally:
+            rnnfast.set_num_threads(2)
+    (l1, dh1, g1), (l2, dh2, g2) = out
+    assert l1 == l2
+    np.testing.assert_array_equal(dh1, dh2)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
 
 
 def test_linear_xent_2d_no_bias_and_stable_for_huge_logits():

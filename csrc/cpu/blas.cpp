@@ -20,6 +20,11 @@ std::atomic<int>& max_threads() {
   return v;
 }
 
+int worker_threads() {
+  const int n = max_threads().load(std::memory_order_relaxed);
+  return n > 0 ? n : scipy_openblas_get_num_threads();
+}
+
 void threads_for(int64_t M, int64_t N, int64_t K) {
   static std::atomic<int> current{-1};
   if (max_threads().load(std::memory_order_relaxed) == 0) max_threads() = scipy_openblas_get_num_threads();

@@ -40,6 +40,9 @@ std::atomic<int>& max_threads();
 // (This wheel exports no per-thread setter.)
 void threads_for(int64_t M, int64_t N, int64_t K);
 
+// The threads a kernel that splits its own work may use: max_threads() when set, else OpenBLAS's count.
+int worker_threads();
+
 inline namespace RNNFAST_ISA_NS {
 
 inline void gemm_raw(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

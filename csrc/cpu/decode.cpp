@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/parallel.h"
 #include "cpu/simd.h"
 #include "rnnfast/cell_math.h"
 
@@ -603,10 +604,9 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
     for (int64_t n = 0; n < N; ++n) sp.ids[t * N + n] = sp.pad_token;
 }
 
+// The beam search of bp's N sources (each source's search depends on no other source's).
 template <typename T>
-void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
-  const std::shared_ptr<const Prepared<T>> pp = get_prepared(m);
-  const Prepared<T>& p = *pp;
+void beam_sources(const Prepared<T>& p, const DecodeModel<T>& m, const BeamParams<T>& bp) {
   const int64_t N = bp.N, K = bp.K, NK = N * K, V = m.V, L = m.L, H = m.H, end = bp.end_token;
   const bool lstm = m.cell == DecodeCell::Lstm;
   const double ninf = -std::numeric_limits<double>::infinity();
@@ -740,6 +740,58 @@ void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
     }
     bp.scores[n] = score[n * K];
   }
+}
+
+// Sources [n0, n1) of bp as a search of their own: h0/c0 rows copied out of every layer, ids into a
+// buffer of their own (copied back by the caller), c and scores offset in place.
+template <typename T>
+struct SourceChunk {
+  std::vector<T> h0, c0;
+  std::vector<int64_t> ids;
+  BeamParams<T> bp;
+  SourceChunk(const DecodeModel<T>& m, const BeamParams<T>& all, int64_t n0, int64_t n1) : bp(all) {
+    const int64_t nc = n1 - n0, H = m.H, L = m.L;
+    h0.resize(size_t(L * nc * H));
+    if (all.c0) c0.resize(h0.size());
+    for (int64_t k = 0; k < L; ++k) {
+      std::memcpy(&h0[size_t(k * nc * H)], all.h0 + (k * all.N + n0) * H, sizeof(T) * size_t(nc * H));
+      if (all.c0) std::memcpy(&c0[size_t(k * nc * H)], all.c0 + (k * all.N + n0) * H, sizeof(T) * size_t(nc * H));
+    }
+    ids.resize(size_t(all.max_len * nc));
+    bp.N = nc;
+    bp.h0 = h0.data();
+    bp.c0 = all.c0 ? c0.data() : nullptr;
+    bp.c = all.c ? all.c + n0 * H : nullptr;
+    bp.ids = ids.data();
+    bp.scores = all.scores + n0;
+  }
+  void copy_ids_back(const BeamParams<T>& all, int64_t n0) const {
+    for (int64_t t = 0; t < all.max_len; ++t)
+      std::memcpy(all.ids + t * all.N + n0, &ids[size_t(t * bp.N)], sizeof(int64_t) * size_t(bp.N));
+  }
+};
+
+// Beam search over independent sources, in chunks of sources shared out by parallel::chunks among
+// rnnfast's threads (blas::worker_threads()). Each source's result is the same whichever thread computes
+// it (a row's products, log-softmax and top-K read no other source), so the output equals the one-thread
+// search bit for bit. Below kParallelWork multiply-adds, one thread (starting a helper costs tens of us).
+constexpr double kParallelWork = 4e6;
+
+template <typename T>
+void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
+  const std::shared_ptr<const Prepared<T>> pp = get_prepared(m);
+  const int64_t N = bp.N, G = m.cell == DecodeCell::Lstm ? 4 : m.cell == DecodeCell::Gru ? 3 : 1;
+  const double work = double(N * bp.K) * double(bp.max_len) * double(m.H) * double(G * m.H * m.L + m.V);
+  const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(blas::worker_threads(), N);
+  if (threads <= 1) return beam_sources(*pp, m, bp);
+  const int64_t nchunks = std::min<int64_t>(N, 2 * threads), per = (N + nchunks - 1) / nchunks;
+  parallel::chunks(nchunks, threads, [&](int64_t c) {
+    const int64_t n0 = c * per, n1 = std::min(N, n0 + per);
+    if (n0 >= n1) return;
+    SourceChunk<T> ch(m, bp, n0, n1);
+    beam_sources(*pp, m, ch.bp);
+    ch.copy_ids_back(bp, n0);
+  });
 }
 
 template <typename T>

@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/parallel.h"
 #include "cpu/train_ops.h"
 
 #ifndef RNNFAST_ISA
@@ -68,14 +70,21 @@ inline T row_sum(const T* z, int64_t V) {
 
 }  // namespace
 
+// The rows are cut into ng groups (a fixed count for the problem's size, never the thread count) that
+// parallel::chunks shares out among rnnfast's threads. Group g does its rows' logits GEMM, softmax,
+// dlogits and dh GEMM, and its part of dW (group 0 straight into dW, the others into buffers of their own),
+// db and the loss; the parts are then added in group order. So the result does not depend on the thread
+// count, and the two big products run on both cores as single-thread calls each thread makes for itself
+// (a helper that never gets a core leaves its groups to the caller). One group when a group's GEMM would
+// itself be threaded by BLAS (>= blas::thread_threshold()), when the work is too small to start a helper
+// for, or when the dW parts would take over kPartBytes.
+constexpr int64_t kGroupRows = 200, kMaxGroups = 8;
+constexpr double kParallelWork = 4e6;       // multiply-adds (three GEMMs of M x V x K)
+constexpr double kPartBytes = 4.0 * 1024 * 1024;
+
 template <typename T>
 double linear_xent(const XentParams<T>& p) {
   const int64_t M = p.M, K = p.K, V = p.V;
-  // logits (M, V) = h (M, K) W^T (K, V) + b
-  if (p.b) {
-    for (int64_t r = 0; r < M; ++r) std::memcpy(p.logits + r * V, p.b, size_t(V) * sizeof(T));
-  }
-  blas::gemm<T>(false, true, M, V, K, T(1), p.h, K, p.W, K, p.b ? T(1) : T(0), p.logits, V);
   auto row_weight = [&](int64_t r) -> T {
     if (p.has_ignore && p.targets[r] == p.ignore_index) return T(0);
     return p.weight ? p.weight[r] : T(1);
@@ -88,32 +97,71 @@ double linear_xent(const XentParams<T>& p) {
   } else {
     denom = double(p.nseq);
   }
-  double loss = 0;
-  for (int64_t r = 0; r < M; ++r) {
-    T* z = p.logits + r * V;
-    const T w = row_weight(r);
-    const int64_t t = w != T(0) ? p.targets[r] : 0;
-    const T mx = row_max(z, V);
-    const T zt = z[t] - mx;
-    for (int64_t j = 0; j < V; ++j) z[j] = exp_neg(z[j] - mx);   // softmax numerators, in place
-    const T s = row_sum(z, V);
-    loss -= double(w) * (double(zt) - std::log(double(s)));   // -w log softmax_t
-    // dlogits = w (softmax - onehot(t)) / denom, written over the numerators
-    const T coef = T(double(w) / denom);
-    const T inv = coef / s;
-    for (int64_t j = 0; j < V; ++j) z[j] *= inv;
-    z[t] -= coef;
-  }
-  const T* dl = p.logits;
-  if (p.dW) blas::gemm<T>(true, false, V, K, M, T(1), dl, V, p.h, K, T(1), p.dW, K);  // into W
-  if (p.db) {                                                                            // into b
-    std::vector<double> acc(size_t(V), 0.0);
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t j = 0; j < V; ++j) acc[size_t(j)] += double(dl[r * V + j]);
-    for (int64_t j = 0; j < V; ++j) p.db[j] += T(acc[size_t(j)]);
-  }
-  if (p.dh) blas::gemm<T>(false, false, M, K, V, T(1), dl, V, p.W, K, T(0), p.dh, K);   // into h
-  return loss / denom;
+  int64_t ng = std::max<int64_t>(1, std::min<int64_t>(kMaxGroups, M / kGroupRows));
+  const double gwork = double((M + ng - 1) / ng) * double(V) * double(K);
+  if (gwork >= double(blas::thread_threshold()) || 3.0 * double(M) * double(V) * double(K) < kParallelWork ||
+      (p.dW && double(ng - 1) * double(V * K) * sizeof(T) > kPartBytes))
+    ng = 1;
+  const int64_t per = (M + ng - 1) / ng;
+  std::vector<double> loss(size_t(ng), 0.0), dbp(p.db ? size_t(ng * V) : 0, 0.0);
+  // the dW parts of groups 1.. (each written whole by its group's GEMM with beta 0: no zeroing pass)
+  std::unique_ptr<T[]> dWp(p.dW && ng > 1 ? new T[size_t((ng - 1) * V * K)] : nullptr);
+  auto group = [&](int64_t g) {
+    const int64_t r0 = g * per, r1 = std::min(M, r0 + per), m = r1 - r0;
+    if (m <= 0) {
+      if (p.dW && g > 0) std::fill(dWp.get() + (g - 1) * V * K, dWp.get() + g * V * K, T(0));
+      return;
+    }
+    const T* h = p.h + r0 * K;
+    T* logits = p.logits + r0 * V;
+    // logits (m, V) = h (m, K) W^T (K, V) + b
+    if (p.b)
+      for (int64_t r = 0; r < m; ++r) std::memcpy(logits + r * V, p.b, size_t(V) * sizeof(T));
+    blas::gemm<T>(false, true, m, V, K, T(1), h, K, p.W, K, p.b ? T(1) : T(0), logits, V);
+    double ls = 0;
+    for (int64_t r = 0; r < m; ++r) {
+      T* z = logits + r * V;
+      const T w = row_weight(r0 + r);
+      const int64_t t = w != T(0) ? p.targets[r0 + r] : 0;
+      const T mx = row_max(z, V);
+      const T zt = z[t] - mx;
+      for (int64_t j = 0; j < V; ++j) z[j] = exp_neg(z[j] - mx);   // softmax numerators, in place
+      const T s = row_sum(z, V);
+      ls -= double(w) * (double(zt) - std::log(double(s)));        // -w log softmax_t
+      // dlogits = w (softmax - onehot(t)) / denom, written over the numerators
+      const T coef = T(double(w) / denom);
+      const T inv = coef / s;
+      for (int64_t j = 0; j < V; ++j) z[j] *= inv;
+      z[t] -= coef;
+    }
+    loss[size_t(g)] = ls;
+    const T* dl = logits;
+    if (p.dW) {                                                                  // into W (or group g's part)
+      T* dst = g == 0 ? p.dW : dWp.get() + (g - 1) * V * K;
+      blas::gemm<T>(true, false, V, K, m, T(1), dl, V, h, K, g == 0 ? T(1) : T(0), dst, K);
+    }
+    if (p.db) {                                                                  // into b
+      double* acc = dbp.data() + g * V;
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t j = 0; j < V; ++j) acc[j] += double(dl[r * V + j]);
+    }
+    if (p.dh) blas::gemm<T>(false, false, m, K, V, T(1), dl, V, p.W, K, T(0), p.dh + r0 * K, K);   // into h
+  };
+  parallel::chunks(ng, ng > 1 ? blas::worker_threads() : 1, group);
+  double total = 0;
+  for (int64_t g = 0; g < ng; ++g) total += loss[size_t(g)];
+  if (p.dW)
+    for (int64_t g = 1; g < ng; ++g) {
+      const T* part = dWp.get() + (g - 1) * V * K;
+      for (int64_t i = 0; i < V * K; ++i) p.dW[i] += part[i];
+    }
+  if (p.db)
+    for (int64_t j = 0; j < V; ++j) {
+      double a = 0;
+      for (int64_t g = 0; g < ng; ++g) a += dbp[size_t(g * V + j)];
+      p.db[j] += T(a);
+    }
+  return total / denom;
 }
 
 template <typename T>
