@@ -405,3 +405,34 @@ def test_step_gemm_every_row_and_column_tail(cell, isa):
         for k, (r64, r32, g64, g32) in enumerate(zip(ref64, ref32, got64, got32)):
             np.testing.assert_allclose(g64, r64, **TOL64, err_msg=f"output {k}, N={N} H={H}")
             assert_f32_close(g32, r64, r32, name=f"output {k}, N={N} H={H}")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell):
+    """Backward at a size where the weight-gradient products run in blocks of steps on a helper thread while
+    the serial loop produces them (csrc/cpu/wgrad.h; two layers, so layer 1 also takes dW_ih and dx there, and
+    30 steps of 24 sequences make 3 blocks): the gradients are bit-for-bit those of one thread, and equal the
+    NumPy reference (float64 to TOL64)."""
+    from tolerances import TOL64
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(21)
+    T, N, D, H = 30, 24, 64, 64
+    x = rng.standard_normal((T, N, D))
+    ws = [tuple(0.3 * rng.standard_normal(s) for s in ((G * H, d), (G * H, H), (G * H,), (G * H,))) for d in (D, H)]
+    states = tuple(rng.standard_normal((2, N, H)) for _ in range(2 if cell == "lstm" else 1))
+    dout = rng.standard_normal((T, N, H))
+    dstates = tuple(rng.standard_normal((2, N, H)) for _ in states)
+    res = {}
+    for be, threads in (("cpu", 1), ("cpu", 2), ("numpy", None)):
+        if threads:
+            rnnfast.set_num_threads(threads)
+        try:
+            _, _, cache = F.forward(cell, x, states, ws, need_cache=True, backend=be)
+            grads = [tuple(np.zeros_like(a) for a in t) for t in ws]
+            dx, dst, _ = F.backward(cell, dout, dstates, cache, grads, backend=be)
+        finally:
+            rnnfast.set_num_threads(2)
+        res[(be, threads)] = [dx, *dst] + [a for t in grads for a in t]
+    for a, b, r in zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)]):
+        np.testing.assert_array_equal(b, a)
+        np.testing.assert_allclose(b, r, **TOL64)

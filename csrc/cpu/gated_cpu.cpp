@@ -12,6 +12,7 @@
 #include "cpu/pool.h"
 #include "cpu/gated_cpu.h"
 #include "cpu/rnn_cpu.h"
+#include "cpu/wgrad.h"
 #include "rnnfast/cell_math.h"
 
 #ifndef RNNFAST_ISA
@@ -83,27 +84,39 @@ inline void colsum_add(const T* A, int64_t M, int64_t C, T* col) {
   }
 }
 
-// After the serial loop, the whole-sequence GEMMs shared by both cells:
-//   dW_hh += dGh^T [h0; Hs[0:T-1]], dW_ih += dGi^T X, db_hh += sum dGh, db_ih += sum dGi, dX = dGi W_ih.
-// dGi/dGh (T, N, R) are the gate pre-activation gradients of the input and hidden sides (equal for LSTM).
+// The weight-gradient products of one layer (dW_hh, dW_ih, dX: wgrad.h, overlapping the serial loop).
 template <typename T>
-void weight_grads(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w, LayerGrads<T>& g,
-                  const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh, T* dX) {
-  const int64_t NR = N * R;
-  if (Tn > 1)                                                           // into W_hh, steps 1..T-1
-    blas::gemm<T>(true, false, R, H, (Tn - 1) * N, T(1), dGh + NR, R, Hs, H, T(1), g.dW_hh, H);
-  if (Tn > 0)                                                           // into W_hh, step 0 reads h0
-    blas::gemm<T>(true, false, R, H, N, T(1), dGh, R, h0k, H, T(1), g.dW_hh, H);
-  if (w.W_ih)                                                           // into W_ih
-    blas::gemm<T>(true, false, R, Dk, Tn * N, T(1), dGi, R, X, Dk, T(1), g.dW_ih, Dk);
-  if (g.db_ih) {                                                        // into the biases
+wgrad::WeightGradJob<T> grad_job(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w,
+                                 LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh,
+                                 T* dX) {
+  wgrad::WeightGradJob<T> j;
+  j.Tn = Tn;
+  j.N = N;
+  j.R = R;
+  j.H = H;
+  j.Dk = Dk;
+  j.dGh = dGh;
+  j.dGi = dGi;
+  j.Hs = Hs;
+  j.h0 = h0k;
+  j.X = X;
+  j.W_ih = w.W_ih;
+  j.dW_hh = g.dW_hh;
+  j.dW_ih = g.dW_ih;
+  j.dX = dX;
+  return j;
+}
+
+// After the serial loop and the pipe: db_hh += sum dGh, db_ih += sum dGi, and with the identity W_ih
+// (X is the projection itself, Dk == R) dX = dGi unless dGi was written there already.
+template <typename T>
+void bias_grads(int64_t Tn, int64_t N, int64_t R, const LayerWeights<T>& w, LayerGrads<T>& g, const T* dGi,
+                const T* dGh, T* dX) {
+  if (g.db_ih) {
     colsum_add(dGi, Tn * N, R, g.db_ih);
     colsum_add(dGh, Tn * N, R, g.db_hh);
   }
-  if (w.W_ih)                                                           // into the input
-    blas::gemm<T>(false, false, Tn * N, Dk, R, T(1), dGi, R, w.W_ih, Dk, T(0), dX, Dk);
-  else if (dX != dGi && Tn * N * R > 0)  // identity W_ih (X is the projection itself, Dk == R): dX = dGi
-    std::memcpy(dX, dGi, sizeof(T) * size_t(Tn * N * R));
+  if (!w.W_ih && dX != dGi && Tn * N * R > 0) std::memcpy(dX, dGi, sizeof(T) * size_t(Tn * N * R));
 }
 
 // P = X W_ih^T for all T*N rows at once into G (T*N, R). W_ih nullptr is the identity (X is the input
@@ -253,6 +266,8 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
   std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));                // stands in for absent inputs
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   if (dc_n_k && NH > 0) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
+  // The weight gradients, in blocks of steps as the loop produces them (input and hidden sides share dG).
+  wgrad::WeightGradPipe<T> pipe(grad_job(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dG, dG, dX));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
@@ -261,15 +276,17 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
     for (int64_t n = 0; n < N; ++n)
       lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H, dh_next.data() + n * H,
                      dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
+    pipe.ready(t);
     std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
     rec.backward(N, dG + t * NR, dh_next.data());
   }
+  pipe.finish();
   if (NH > 0) {
     if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
     std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
   }
-  // 2. Everything else as whole-sequence GEMMs (input and hidden sides share dG in an LSTM).
-  weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dG, dG, dX);
+  // 2. The biases (the weight products are in).
+  bias_grads(Tn, N, R, w, g, dG, dG, dX);
 }
 
 // ---- GRU ----
@@ -319,6 +336,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  wgrad::WeightGradPipe<T> pipe(grad_job(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dGi, dGh, dX));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
@@ -326,11 +344,13 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     for (int64_t n = 0; n < N; ++n)
       gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H, dh_next.data() + n * H,
                     dGi + t * NR + n * R, dGh + t * NR + n * R);
+    pipe.ready(t);
     rec.backward(N, dGh + t * NR, dh_next.data());   // ... and through W_hh
   }
+  pipe.finish();
   if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  // 2. Everything else as whole-sequence GEMMs.
-  weight_grads(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dGi, dGh, dX);
+  // 2. The biases (the weight products are in).
+  bias_grads(Tn, N, R, w, g, dGi, dGh, dX);
 }
 
 // Where layer k reads its input and writes its states: the cache when there is one, else ping-pong

@@ -10,6 +10,7 @@
 #include "cpu/pool.h"
 #include "cpu/rnn_cpu.h"
 #include "cpu/simd.h"
+#include "cpu/wgrad.h"
 #include "rnnfast/cell_math.h"
 
 #ifndef RNNFAST_ISA
@@ -125,9 +126,26 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   // dh_next (N, H): gradient flowing into h_{t-1} from step t
   std::vector<T> dh_next(size_t(NH), T(0));
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
+  // dW_hh, dW_ih and dX in blocks of steps as the loop produces DZ (wgrad.h: on a helper thread meanwhile)
+  wgrad::WeightGradJob<T> job;
+  job.Tn = Tn;
+  job.N = N;
+  job.R = H;
+  job.H = H;
+  job.Dk = Dk;
+  job.dGh = job.dGi = DZ;
+  job.Hs = Hs;
+  job.h0 = h0k;
+  job.X = X;
+  job.W_ih = w.W_ih;
+  job.dW_hh = g.dW_hh;
+  job.dW_ih = g.dW_ih;
+  job.dX = dX;
+  wgrad::WeightGradPipe<T> pipe(job);
   for (int64_t t = Tn - 1; t >= 0; --t) {
     T* dz = DZ + t * NH;
     backprop_act(a, dY ? dY + t * NH : nullptr, dh_next.data(), Hs + t * NH, dz, NH);  // through the activation
+    pipe.ready(t);
     if (small) {                                                        // into h_{t-1}
       std::fill(dh_next.begin(), dh_next.end(), T(0));
       for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dz + n * H, H, w.W_hh, H, dh_next.data() + n * H, H);
@@ -136,12 +154,9 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
   }
   if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  // 2. Everything else as whole-sequence GEMMs and reductions.
-  auto into_hh_bias = [&]() {
-    if (Tn > 1)                                                         // into W_hh, steps 1..T-1
-      blas::gemm<T>(true, false, H, H, (Tn - 1) * N, T(1), DZ + NH, H, Hs, H, T(1), g.dW_hh, H);
-    if (Tn > 0 && h0k)                                                  // into W_hh, step 0 reads h0
-      blas::gemm<T>(true, false, H, H, N, T(1), DZ, H, h0k, H, T(1), g.dW_hh, H);
+  pipe.finish();
+  // 2. The biases and c (the weight products are in).
+  auto into_bias = [&]() {
     if (g.db_ih || dc) {                                                // into the biases and c
       std::vector<T> colsum(size_t(H), T(0));
       if (dc) std::fill(dc, dc + NH, T(0));
@@ -159,16 +174,9 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
         }
     }
   };
-  auto into_ih_input = [&]() {
-    if (!w.W_ih) {  // identity W_ih: no parameter, and the input's gradient is DZ itself
-      if (dX != DZ && Tn * NH > 0) std::memcpy(dX, DZ, sizeof(T) * size_t(Tn * NH));
-      return;
-    }
-    blas::gemm<T>(true, false, H, Dk, Tn * N, T(1), DZ, H, X, Dk, T(1), g.dW_ih, Dk);   // into W_ih
-    blas::gemm<T>(false, false, Tn * N, Dk, H, T(1), DZ, H, w.W_ih, Dk, T(0), dX, Dk);  // into the input
-  };
-  into_hh_bias();
-  into_ih_input();
+  into_bias();
+  // identity W_ih: no parameter, and the input's gradient is DZ itself
+  if (!w.W_ih && dX != DZ && Tn * NH > 0) std::memcpy(dX, DZ, sizeof(T) * size_t(Tn * NH));
 }
 
 }  // namespace

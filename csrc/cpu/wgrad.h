@@ -1,0 +1,134 @@
+// The weight-gradient products of one layer's backward (dW_hh, dW_ih and dX), in blocks of time steps that a
+// helper thread computes while the serial loop is still producing the earlier steps' gate gradients: the
+// loop runs on one core (its per-step product is too small to split), so the other core is free. The
+// blocks (about 256 rows each: a function of T and N only) and their order (from the last step down, as the
+// loop produces them) are the same whether the helper or the caller computes a block, so the gradients are
+// bit-for-bit the same for any thread count. After the loop the caller takes over: it waits for the block
+// the helper is working on (never for one the helper has not started) and does the rest itself, so a helper
+// that never gets a core costs the start of a thread. Used by rnn_cpu.cpp and gated_cpu.cpp.
+#pragma once
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include "cpu/blas.h"
+#include "cpu/isa_ns.h"
+
+namespace rnnfast {
+namespace wgrad {
+inline namespace RNNFAST_ISA_NS {
+
+template <typename T>
+struct WeightGradJob {
+  int64_t Tn = 0, N = 0, R = 0, H = 0, Dk = 0;  // R: gate rows (G*H); Dk: the layer's input width
+  const T* dGh = nullptr;                       // (T, N, R) hidden-side gate gradients
+  const T* dGi = nullptr;                       // (T, N, R) input-side ones (dGh itself for rnn and lstm)
+  const T* Hs = nullptr;                        // (T, N, H) the layer's states h_t
+  const T* h0 = nullptr;                        // (N, H) h_{-1}, or nullptr (zeros: no contribution)
+  const T* X = nullptr;                         // (T, N, Dk) the layer's input
+  const T* W_ih = nullptr;                      // (R, Dk), or nullptr: the identity (no dW_ih, no dX here)
+  T* dW_hh = nullptr;                           // (R, H) +=
+  T* dW_ih = nullptr;                           // (R, Dk) += (when W_ih)
+  T* dX = nullptr;                              // (T, N, Dk) = dGi W_ih (when W_ih)
+};
+
+template <typename T>
+class WeightGradPipe {
+ public:
+  // Below kWork multiply-adds in all, or when a block's product would itself be threaded by BLAS, no helper.
+  static constexpr double kWork = 4e6;
+  static constexpr int64_t kRows = 256;
+
+  explicit WeightGradPipe(const WeightGradJob<T>& j) : j_(j) {
+    B_ = std::max<int64_t>(1, (kRows + j.N - 1) / std::max<int64_t>(1, j.N));
+    nblocks_ = (j.Tn + B_ - 1) / B_;
+    ready_from_ = j.Tn;
+    const int64_t width = std::max(j.H, j.W_ih ? j.Dk : int64_t(0));
+    const double work = double(j.Tn * j.N) * double(j.R) * double(j.H + (j.W_ih ? 2 * j.Dk : 0));
+    const bool small_blocks = double(B_ * j.N) * double(j.R) * double(width) < double(blas::thread_threshold()) &&
+                              double(j.N) * double(j.R) * double(j.H) < double(blas::thread_threshold());
+    if (nblocks_ > 1 && work >= kWork && small_blocks && blas::worker_threads() > 1) {
+      try {
+        th_ = std::thread([this] { helper(); });
+      } catch (const std::system_error&) {  // no thread: the caller does every block in finish()
+      }
+    }
+  }
+  WeightGradPipe(const WeightGradPipe&) = delete;
+  WeightGradPipe& operator=(const WeightGradPipe&) = delete;
+  ~WeightGradPipe() { finish(); }
+
+  // The loop has written the gate gradients of steps t..T-1.
+  void ready(int64_t t) {
+    if (!th_.joinable() || ((j_.Tn - t) % B_ != 0 && t != 0)) return;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ready_from_ = t;
+    }
+    cv_.notify_all();
+  }
+
+  // After the loop (every step ready): the blocks the helper has not taken, in order; returns when all are in.
+  void finish() {
+    if (th_.joinable()) {
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        takeover_ = true;
+        cv_.notify_all();
+        cv_.wait(lk, [&] { return !busy_; });
+      }
+      th_.join();
+    }
+    for (; next_ < nblocks_; ++next_) block(next_);
+  }
+
+ private:
+  int64_t lo(int64_t b) const { return std::max<int64_t>(0, j_.Tn - (b + 1) * B_); }
+  int64_t hi(int64_t b) const { return j_.Tn - b * B_; }
+
+  void helper() {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [&] { return takeover_ || next_ >= nblocks_ || ready_from_ <= lo(next_); });
+      if (takeover_ || next_ >= nblocks_) return;
+      const int64_t b = next_++;
+      busy_ = true;
+      lk.unlock();
+      block(b);
+      lk.lock();
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  // Steps [lo, hi): dW_hh += dGh^T h_{t-1} (step 0 reads h0), dW_ih += dGi^T X, dX = dGi W_ih.
+  void block(int64_t b) const {
+    const WeightGradJob<T>& j = j_;
+    const int64_t l = lo(b), h = hi(b), N = j.N, R = j.R, H = j.H, Dk = j.Dk, s1 = std::max<int64_t>(l, 1);
+    if (h > s1)
+      blas::gemm<T>(true, false, R, H, (h - s1) * N, T(1), j.dGh + s1 * N * R, R, j.Hs + (s1 - 1) * N * H, H, T(1),
+                    j.dW_hh, H);
+    if (l == 0 && j.h0) blas::gemm<T>(true, false, R, H, N, T(1), j.dGh, R, j.h0, H, T(1), j.dW_hh, H);
+    if (j.W_ih) {
+      blas::gemm<T>(true, false, R, Dk, (h - l) * N, T(1), j.dGi + l * N * R, R, j.X + l * N * Dk, Dk, T(1), j.dW_ih,
+                    Dk);
+      blas::gemm<T>(false, false, (h - l) * N, Dk, R, T(1), j.dGi + l * N * R, R, j.W_ih, Dk, T(0), j.dX + l * N * Dk,
+                    Dk);
+    }
+  }
+
+  WeightGradJob<T> j_;
+  int64_t B_ = 1, nblocks_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t ready_from_ = 0, next_ = 0;  // guarded by mu_ while the helper runs
+  bool takeover_ = false, busy_ = false;
+  std::thread th_;
+};
+
+}  // namespace RNNFAST_ISA_NS
+}  // namespace wgrad
+}  // namespace rnnfast
