@@ -67,21 +67,33 @@ def test_info_reports_the_kernel_isa():
 @requires_cpu
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 def test_fork_after_kernel_calls_does_not_hang_the_child():
-    """Kernels hold no thread team across calls, so a child forked after them runs kernels too (a child
-    that hangs is killed by the timeout and fails the test)."""
+    """A child forked after kernel calls runs kernels too, the ones that split their work over helper threads
+    (csrc/cpu/parallel.cpp: the child starts helpers of its own) included, and gets the parent's answer (a
+    child that hangs is killed by the timeout and fails the test)."""
     code = (
         "import os, sys, numpy as np, rnnfast\n"
+        "from rnnfast import _C\n"
         "rng = np.random.default_rng(0)\n"
         "for N in (1, 32):\n"
         "    for cls in (rnnfast.RNN, rnnfast.LSTM, rnnfast.GRU):\n"
         "        m = cls(16, 64, backend='cpu', seed=0)\n"
-        "        x = rng.standard_normal((9, N, 16)).astype(np.float32)\n"
-        "        m.forward(x, need_cache=True); m.backward(np.ones((9, N, 64), np.float32))\n"
+        "        x = rng.standard_normal((30, N, 16)).astype(np.float32)\n"
+        "        m.forward(x, need_cache=True); m.backward(np.ones((30, N, 64), np.float32))\n"
+        "h = rng.standard_normal((1600, 128)).astype(np.float32)\n"
+        "W = rng.standard_normal((96, 128)).astype(np.float32)\n"
+        "t = rng.integers(0, 96, 1600)\n"
+        "def head():\n"
+        "    dW = np.zeros_like(W); loss, dh = _C.linear_xent(h, W, None, t, None, None, 'mean', 1, dW, None, True)\n"
+        "    return loss, dh, dW\n"
+        "ref = head()\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    m = rnnfast.RNN(16, 64, backend='cpu', seed=0)\n"
-        "    y = m.forward(np.ones((5, 32, 16), np.float32), need_cache=True)\n"
-        "    os._exit(0 if np.isfinite(np.asarray(y[0] if isinstance(y, tuple) else y)).all() else 3)\n"
+        "    m = rnnfast.LSTM(16, 64, backend='cpu', seed=0)\n"
+        "    y = m.forward(np.ones((30, 32, 16), np.float32), need_cache=True)\n"
+        "    m.backward(np.ones((30, 32, 64), np.float32))\n"
+        "    got = head()\n"
+        "    same = got[0] == ref[0] and all(np.array_equal(a, b) for a, b in zip(got[1:], ref[1:]))\n"
+        "    os._exit(0 if same and np.isfinite(np.asarray(y[0])).all() else 3)\n"
         "_, st = os.waitpid(pid, 0)\n"
         "print('child', os.waitstatus_to_exitcode(st))\n")
     r = _python(code)

@@ -527,3 +527,34 @@ def test_all_finite_matches_numpy(dtype, isa):
                 b = a.copy()
                 b[pos] = bad
                 assert not _C.all_finite(b), (n, pos, bad)
+
+
+def test_linear_xent_from_two_python_threads_at_once():
+    """Two Python threads in the head at once (the GIL is released inside): one gets the helper threads, the
+    other finds them busy and does its groups alone (csrc/cpu/parallel.cpp); both get the one-thread bits."""
+    import threading
+    rng = np.random.default_rng(6)
+    h = rng.standard_normal((1600, 128)).astype(np.float32)
+    W = rng.standard_normal((96, 128)).astype(np.float32)
+    t = rng.integers(0, 96, 1600)
+
+    def head():
+        dW = np.zeros_like(W)
+        loss, dh = _C.linear_xent(h, W, None, t, None, None, "mean", 1, dW, None, True)
+        return loss, dh, dW
+
+    ref = head()
+    bad = []
+
+    def worker():
+        for _ in range(30):
+            got = head()
+            if not (got[0] == ref[0] and np.array_equal(got[1], ref[1]) and np.array_equal(got[2], ref[2])):
+                bad.append(got)
+
+    ths = [threading.Thread(target=worker) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not bad

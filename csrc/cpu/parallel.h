@@ -1,49 +1,71 @@
-// Work split by the kernels themselves (not by BLAS): `chunks` independent pieces of work claimed from a
-// shared counter by the calling thread and up to threads - 1 helper threads started for the call and joined
-// before it returns (no pool is kept: nothing to go wrong across fork(), nothing spinning between calls).
-// A helper that starts late, or never gets a core on a busy machine, leaves its unclaimed chunks to the
-// others, so a call is never slower than one thread by more than the one chunk a helper is working on;
-// OpenBLAS's own threads split a call statically and wait for the slowest (see blas.h, thread_threshold).
-// Callers make each chunk's result independent of the thread that computes it, and the chunking
-// independent of the thread count, so results are the same for any thread count. An exception thrown by
-// a chunk stops further claims and is rethrown in the caller after the join.
+// Work split by the kernels themselves (not by BLAS), on a few helper threads kept parked between calls.
+//
+// submit() hands a task to up to n helper threads and returns at once; wait() then returns when every helper
+// that started the task has finished it, and withdraws it from those that have not started yet (so a helper
+// that is still waking up, or never gets a core on a busy machine, costs nothing). chunks() builds on it:
+// pieces of work claimed from a shared counter by the caller and the helpers, so the caller does whatever
+// the helpers do not get to, and a call is never slower than one thread by more than the piece a helper is
+// in the middle of. (OpenBLAS's own threads split a call statically and wait for the slowest: blas.h,
+// thread_threshold.) Starting a thread costs about 100 us on this VM and waking a parked one 15-40 us, so
+// the helpers are started once and spin for kSpinUs after each task before they park again.
+//
+// Callers make each piece's result independent of the thread that computes it and the pieces independent of
+// the thread count, so results are the same for any thread count. One task at a time: a caller that finds
+// the helpers busy (another Python thread inside a kernel) gets none and does all the work itself. After
+// fork() the child starts helpers of its own. Compiled once (parallel.cpp), shared by every kernel build.
 #pragma once
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 namespace rnnfast {
 namespace parallel {
 
+using TaskFn = void (*)(void* ctx, int64_t worker);  // worker 1..n on the helpers
+
+// What wait() needs of a submitted task; helpers = 0 when none could be had.
+struct Ticket {
+  void* pool = nullptr;
+  int64_t helpers = 0;
+};
+
+// Runs fn(ctx, w) for w = 1..n on helper threads (at most n; fewer when the helpers are busy or cannot be
+// started). fn must not throw.
+Ticket submit(int64_t n, TaskFn fn, void* ctx);
+// Returns when every helper that started the task has returned from fn; the others never start it.
+void wait(const Ticket& t);
+
+// f(c) for c in [0, n), on the caller and up to threads - 1 helpers. An exception thrown by a piece stops
+// further claims and is rethrown in the caller once the helpers are out.
 template <typename F>
 void chunks(int64_t n, int64_t threads, const F& f) {
-  threads = std::max<int64_t>(1, std::min(threads, n));
-  if (threads == 1) {
+  if (threads > n) threads = n;
+  if (threads <= 1) {
     for (int64_t c = 0; c < n; ++c) f(c);
     return;
   }
-  std::atomic<int64_t> next{0};
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
-  auto loop = [&](int64_t w) {
-    try {
-      for (int64_t c = next++; c < n; c = next++) f(c);
-    } catch (...) {
-      errors[static_cast<size_t>(w)] = std::current_exception();
-      next = n;  // the others stop at their next claim
+  struct Ctx {
+    const F* f;
+    int64_t n;
+    std::atomic<int64_t> next{0};
+    std::vector<std::exception_ptr> errors;
+    void loop(int64_t w) {
+      try {
+        for (int64_t c = next++; c < n; c = next++) (*f)(c);
+      } catch (...) {
+        errors[static_cast<size_t>(w)] = std::current_exception();
+        next = n;  // the others stop at their next claim
+      }
     }
-  };
-  std::vector<std::thread> helpers;
-  try {
-    for (int64_t w = 1; w < threads; ++w) helpers.emplace_back(loop, w);
-  } catch (const std::system_error&) {  // no thread to be had: the caller does what is left alone
-  }
-  loop(0);
-  for (std::thread& th : helpers) th.join();
-  for (const std::exception_ptr& e : errors)
+  } ctx;
+  ctx.f = &f;
+  ctx.n = n;
+  ctx.errors.resize(static_cast<size_t>(threads));
+  const Ticket t = submit(threads - 1, [](void* c, int64_t w) { static_cast<Ctx*>(c)->loop(w); }, &ctx);
+  ctx.loop(0);
+  wait(t);
+  for (const std::exception_ptr& e : ctx.errors)
     if (e) std::rethrow_exception(e);
 }
 

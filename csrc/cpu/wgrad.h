@@ -5,17 +5,17 @@
 // loop produces them) are the same whether the helper or the caller computes a block, so the gradients are
 // bit-for-bit the same for any thread count. After the loop the caller takes over: it waits for the block
 // the helper is working on (never for one the helper has not started) and does the rest itself, so a helper
-// that never gets a core costs the start of a thread. Used by rnn_cpu.cpp and gated_cpu.cpp.
+// that never gets a core costs nothing. The helper is one of parallel.h's. Used by rnn_cpu.cpp and
+// gated_cpu.cpp.
 #pragma once
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <system_error>
-#include <thread>
 
 #include "cpu/blas.h"
 #include "cpu/isa_ns.h"
+#include "cpu/parallel.h"
 
 namespace rnnfast {
 namespace wgrad {
@@ -50,12 +50,8 @@ class WeightGradPipe {
     const double work = double(j.Tn * j.N) * double(j.R) * double(j.H + (j.W_ih ? 2 * j.Dk : 0));
     const bool small_blocks = double(B_ * j.N) * double(j.R) * double(width) < double(blas::thread_threshold()) &&
                               double(j.N) * double(j.R) * double(j.H) < double(blas::thread_threshold());
-    if (nblocks_ > 1 && work >= kWork && small_blocks && blas::worker_threads() > 1) {
-      try {
-        th_ = std::thread([this] { helper(); });
-      } catch (const std::system_error&) {  // no thread: the caller does every block in finish()
-      }
-    }
+    if (nblocks_ > 1 && work >= kWork && small_blocks && blas::worker_threads() > 1)
+      ticket_ = parallel::submit(1, [](void* self, int64_t) { static_cast<WeightGradPipe*>(self)->helper(); }, this);
   }
   WeightGradPipe(const WeightGradPipe&) = delete;
   WeightGradPipe& operator=(const WeightGradPipe&) = delete;
@@ -63,7 +59,7 @@ class WeightGradPipe {
 
   // The loop has written the gate gradients of steps t..T-1.
   void ready(int64_t t) {
-    if (!th_.joinable() || ((j_.Tn - t) % B_ != 0 && t != 0)) return;
+    if (!ticket_.helpers || ((j_.Tn - t) % B_ != 0 && t != 0)) return;
     {
       std::lock_guard<std::mutex> lk(mu_);
       ready_from_ = t;
@@ -73,14 +69,15 @@ class WeightGradPipe {
 
   // After the loop (every step ready): the blocks the helper has not taken, in order; returns when all are in.
   void finish() {
-    if (th_.joinable()) {
+    if (ticket_.helpers) {
       {
         std::unique_lock<std::mutex> lk(mu_);
         takeover_ = true;
         cv_.notify_all();
         cv_.wait(lk, [&] { return !busy_; });
       }
-      th_.join();
+      parallel::wait(ticket_);  // out of helper(), or withdrawn before it started
+      ticket_ = parallel::Ticket{};
     }
     for (; next_ < nblocks_; ++next_) block(next_);
   }
@@ -126,7 +123,7 @@ class WeightGradPipe {
   std::condition_variable cv_;
   int64_t ready_from_ = 0, next_ = 0;  // guarded by mu_ while the helper runs
   bool takeover_ = false, busy_ = false;
-  std::thread th_;
+  parallel::Ticket ticket_;
 };
 
 }  // namespace RNNFAST_ISA_NS
