@@ -46,7 +46,8 @@ export PYTHONPATH="$PWD/$pkg"
 tests=(test_backends.py test_gated.py test_bad_input.py test_bidir_lengths.py test_invariants.py test_layer.py
        test_reliability.py test_properties.py test_decode.py test_train_ops.py
        test_cells_everywhere.py::test_step_gemm_every_row_and_column_tail
-       test_cells_everywhere.py::test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count)
+       test_cells_everywhere.py::test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count
+       test_cells_everywhere.py::test_fused_rnn_step_with_and_without_h0)
 set +e
 # Left out: tests needing a memory limit (ASan reserves terabytes of address space), sizes beyond 2^31
 # (minutes of page faults under ASan), torch as an oracle (not our code) and the Ctrl-C subprocess.

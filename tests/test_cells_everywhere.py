@@ -436,3 +436,36 @@ def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell):
     for a, b, r in zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)]):
         np.testing.assert_array_equal(b, a)
         np.testing.assert_allclose(b, r, **TOL64)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_fused_rnn_step_with_and_without_h0(nonlinearity, isa):
+    """The vanilla forward's fused step (blas.h gemm_small_fused: act(P_t + b + h_{t-1} W_hh^T) in one pass,
+    with no product at all at t = 0 without h0) equals the NumPy reference for both activations, a constant
+    input c, the one-hot identity input (W_ih = None), row and column tails, float32 and float64."""
+    from tolerances import TOL64, assert_f32_close
+    rng = np.random.default_rng(23)
+    for N, H, h0_given, identity in [(9, 17, False, False), (33, 40, True, False), (13, 5, False, True),
+                                     (16, 32, True, True)]:
+        T, D = 5, H if identity else 6
+        x = rng.standard_normal((T, N, D))
+        ws = [(None if identity else 0.5 * rng.standard_normal((H, D)), 0.5 * rng.standard_normal((H, H)),
+               rng.standard_normal(H), rng.standard_normal(H)), tuple(0.5 * rng.standard_normal(s) for s in
+                                                                      ((H, H), (H, H), (H,), (H,)))]
+        h0 = rng.standard_normal((2, N, H)) if h0_given else None
+        c = rng.standard_normal((N, H))
+
+        def run(be, dt):
+            cv = lambda a: None if a is None else a.astype(dt)  # noqa: E731
+            w = [tuple(cv(a) for a in t) for t in ws]
+            if be == "numpy" and identity:      # the reference takes the identity explicitly
+                w[0] = (np.eye(H, dtype=dt),) + w[0][1:]
+            y, (hn,), _ = F.forward("rnn", cv(x), (cv(h0),), w, need_cache=False, backend=be, c=cv(c),
+                                    nonlinearity=nonlinearity)
+            return y, hn
+
+        ref64, ref32 = run("numpy", np.float64), run("numpy", np.float32)
+        got64, got32 = run("cpu", np.float64), run("cpu", np.float32)
+        for r64, r32, g64, g32 in zip(ref64, ref32, got64, got32):
+            np.testing.assert_allclose(g64, r64, **TOL64, err_msg=f"N={N} H={H}")
+            assert_f32_close(g32, r64, r32, name=f"N={N} H={H}")

@@ -199,101 +199,141 @@ constexpr int kGemmMR = 8, kGemmNV = 2;  // 16 of the 32 vector registers accumu
 constexpr int kGemmMR = 4, kGemmNV = 3;  // 12 of 16
 #endif
 
-template <typename T, int MR, int NV>
+// The identity epilogue (gemm_small_fused applies one to each accumulator vector before it is stored).
+struct NoEpilogue {
+  template <typename VT>
+  VT operator()(VT v) const {
+    return v;
+  }
+};
+
+// C (MR rows, NV vectors) = ep(C0 [+ C1] + A B): the accumulators start from C0 (and C1, when given), which
+// may be C itself (each block reads its C0 before it writes C).
+template <typename T, int MR, int NV, typename Ep>
 inline void gemm_small_block(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
-                             T* __restrict C, int64_t ldc, int last) {
+                             const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last,
+                             const Ep& ep) {
   using VT = simd::V<T>;
   constexpr int n = simd::lanes<T>();
   const simd::Tail tl(last);
   const bool full = last == n;
+  auto ld = [&](const T* p) { return full ? simd::load(p) : tl.load(p); };
   VT acc[MR][NV];
   for (int m = 0; m < MR; ++m) {
-    for (int i = 0; i < NV - 1; ++i) acc[m][i] = simd::load(C + m * ldc + n * i);
-    acc[m][NV - 1] = full ? simd::load(C + m * ldc + n * (NV - 1)) : tl.load(C + m * ldc + n * (NV - 1));
+    for (int i = 0; i < NV - 1; ++i) acc[m][i] = simd::load(C0 + m * ldc0 + n * i);
+    acc[m][NV - 1] = ld(C0 + m * ldc0 + n * (NV - 1));
   }
+  if (C1)
+    for (int m = 0; m < MR; ++m) {
+      for (int i = 0; i < NV - 1; ++i) acc[m][i] += simd::load(C1 + m * ldc1 + n * i);
+      acc[m][NV - 1] += ld(C1 + m * ldc1 + n * (NV - 1));
+    }
   for (int64_t k = 0; k < K; ++k) {
     const T* bk = B + k * ldb;
     VT b[NV];
     for (int i = 0; i < NV - 1; ++i) b[i] = simd::load(bk + n * i);
-    b[NV - 1] = full ? simd::load(bk + n * (NV - 1)) : tl.load(bk + n * (NV - 1));
+    b[NV - 1] = ld(bk + n * (NV - 1));
     for (int m = 0; m < MR; ++m) {
       const VT a = simd::splat(A[m * lda + k]);
       for (int i = 0; i < NV; ++i) acc[m][i] += a * b[i];
     }
   }
   for (int m = 0; m < MR; ++m) {
-    for (int i = 0; i < NV - 1; ++i) simd::store(C + m * ldc + n * i, acc[m][i]);
-    if (full) simd::store(C + m * ldc + n * (NV - 1), acc[m][NV - 1]);
-    else tl.store(C + m * ldc + n * (NV - 1), acc[m][NV - 1]);
+    for (int i = 0; i < NV - 1; ++i) simd::store(C + m * ldc + n * i, ep(acc[m][i]));
+    if (full) simd::store(C + m * ldc + n * (NV - 1), ep(acc[m][NV - 1]));
+    else tl.store(C + m * ldc + n * (NV - 1), ep(acc[m][NV - 1]));
   }
 }
 
 // All rows of one column block of NV vectors (the last `last` lanes valid): full MR-row blocks, then one
 // block of the M % MR remaining rows.
-template <typename T, int NV>
-inline void gemm_small_cols(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-                            int last) {
+template <typename T, int NV, typename Ep>
+inline void gemm_small_cols(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0,
+                            int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last, const Ep& ep) {
   constexpr int MR = kGemmMR;
   int64_t m = 0;
-  for (; m + MR <= M; m += MR) gemm_small_block<T, MR, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, last);
+  for (; m + MR <= M; m += MR)
+    gemm_small_block<T, MR, NV>(K, A + m * lda, lda, B, ldb, C0 + m * ldc0, ldc0, C1 ? C1 + m * ldc1 : nullptr, ldc1,
+                                C + m * ldc, ldc, last, ep);
   const T* a = A + m * lda;
+  const T* c0 = C0 + m * ldc0;
+  const T* c1 = C1 ? C1 + m * ldc1 : nullptr;
   T* c = C + m * ldc;
+#define RNNFAST_GEMM_TAIL(R) gemm_small_block<T, R, NV>(K, a, lda, B, ldb, c0, ldc0, c1, ldc1, c, ldc, last, ep)
   switch (M - m) {
     case 0:
       break;
     case 1:
-      gemm_small_block<T, 1, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(1);
       break;
     case 2:
-      gemm_small_block<T, 2, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(2);
       break;
     case 3:
-      gemm_small_block<T, 3, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(3);
       break;
 #if defined(__AVX512F__)
     case 4:
-      gemm_small_block<T, 4, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(4);
       break;
     case 5:
-      gemm_small_block<T, 5, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(5);
       break;
     case 6:
-      gemm_small_block<T, 6, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(6);
       break;
     default:
-      gemm_small_block<T, 7, NV>(K, a, lda, B, ldb, c, ldc, last);
+      RNNFAST_GEMM_TAIL(7);
       break;
 #else
     default:
       break;
 #endif
   }
+#undef RNNFAST_GEMM_TAIL
 }
 
-// C (M, N) += A (M, K) B (K, N), row-major with leading dimensions lda >= K, ldb >= N, ldc >= N; one thread.
-// Reads and writes nothing outside the M x K, K x N and M x N windows (the column tail is masked).
-template <typename T>
-inline void gemm_small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
-                          int64_t ldc) {
+// C (M, N) = ep(C0 [+ C1] + A (M, K) B (K, N)), row-major with leading dimensions lda >= K, ldb >= N and
+// ldc0, ldc1, ldc >= N; C0 may be C. One thread. Reads and writes nothing outside the M x K, K x N and M x N
+// windows (the column tail is masked); K = 0 is ep(C0 [+ C1]).
+template <typename T, typename Ep>
+inline void gemm_small_fused(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                             const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, const Ep& ep) {
   constexpr int n = simd::lanes<T>();
   constexpr int NV = kGemmNV;
-  if (M <= 0 || N <= 0 || K <= 0) return;
+  if (M <= 0 || N <= 0) return;
+  if (K < 0) K = 0;
   int64_t j = 0;
-  for (; j + NV * n <= N; j += NV * n) gemm_small_cols<T, NV>(M, K, A, lda, B + j, ldb, C + j, ldc, n);
+  for (; j + NV * n <= N; j += NV * n)
+    gemm_small_cols<T, NV>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, C1 ? C1 + j : nullptr, ldc1, C + j, ldc, n, ep);
   const int64_t r = N - j;
   if (r == 0) return;
   const int last = int(r - n * ((r - 1) / n));  // 1..n valid lanes in the last vector
+  const T* c1 = C1 ? C1 + j : nullptr;
   switch ((r + n - 1) / n) {
     case 1:
-      gemm_small_cols<T, 1>(M, K, A, lda, B + j, ldb, C + j, ldc, last);
+      gemm_small_cols<T, 1>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
     case 2:
-      gemm_small_cols<T, 2>(M, K, A, lda, B + j, ldb, C + j, ldc, last);
+      gemm_small_cols<T, 2>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
     default:
-      gemm_small_cols<T, 3>(M, K, A, lda, B + j, ldb, C + j, ldc, last);
+      gemm_small_cols<T, 3>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
   }
+}
+
+// C (M, N) += A (M, K) B (K, N), row-major with leading dimensions lda >= K, ldb >= N, ldc >= N; one thread.
+template <typename T>
+inline void gemm_small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                          int64_t ldc) {
+  if (K > 0) gemm_small_fused<T>(M, N, K, A, lda, B, ldb, C, ldc, nullptr, 0, C, ldc, NoEpilogue{});
+}
+
+// Whether gemm_step runs (M, N, K) in gemm_small_nn (one thread's work at a batch of at most 128 on a vector
+// ISA) rather than BLAS.
+inline bool step_in_small_kernel(int64_t M, int64_t N, int64_t K) {
+  return simd::kBytes >= 32 && M <= 128 && M * N * K < thread_threshold();
 }
 
 // The recurrent product of one time step, C (M, N) = beta C + A (M, K) B (K, N) with beta 0 or 1, all
@@ -303,7 +343,7 @@ inline void gemm_small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
 template <typename T>
 inline void gemm_step(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
                       int64_t ldc) {
-  if (simd::kBytes >= 32 && M <= 128 && M * N * K < thread_threshold()) {
+  if (step_in_small_kernel(M, N, K)) {
     if (beta == T(0))
       for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, T(0));
     gemm_small_nn<T>(M, N, K, A, lda, B, ldb, C, ldc);

@@ -98,9 +98,22 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     pool::Buffer<T> WhhT(size_t(H * H));
     for (int64_t i = 0; i < H; ++i)
       for (int64_t j = 0; j < H; ++j) WhhT.get()[j * H + i] = w.W_hh[i * H + j];
+    // In the small-GEMM kernel the whole step is one pass: Y_t = act(P_t + bc + h_{t-1} W_hh^T), the
+    // accumulators starting from P_t + bc and activated in registers (the order of the Matvec path's sums).
+    const bool fused = blas::step_in_small_kernel(N, H, H);
     for (int64_t t = 0; t < Tn; ++t) {
       T* Yt = Y + t * NH;
       const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
+      if (fused) {
+        const T* hp = Hprev ? Hprev : Yt;  // not read when K = 0
+        if (a == Act::Tanh)
+          blas::gemm_small_fused<T>(N, H, Hprev ? H : 0, hp, H, WhhT.get(), H, P(t), H, bc.data(), H, Yt, H,
+                                    [](simd::V<T> v) { return simd::tanh(v); });
+        else
+          blas::gemm_small_fused<T>(N, H, Hprev ? H : 0, hp, H, WhhT.get(), H, P(t), H, bc.data(), H, Yt, H,
+                                    [](simd::V<T> v) { return simd::relu<T>(v); });
+        continue;
+      }
       if (!w.W_ih && NH > 0) std::memcpy(Yt, P(t), sizeof(T) * size_t(NH));
       if (Hprev) blas::gemm_step<T>(N, H, H, Hprev, H, WhhT.get(), H, T(1), Yt, H);
       for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
