@@ -209,30 +209,31 @@ struct NoEpilogue {
 
 // C (MR rows, NV vectors) = ep(C0 [+ C1] + A B): the accumulators start from C0 (and C1, when given), which
 // may be C itself (each block reads its C0 before it writes C).
-template <typename T, int MR, int NV, typename Ep>
-inline void gemm_small_block(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
-                             const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last,
-                             const Ep& ep) {
+// FULL: the last vector is whole (a compile-time choice: with a run-time branch on it inside the k loop GCC
+// kept the accumulators in memory, at half the speed).
+template <typename T, int MR, int NV, bool FULL, typename Ep>
+inline void gemm_small_block_t(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
+                               const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last,
+                               const Ep& ep) {
   using VT = simd::V<T>;
   constexpr int n = simd::lanes<T>();
   const simd::Tail tl(last);
-  const bool full = last == n;
-  auto ld = [&](const T* p) { return full ? simd::load(p) : tl.load(p); };
+  constexpr bool full = FULL;
   VT acc[MR][NV];
   for (int m = 0; m < MR; ++m) {
     for (int i = 0; i < NV - 1; ++i) acc[m][i] = simd::load(C0 + m * ldc0 + n * i);
-    acc[m][NV - 1] = ld(C0 + m * ldc0 + n * (NV - 1));
+    acc[m][NV - 1] = full ? simd::load(C0 + m * ldc0 + n * (NV - 1)) : tl.load(C0 + m * ldc0 + n * (NV - 1));
   }
   if (C1)
     for (int m = 0; m < MR; ++m) {
       for (int i = 0; i < NV - 1; ++i) acc[m][i] += simd::load(C1 + m * ldc1 + n * i);
-      acc[m][NV - 1] += ld(C1 + m * ldc1 + n * (NV - 1));
+      acc[m][NV - 1] += full ? simd::load(C1 + m * ldc1 + n * (NV - 1)) : tl.load(C1 + m * ldc1 + n * (NV - 1));
     }
   for (int64_t k = 0; k < K; ++k) {
     const T* bk = B + k * ldb;
     VT b[NV];
     for (int i = 0; i < NV - 1; ++i) b[i] = simd::load(bk + n * i);
-    b[NV - 1] = ld(bk + n * (NV - 1));
+    b[NV - 1] = full ? simd::load(bk + n * (NV - 1)) : tl.load(bk + n * (NV - 1));
     for (int m = 0; m < MR; ++m) {
       const VT a = simd::splat(A[m * lda + k]);
       for (int i = 0; i < NV; ++i) acc[m][i] += a * b[i];
@@ -243,6 +244,15 @@ inline void gemm_small_block(int64_t K, const T* __restrict A, int64_t lda, cons
     if (full) simd::store(C + m * ldc + n * (NV - 1), ep(acc[m][NV - 1]));
     else tl.store(C + m * ldc + n * (NV - 1), ep(acc[m][NV - 1]));
   }
+}
+
+template <typename T, int MR, int NV, typename Ep>
+inline void gemm_small_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0, int64_t ldc0,
+                             const T* C1, int64_t ldc1, T* C, int64_t ldc, int last, const Ep& ep) {
+  if (last == simd::lanes<T>())
+    gemm_small_block_t<T, MR, NV, true>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
+  else
+    gemm_small_block_t<T, MR, NV, false>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
 }
 
 // All rows of one column block of NV vectors (the last `last` lanes valid): full MR-row blocks, then one
