@@ -251,8 +251,7 @@ inline void gemm_small_block(int64_t K, const T* A, int64_t lda, const T* B, int
                              const T* C1, int64_t ldc1, T* C, int64_t ldc, int last, const Ep& ep) {
   if (last == simd::lanes<T>())
     gemm_small_block_t<T, MR, NV, true>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
-  else
-    gemm_small_block_t<T, MR, NV, false>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
+  else gemm_small_block_t<T, MR, NV, false>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
 }
 
 // All rows of one column block of NV vectors (the last `last` lanes valid): full MR-row blocks, then one
