@@ -48,9 +48,7 @@ struct Recurrence {
         transposed(need_forward && !matvec),
         WT(transposed ? size_t(R_ * K_) : 0) {
     if (transposed) {  // the step is then a plain GEMM, which OpenBLAS runs without packing W^T at every
-      T* wt = WT.get();  // step (the transposed form packed both operands each time)
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t k = 0; k < K; ++k) wt[k * R + r] = W[r * K + k];
+      blas::transpose(W, R, K, WT.get());  // step (the transposed form packed both operands each time)
     }
   }
 

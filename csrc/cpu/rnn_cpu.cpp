@@ -96,8 +96,7 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     // W_hh^T once per call: the step's product is then a plain (N, H) x (H, H) GEMM, which OpenBLAS runs in
     // its small-matrix kernel without packing either operand at every step (the transposed form packed both)
     pool::Buffer<T> WhhT(size_t(H * H));
-    for (int64_t i = 0; i < H; ++i)
-      for (int64_t j = 0; j < H; ++j) WhhT.get()[j * H + i] = w.W_hh[i * H + j];
+    blas::transpose(w.W_hh, H, H, WhhT.get());
     // In the small-GEMM kernel the whole step is one pass: Y_t = act(P_t + bc + h_{t-1} W_hh^T), the
     // accumulators starting from P_t + bc and activated in registers (the order of the Matvec path's sums).
     const bool fused = blas::step_in_small_kernel(N, H, H);
