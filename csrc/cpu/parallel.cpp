@@ -1,13 +1,14 @@
-// The helper threads of parallel.h: started on first use (and again in a forked child), never joined (they
+// The helper threads of parallel.h: started on first use (and again in a forked child: pthread_atfork), never joined (they
 // park on a condition variable between tasks; the pool is never destroyed, so process exit never waits on
 // them). Each helper has a slot: the task is written, then its state set to pending (release), then its
 // generation bumped; a helper takes the task by moving the state from pending to running, and wait()
 // withdraws an untaken task by moving it from pending to withdrawn, so exactly one of the two happens.
 #include "cpu/parallel.h"
 
-#include <unistd.h>
+#include <pthread.h>
 
 #include <chrono>
+#include <memory>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -38,10 +39,9 @@ struct Slot {
 };
 
 struct Pool {
-  explicit Pool(pid_t p) : pid(p) {}
-  const pid_t pid;
-  std::mutex busy;  // held from submit() to wait(): one task at a time
-  std::mutex mu;    // parking
+  std::atomic<bool> busy{false};  // claimed from submit() to wait(): one task at a time (an atomic, not a
+  // mutex: a nested try from the claiming thread just fails)
+  std::mutex mu;  // parking
   std::condition_variable cv;
   std::vector<Slot*> slots;  // grows under `busy`, never shrinks
 };
@@ -67,18 +67,31 @@ void helper_main(Pool* pool, Slot* s) {
   }
 }
 
+std::atomic<Pool*> g_pool{nullptr};
+std::atomic<bool> g_creating{false};
+
+// In a forked child the parent's helpers did not come along (and a mutex of theirs may be held forever):
+// forget the pool without touching it (it is leaked); the child's first task starts helpers of its own.
+void after_fork_in_child() {
+  g_pool.store(nullptr, std::memory_order_relaxed);
+  g_creating.store(false, std::memory_order_relaxed);
+}
+
+// nullptr while another thread is creating the pool (the caller then works alone).
 Pool* pool() {
-  static std::atomic<Pool*> current{nullptr};
-  static std::mutex create;
-  const pid_t me = getpid();
-  Pool* p = current.load(std::memory_order_acquire);
-  if (p && p->pid == me) return p;
-  std::lock_guard<std::mutex> lk(create);
-  p = current.load(std::memory_order_acquire);
-  if (!p || p->pid != me) {  // first use, or a forked child (whose parent's helpers did not come along)
-    p = new Pool(me);
-    current.store(p, std::memory_order_release);
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p) return p;
+  bool expect = false;
+  if (!g_creating.compare_exchange_strong(expect, true, std::memory_order_acq_rel)) return nullptr;
+  static const int registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  (void)registered;
+  try {
+    p = new Pool;
+  } catch (...) {
+    g_creating.store(false, std::memory_order_release);
+    return nullptr;
   }
+  g_pool.store(p, std::memory_order_release);
   return p;
 }
 
@@ -87,21 +100,21 @@ Pool* pool() {
 Ticket submit(int64_t n, TaskFn fn, void* ctx) {
   if (n <= 0) return {};
   Pool* p = pool();
-  if (!p->busy.try_lock()) return {};
+  bool expect = false;
+  if (!p || !p->busy.compare_exchange_strong(expect, true, std::memory_order_acq_rel)) return {};
   n = std::min(n, kMaxHelpers);
-  while (int64_t(p->slots.size()) < n) {
-    Slot* s = new Slot;
-    try {
-      std::thread(helper_main, p, s).detach();
-    } catch (...) {  // no more threads to be had
-      delete s;
-      break;
+  try {
+    p->slots.reserve(size_t(n));
+    while (int64_t(p->slots.size()) < n) {
+      std::unique_ptr<Slot> s(new Slot);
+      std::thread(helper_main, p, s.get()).detach();  // throws when no more threads are to be had
+      p->slots.push_back(s.release());  // cannot throw: reserved
     }
-    p->slots.push_back(s);
+  } catch (...) {  // fewer helpers than asked for
   }
   n = std::min<int64_t>(n, int64_t(p->slots.size()));
   if (n == 0) {
-    p->busy.unlock();
+    p->busy.store(false, std::memory_order_release);
     return {};
   }
   for (int64_t i = 0; i < n; ++i) {
@@ -129,7 +142,7 @@ void wait(const Ticket& t) {
       else std::this_thread::yield();  // the helper may need this core
     }
   }
-  p->busy.unlock();
+  p->busy.store(false, std::memory_order_release);
 }
 
 }  // namespace parallel

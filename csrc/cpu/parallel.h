@@ -11,8 +11,9 @@
 //
 // Callers make each piece's result independent of the thread that computes it and the pieces independent of
 // the thread count, so results are the same for any thread count. One task at a time: a caller that finds
-// the helpers busy (another Python thread inside a kernel) gets none and does all the work itself. After
-// fork() the child starts helpers of its own. Compiled once (parallel.cpp), shared by every kernel build.
+// the helpers busy (another Python thread inside a kernel, or a nested call) gets none and does all the work
+// itself. After fork() the child starts helpers of its own. Compiled once (parallel.cpp), shared by every
+// kernel build.
 #pragma once
 #include <atomic>
 #include <cstdint>

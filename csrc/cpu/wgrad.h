@@ -57,7 +57,9 @@ class WeightGradPipe {
   }
   WeightGradPipe(const WeightGradPipe&) = delete;
   WeightGradPipe& operator=(const WeightGradPipe&) = delete;
-  ~WeightGradPipe() { finish(); }
+  // Unwinding (the loop threw): the helper is stopped and waited for, and no further block is computed (the
+  // loop may not have written their gate gradients).
+  ~WeightGradPipe() { stop_helper(); }
 
   // The loop has written the gate gradients of steps t..T-1.
   void ready(int64_t t) {
@@ -71,20 +73,23 @@ class WeightGradPipe {
 
   // After the loop (every step ready): the blocks the helper has not taken, in order; returns when all are in.
   void finish() {
-    if (ticket_.helpers) {
-      {
-        std::unique_lock<std::mutex> lk(mu_);
-        takeover_ = true;
-        cv_.notify_all();
-        cv_.wait(lk, [&] { return !busy_; });
-      }
-      parallel::wait(ticket_);  // out of helper(), or withdrawn before it started
-      ticket_ = parallel::Ticket{};
-    }
+    stop_helper();
     for (; next_ < nblocks_; ++next_) block(next_);
   }
 
  private:
+  void stop_helper() {
+    if (!ticket_.helpers) return;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      takeover_ = true;
+      cv_.notify_all();
+      cv_.wait(lk, [&] { return !busy_; });
+    }
+    parallel::wait(ticket_);  // out of helper(), or withdrawn before it started
+    ticket_ = parallel::Ticket{};
+  }
+
   int64_t lo(int64_t b) const { return std::max<int64_t>(0, j_.Tn - (b + 1) * B_); }
   int64_t hi(int64_t b) const { return j_.Tn - b * B_; }
 
