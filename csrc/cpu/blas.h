@@ -199,16 +199,18 @@ constexpr int kGemmMR = 8, kGemmNV = 2;  // 16 of the 32 vector registers accumu
 constexpr int kGemmMR = 4, kGemmNV = 3;  // 12 of 16
 #endif
 
-// dst (C, R) = src (R, C)^T, both row-major, in 32 x 32 tiles (a plain double loop wrote with a stride of
-// R elements and took 9 ms for a 1024 x 1024 weight, more than a whole H = 1024 step).
+// dst (C, ldd) = src (R, C)^T, both row-major, ldd >= R (columns R..ldd of dst are not written), in 32 x 32
+// tiles (a plain double loop wrote with a stride of R elements and took 9 ms for a 1024 x 1024 weight, more
+// than a whole H = 1024 step).
 template <typename T>
-inline void transpose(const T* __restrict src, int64_t R, int64_t C, T* __restrict dst) {
+inline void transpose(const T* __restrict src, int64_t R, int64_t C, T* __restrict dst, int64_t ldd = -1) {
   constexpr int64_t S = 32;
+  if (ldd < 0) ldd = R;
   for (int64_t r0 = 0; r0 < R; r0 += S)
     for (int64_t c0 = 0; c0 < C; c0 += S) {
       const int64_t r1 = std::min(R, r0 + S), c1 = std::min(C, c0 + S);
       for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * R + r] = src[r * C + c];
+        for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * C + c];
     }
 }
 

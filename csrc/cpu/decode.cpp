@@ -216,18 +216,6 @@ struct Prepared {
   std::vector<T> bo;                    // (Vp)
 };
 
-// dst (K, ldd) = src^T for src (n, K) row-major, in 16 x 16 tiles; columns n..ldd stay zero.
-template <typename T>
-void transpose_into(const T* src, int64_t n, int64_t K, T* dst, int64_t ldd) {
-  constexpr int64_t S = 16;
-  for (int64_t j0 = 0; j0 < n; j0 += S)
-    for (int64_t k0 = 0; k0 < K; k0 += S) {
-      const int64_t j1 = std::min(n, j0 + S), k1 = std::min(K, k0 + S);
-      for (int64_t k = k0; k < k1; ++k)
-        for (int64_t j = j0; j < j1; ++j) dst[k * ldd + j] = src[j * K + k];
-    }
-}
-
 template <typename T>
 Prepared<T> prepare(const DecodeModel<T>& m) {
   Prepared<T> p;
@@ -245,7 +233,7 @@ Prepared<T> prepare(const DecodeModel<T>& m) {
   p.table.assign(size_t(m.V * GHp), T(0));
   const LayerWeights<T>& w0 = m.layers[0];
   if (m.embed) blas::gemm<T>(false, true, m.V, GH, m.D, T(1), m.embed, m.D, w0.W_ih, m.D, T(0), p.table.data(), GHp);
-  else transpose_into(w0.W_ih, GH, m.V, p.table.data(), GHp);
+  else blas::transpose(w0.W_ih, GH, m.V, p.table.data(), GHp);  // columns GH..GHp stay zero
   p.WihT.resize(size_t(m.L));
   p.WhhT.resize(size_t(m.L));
   p.bias.resize(size_t(m.L));

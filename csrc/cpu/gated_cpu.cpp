@@ -82,29 +82,6 @@ inline void colsum_add(const T* A, int64_t M, int64_t C, T* col) {
   }
 }
 
-// The weight-gradient products of one layer (dW_hh, dW_ih, dX: wgrad.h, overlapping the serial loop).
-template <typename T>
-wgrad::WeightGradJob<T> grad_job(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const LayerWeights<T>& w,
-                                 LayerGrads<T>& g, const T* X, const T* h0k, const T* Hs, const T* dGi, const T* dGh,
-                                 T* dX) {
-  wgrad::WeightGradJob<T> j;
-  j.Tn = Tn;
-  j.N = N;
-  j.R = R;
-  j.H = H;
-  j.Dk = Dk;
-  j.dGh = dGh;
-  j.dGi = dGi;
-  j.Hs = Hs;
-  j.h0 = h0k;
-  j.X = X;
-  j.W_ih = w.W_ih;
-  j.dW_hh = g.dW_hh;
-  j.dW_ih = g.dW_ih;
-  j.dX = dX;
-  return j;
-}
-
 // After the serial loop and the pipe: db_hh += sum dGh, db_ih += sum dGi, and with the identity W_ih
 // (X is the projection itself, Dk == R) dX = dGi unless dGi was written there already.
 template <typename T>
@@ -265,7 +242,7 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   if (dc_n_k && NH > 0) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
   // The weight gradients, in blocks of steps as the loop produces them (input and hidden sides share dG).
-  wgrad::WeightGradPipe<T> pipe(grad_job(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dG, dG, dX));
+  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dG, dG, g.dW_hh, g.dW_ih, dX));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
@@ -334,7 +311,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  wgrad::WeightGradPipe<T> pipe(grad_job(Tn, N, Dk, H, R, w, g, X, h0k, Hs, dGi, dGh, dX));
+  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dGi, dGh, g.dW_hh, g.dW_ih, dX));
   // 1. The serial part, in reverse.
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;

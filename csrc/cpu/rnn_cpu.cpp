@@ -139,21 +139,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   std::vector<T> dh_next(size_t(NH), T(0));
   if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
   // dW_hh, dW_ih and dX in blocks of steps as the loop produces DZ (wgrad.h: on a helper thread meanwhile)
-  wgrad::WeightGradJob<T> job;
-  job.Tn = Tn;
-  job.N = N;
-  job.R = H;
-  job.H = H;
-  job.Dk = Dk;
-  job.dGh = job.dGi = DZ;
-  job.Hs = Hs;
-  job.h0 = h0k;
-  job.X = X;
-  job.W_ih = w.W_ih;
-  job.dW_hh = g.dW_hh;
-  job.dW_ih = g.dW_ih;
-  job.dX = dX;
-  wgrad::WeightGradPipe<T> pipe(job);
+  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, H, w.W_ih, X, h0k, Hs, DZ, DZ, g.dW_hh, g.dW_ih, dX));
   for (int64_t t = Tn - 1; t >= 0; --t) {
     T* dz = DZ + t * NH;
     backprop_act(a, dY ? dY + t * NH : nullptr, dh_next.data(), Hs + t * NH, dz, NH);  // through the activation

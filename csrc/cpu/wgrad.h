@@ -35,6 +35,28 @@ struct WeightGradJob {
   T* dX = nullptr;                              // (T, N, Dk) = dGi W_ih (when W_ih)
 };
 
+// The job of one layer: gate gradients dGi/dGh (T, N, R), its states Hs, h0, input X (T, N, Dk) and W_ih.
+template <typename T>
+WeightGradJob<T> job(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, const T* W_ih, const T* X, const T* h0,
+                     const T* Hs, const T* dGi, const T* dGh, T* dW_hh, T* dW_ih, T* dX) {
+  WeightGradJob<T> j;
+  j.Tn = Tn;
+  j.N = N;
+  j.R = R;
+  j.H = H;
+  j.Dk = Dk;
+  j.dGh = dGh;
+  j.dGi = dGi;
+  j.Hs = Hs;
+  j.h0 = h0;
+  j.X = X;
+  j.W_ih = W_ih;
+  j.dW_hh = dW_hh;
+  j.dW_ih = dW_ih;
+  j.dX = dX;
+  return j;
+}
+
 template <typename T>
 class WeightGradPipe {
  public:
