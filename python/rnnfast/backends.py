@@ -87,7 +87,8 @@ def _env_pool_mb():
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by rnnfast's CPU kernels (their BLAS calls); the default is one per core.
+    """Threads used by rnnfast's CPU kernels (their BLAS calls, and the helper threads that take the work
+    beside a serial loop); the default is one per core.
 
     Safe to call from any thread: it waits until kernel calls running in other threads have finished, so
     each call runs with one thread count. Results can differ in the last bits between thread counts (the
