@@ -762,15 +762,14 @@ struct SourceChunk {
 // Beam search over independent sources, in chunks of sources shared out by parallel::chunks among
 // rnnfast's threads (blas::worker_threads()). Each source's result is the same whichever thread computes
 // it (a row's products, log-softmax and top-K read no other source), so the output equals the one-thread
-// search bit for bit. Below kParallelWork multiply-adds, one thread (starting a helper costs tens of us).
-constexpr double kParallelWork = 4e6;
+// search bit for bit. Below parallel::kMinWork multiply-adds, one thread.
 
 template <typename T>
 void decode_beam_impl(const DecodeModel<T>& m, const BeamParams<T>& bp) {
   const std::shared_ptr<const Prepared<T>> pp = get_prepared(m);
   const int64_t N = bp.N, G = m.cell == DecodeCell::Lstm ? 4 : m.cell == DecodeCell::Gru ? 3 : 1;
   const double work = double(N * bp.K) * double(bp.max_len) * double(m.H) * double(G * m.H * m.L + m.V);
-  const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(blas::worker_threads(), N);
+  const int64_t threads = work < parallel::kMinWork ? 1 : std::min<int64_t>(blas::worker_threads(), N);
   if (threads <= 1) return beam_sources(*pp, m, bp);
   const int64_t nchunks = std::min<int64_t>(N, 2 * threads), per = (N + nchunks - 1) / nchunks;
   parallel::chunks(nchunks, threads, [&](int64_t c) {

@@ -1,8 +1,9 @@
-// The helper threads of parallel.h: started on first use (and again in a forked child: pthread_atfork), never joined (they
-// park on a condition variable between tasks; the pool is never destroyed, so process exit never waits on
-// them). Each helper has a slot: the task is written, then its state set to pending (release), then its
-// generation bumped; a helper takes the task by moving the state from pending to running, and wait()
-// withdraws an untaken task by moving it from pending to withdrawn, so exactly one of the two happens.
+// The helper threads of parallel.h: started on first use (and again in a forked child: pthread_atfork),
+// never joined (they park on a condition variable between tasks; the pool is never destroyed, so process
+// exit never waits on them). Each helper has a slot: the task is written, then its state set to pending
+// (release), then its generation bumped; a helper takes the task by moving the state from pending to
+// running, and wait() withdraws an untaken task by moving it from pending to withdrawn, so exactly one of
+// the two happens.
 #include "cpu/parallel.h"
 
 #include <pthread.h>

@@ -76,10 +76,9 @@ inline T row_sum(const T* z, int64_t V) {
 // db and the loss; the parts are then added in group order. So the result does not depend on the thread
 // count, and the two big products run on both cores as single-thread calls each thread makes for itself
 // (a helper that never gets a core leaves its groups to the caller). One group when a group's GEMM would
-// itself be threaded by BLAS (>= blas::thread_threshold()), when the work is too small to start a helper
-// for, or when the dW parts would take over kPartBytes.
+// itself be threaded by BLAS (>= blas::thread_threshold()), below parallel::kMinWork, or when the dW parts
+// would take over kPartBytes.
 constexpr int64_t kGroupRows = 200, kMaxGroups = 8;
-constexpr double kParallelWork = 4e6;       // multiply-adds (three GEMMs of M x V x K)
 constexpr double kPartBytes = 4.0 * 1024 * 1024;
 
 template <typename T>
@@ -99,7 +98,7 @@ double linear_xent(const XentParams<T>& p) {
   }
   int64_t ng = std::max<int64_t>(1, std::min<int64_t>(kMaxGroups, M / kGroupRows));
   const double gwork = double((M + ng - 1) / ng) * double(V) * double(K);
-  if (gwork >= double(blas::thread_threshold()) || 3.0 * double(M) * double(V) * double(K) < kParallelWork ||
+  if (gwork >= double(blas::thread_threshold()) || 3.0 * double(M) * double(V) * double(K) < parallel::kMinWork ||
       (p.dW && double(ng - 1) * double(V * K) * sizeof(T) > kPartBytes))
     ng = 1;
   const int64_t per = (M + ng - 1) / ng;
@@ -108,10 +107,7 @@ double linear_xent(const XentParams<T>& p) {
   std::unique_ptr<T[]> dWp(p.dW && ng > 1 ? new T[size_t((ng - 1) * V * K)] : nullptr);
   auto group = [&](int64_t g) {
     const int64_t r0 = g * per, r1 = std::min(M, r0 + per), m = r1 - r0;
-    if (m <= 0) {
-      if (p.dW && g > 0) std::fill(dWp.get() + (g - 1) * V * K, dWp.get() + g * V * K, T(0));
-      return;
-    }
+    if (m <= 0) return;  // M = 0 (ng <= M / kGroupRows leaves no group empty otherwise)
     const T* h = p.h + r0 * K;
     T* logits = p.logits + r0 * V;
     // logits (m, V) = h (m, K) W^T (K, V) + b
@@ -125,9 +121,9 @@ double linear_xent(const XentParams<T>& p) {
       const int64_t t = w != T(0) ? p.targets[r0 + r] : 0;
       const T mx = row_max(z, V);
       const T zt = z[t] - mx;
-      for (int64_t j = 0; j < V; ++j) z[j] = exp_neg(z[j] - mx);   // softmax numerators, in place
+      for (int64_t j = 0; j < V; ++j) z[j] = exp_neg(z[j] - mx);  // softmax numerators, in place
       const T s = row_sum(z, V);
-      ls -= double(w) * (double(zt) - std::log(double(s)));        // -w log softmax_t
+      ls -= double(w) * (double(zt) - std::log(double(s)));  // -w log softmax_t
       // dlogits = w (softmax - onehot(t)) / denom, written over the numerators
       const T coef = T(double(w) / denom);
       const T inv = coef / s;
@@ -136,16 +132,16 @@ double linear_xent(const XentParams<T>& p) {
     }
     loss[size_t(g)] = ls;
     const T* dl = logits;
-    if (p.dW) {                                                                  // into W (or group g's part)
+    if (p.dW) {  // into W (or group g's part)
       T* dst = g == 0 ? p.dW : dWp.get() + (g - 1) * V * K;
       blas::gemm<T>(true, false, V, K, m, T(1), dl, V, h, K, g == 0 ? T(1) : T(0), dst, K);
     }
-    if (p.db) {                                                                  // into b
+    if (p.db) {  // into b
       double* acc = dbp.data() + g * V;
       for (int64_t r = 0; r < m; ++r)
         for (int64_t j = 0; j < V; ++j) acc[j] += double(dl[r * V + j]);
     }
-    if (p.dh) blas::gemm<T>(false, false, m, K, V, T(1), dl, V, p.W, K, T(0), p.dh + r0 * K, K);   // into h
+    if (p.dh) blas::gemm<T>(false, false, m, K, V, T(1), dl, V, p.W, K, T(0), p.dh + r0 * K, K);  // into h
   };
   parallel::chunks(ng, ng > 1 ? blas::worker_threads() : 1, group);
   double total = 0;

@@ -60,10 +60,10 @@ WeightGradJob<T> job(int64_t Tn, int64_t N, int64_t Dk, int64_t H, int64_t R, co
 template <typename T>
 class WeightGradPipe {
  public:
-  // Below kWork multiply-adds in all, with fewer than kMinBlocks blocks (the helper can only start once the loop
-  // has produced a whole block, so two blocks overlap nothing: measured T=10, N=32, H=128 backward 159 us on
-  // one thread, 239 with the helper), or when a block's product would itself be threaded by BLAS, no helper.
-  static constexpr double kWork = 4e6;
+  // Below parallel::kMinWork multiply-adds in all, with fewer than kMinBlocks blocks (the helper can only start
+  // once the loop has produced a whole block, so two blocks overlap nothing: measured T=10, N=32, H=128
+  // backward 159 us on one thread, 239 with the helper), or when a block's product would itself be threaded by
+  // BLAS, no helper.
   static constexpr int64_t kRows = 256, kMinBlocks = 3;
 
   explicit WeightGradPipe(const WeightGradJob<T>& j) : j_(j) {
@@ -74,7 +74,7 @@ class WeightGradPipe {
     const double work = double(j.Tn * j.N) * double(j.R) * double(j.H + (j.W_ih ? 2 * j.Dk : 0));
     const bool small_blocks = double(B_ * j.N) * double(j.R) * double(width) < double(blas::thread_threshold()) &&
                               double(j.N) * double(j.R) * double(j.H) < double(blas::thread_threshold());
-    if (nblocks_ >= kMinBlocks && work >= kWork && small_blocks && blas::worker_threads() > 1)
+    if (nblocks_ >= kMinBlocks && work >= parallel::kMinWork && small_blocks && blas::worker_threads() > 1)
       ticket_ = parallel::submit(1, [](void* self, int64_t) { static_cast<WeightGradPipe*>(self)->helper(); }, this);
   }
   WeightGradPipe(const WeightGradPipe&) = delete;
