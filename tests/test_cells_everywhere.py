@@ -408,15 +408,17 @@ def test_step_gemm_every_row_and_column_tail(cell, isa):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell):
-    """Backward at a size where the weight-gradient products run in blocks of steps on a helper thread while
-    the serial loop produces them (csrc/cpu/wgrad.h; two layers, so layer 1 also takes dW_ih and dx there, and
-    30 steps of 24 sequences make 3 blocks): the gradients are bit-for-bit those of one thread, and equal the
-    NumPy reference (float64 to TOL64)."""
+@pytest.mark.parametrize("N", [24, 130])
+def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell, N):
+    """Backward at sizes where the weight-gradient products are shared among threads (csrc/cpu/wgrad.h; two
+    layers, so layer 1 also takes dW_ih and dx there): at 24 sequences after the loop, which groups of sequences
+    ran side by side (wgrad::products, slices of output rows); at 130 (past the small kernel's batch) in blocks
+    of steps on a helper thread while the serial loop produces them (WeightGradPipe, 15 blocks). The gradients
+    are bit-for-bit those of one thread, and equal the NumPy reference (float64 to TOL64)."""
     from tolerances import TOL64
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     rng = np.random.default_rng(21)
-    T, N, D, H = 30, 24, 64, 64
+    T, D, H = 30, 64, 64
     x = rng.standard_normal((T, N, D))
     ws = [tuple(0.3 * rng.standard_normal(s) for s in ((G * H, d), (G * H, H), (G * H,), (G * H,))) for d in (D, H)]
     states = tuple(rng.standard_normal((2, N, H)) for _ in range(2 if cell == "lstm" else 1))
@@ -436,6 +438,48 @@ def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell):
     for a, b, r in zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)]):
         np.testing.assert_array_equal(b, a)
         np.testing.assert_allclose(b, r, **TOL64)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("T,N,identity", [(24, 13, False), (24, 24, True), (100, 3, False)])
+def test_forward_sequence_groups_same_bits_for_any_thread_count(cell, T, N, identity):
+    """Forward at sizes where groups of sequences run the serial loop side by side on rnnfast's threads
+    (parallel::row_groups: 13 and 24 sequences in the small-kernel path, 3 in the per-sequence path; uneven
+    groups; with h0/c0 so every group reads its own rows of them; layer 0 either with W_ih or the identity input
+    of a gathered one-hot, which the LSTM's kernel reads in place): outputs, final states and the cache are
+    bit-for-bit those of one thread, equal the NumPy reference (float64 to TOL64), and so do the gradients."""
+    from tolerances import TOL64
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(31)
+    H = 128
+    D = G * H if identity else 40
+    x = rng.standard_normal((T, N, D))
+    ws = [tuple(0.6 / np.sqrt(H) * rng.standard_normal(s) for s in ((G * H, d), (G * H, H), (G * H,), (G * H,)))
+          for d in (D, H)]
+    wref = ws
+    if identity:  # the reference takes the identity as an explicit W_ih (no dW_ih is compared)
+        wref = [(np.eye(G * H),) + ws[0][1:], ws[1]]
+        ws = [(None,) + ws[0][1:], ws[1]]
+    states = tuple(rng.standard_normal((2, N, H)) for _ in range(2 if cell == "lstm" else 1))
+    dout = rng.standard_normal((T, N, H))
+    dstates = tuple(rng.standard_normal((2, N, H)) for _ in states)
+    res = {}
+    for be, threads in (("cpu", 1), ("cpu", 2), ("numpy", None)):
+        if threads:
+            rnnfast.set_num_threads(threads)
+        try:
+            w = ws if threads else wref
+            y, st, cache = F.forward(cell, x, states, w, need_cache=True, backend=be)
+            grads = [tuple(None if a is None else np.zeros_like(a) for a in t) for t in w]
+            dx, dst, _ = F.backward(cell, dout, dstates, cache, grads, backend=be)
+        finally:
+            rnnfast.set_num_threads(2)
+        if identity:
+            grads[0] = (None,) + grads[0][1:]
+        res[(be, threads)] = [y, *st, dx, *dst] + [a for t in grads for a in t if a is not None]
+    for k, (a, b, r) in enumerate(zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)])):
+        np.testing.assert_array_equal(b, a, err_msg=f"output {k}")
+        np.testing.assert_allclose(b, r, **TOL64, err_msg=f"output {k}")
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])

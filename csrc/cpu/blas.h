@@ -9,6 +9,7 @@
 
 #include "cblas.h"
 #include "cpu/isa_ns.h"
+#include "cpu/parallel.h"
 #include "cpu/simd.h"
 
 namespace rnnfast {
@@ -358,6 +359,14 @@ inline void gemm_small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
 // ISA) rather than BLAS.
 inline bool step_in_small_kernel(int64_t M, int64_t N, int64_t K) {
   return simd::kBytes >= 32 && M <= 128 && M * N * K < thread_threshold();
+}
+
+// The threads for a recurrence's serial loop over M independent sequences (rows) whose step product (M, N, K)
+// is one thread's work (the small kernel or per-row matrix-vector products), Tn steps: the sequences are cut
+// into groups that run the whole loop each, with no synchronisation between steps (parallel::row_groups).
+// One thread below parallel::kMinWork multiply-adds in all.
+inline int64_t loop_threads(int64_t Tn, int64_t M, int64_t N, int64_t K) {
+  return M >= 2 && double(Tn) * double(M) * double(N) * double(K) >= parallel::kMinWork ? worker_threads() : 1;
 }
 
 // The recurrent product of one time step, C (M, N) = beta C + A (M, K) B (K, N) with beta 0 or 1, all

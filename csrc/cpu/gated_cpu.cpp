@@ -1,7 +1,8 @@
 // Fused LSTM and GRU forward and backward on the CPU, side by side, with the structure of rnn_cpu.cpp:
 // per layer, one GEMM projects all T*N input rows onto the G*H gate pre-activations; a serial loop does
 // only the recurrent product and one fused pointwise step; backward mirrors it and batches the weight and
-// input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.
+// input gradients into GEMMs after the loop. When a step is one thread's work, groups of sequences run the
+// serial loops side by side (parallel::row_groups). Not validated here: the bindings check every argument.
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/parallel.h"
 #include "cpu/pool.h"
 #include "cpu/gated_cpu.h"
 #include "cpu/rnn_cpu.h"
@@ -52,8 +54,15 @@ struct Recurrence {
     }
   }
 
-  // Y (N, R) += Hprev (N, K) W^T: the recurrent product of one step.
-  void forward(int64_t N, const T* Hprev, T* Y) const {
+  // Y (N, R) = Y0 + Hprev (N, K) W^T: the recurrent product of one step (Y0 may be Y); Hprev nullptr is
+  // zeros. Y0 is read in place by the small kernel, copied first otherwise.
+  void forward(int64_t N, const T* Hprev, const T* Y0, T* Y) const {
+    if (transposed && Hprev && blas::step_in_small_kernel(N, R, K)) {
+      blas::gemm_small_fused<T>(N, R, K, Hprev, K, WT.get(), R, Y0, R, nullptr, 0, Y, R, blas::NoEpilogue{});
+      return;
+    }
+    if (Y0 != Y && N * R > 0) std::memcpy(Y, Y0, sizeof(T) * size_t(N * R));
+    if (!Hprev) return;
     if (matvec) {
       for (int64_t n = 0; n < N; ++n) blas::matvec_dot(W, R, K, Hprev + n * K, Y + n * R);
     } else if (transposed) {
@@ -61,6 +70,17 @@ struct Recurrence {
     } else {
       blas::gemm<T>(false, true, N, R, K, T(1), Hprev, K, W, K, T(1), Y, R);
     }
+  }
+
+  // Whether each step of a forward (or backward) loop over N sequences is one thread's work (per-sequence
+  // products or the small kernel), so that groups of sequences can run the loop side by side.
+  bool per_thread_steps(int64_t N, bool backward) const {
+    return matvec ||
+           (backward ? blas::step_in_small_kernel(N, K, R) : transposed && blas::step_in_small_kernel(N, R, K));
+  }
+  // The threads for such a loop of Tn steps (1 when its steps are not one thread's work).
+  int64_t loop_threads(int64_t Tn, int64_t N, bool backward = false) const {
+    return per_thread_steps(N, backward) ? blas::loop_threads(Tn, N, R, K) : 1;
   }
 
   // dH (N, K) += dG (N, R) W: the gradient into h_{t-1} of one step.
@@ -95,18 +115,20 @@ void bias_grads(int64_t Tn, int64_t N, int64_t R, const LayerWeights<T>& w, Laye
 }
 
 // P = X W_ih^T for all T*N rows at once into G (T*N, R). W_ih nullptr is the identity (X is the input
-// projection itself, Dk == R: a gathered one-hot input): nothing happens here, and each step copies its
-// rows with step_input() just before using them, while they are in cache (one pass over T*N*R values
-// instead of two: a whole-sequence copy went to memory and was read back step by step).
+// projection itself, Dk == R: a gathered one-hot input): nothing happens here, and each step reads its rows
+// of X just before using them (the LSTM's small kernel starts its accumulators from them; otherwise
+// step_input() copies them), while they are in cache: one pass over T*N*R values instead of two (a
+// whole-sequence copy went to memory and was read back step by step).
 template <typename T>
 inline void input_projection(int64_t rows, int64_t R, int64_t Dk, const T* X, const T* W_ih, T* G) {
   if (W_ih) blas::gemm<T>(false, true, rows, R, Dk, T(1), X, Dk, W_ih, Dk, T(0), G, R);
 }
 
-// Step t's rows of the identity input projection (see input_projection): G_t = X_t.
+// Values [off, off + len) of step t's rows of the identity input projection (see input_projection), the
+// step being NR values long: G_t = X_t there.
 template <typename T>
-inline void step_input(const T* W_ih, int64_t t, int64_t NR, const T* X, T* Gt) {
-  if (!W_ih && NR > 0) std::memcpy(Gt, X + t * NR, sizeof(T) * size_t(NR));
+inline void step_input(const T* W_ih, int64_t t, int64_t NR, int64_t off, int64_t len, const T* X, T* G) {
+  if (!W_ih && len > 0) std::memcpy(G + t * NR + off, X + t * NR + off, sizeof(T) * size_t(len));
 }
 
 // The final state of a layer: its last step, else the initial state, else zeros.
@@ -215,16 +237,20 @@ void lstm_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   if (w.b_ih)
     for (int64_t j = 0; j < R; ++j) b[size_t(j)] = w.b_ih[j] + w.b_hh[j];
   std::vector<T> zero(c0k ? 0 : size_t(NH), T(0));  // c_{-1} when no c0 was given
-  // 2. The recurrence: G_t += h_{t-1} W_hh^T, then the gates, c_t and h_t in one pass.
-  for (int64_t t = 0; t < Tn; ++t) {
-    T* Gt = G + t * NR;
-    const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
-    const T* Cprev = t > 0 ? C + (t - 1) * NH : (c0k ? c0k : zero.data());
-    step_input(w.W_ih, t, NR, X, Gt);
-    if (Hprev) rec.forward(N, Hprev, Gt);
-    for (int64_t n = 0; n < N; ++n)
-      lstm_point_fwd(H, b.data(), Gt + n * R, Cprev + n * H, C + t * NH + n * H, Y + t * NH + n * H);
-  }
+  // 2. The recurrence: G_t += h_{t-1} W_hh^T, then the gates, c_t and h_t in one pass; groups of sequences
+  // side by side when each step is one thread's work (each row's arithmetic is the same in any group).
+  const T* X0 = w.W_ih ? G : X;  // step t's input projection: G itself, or the identity input read in place
+  parallel::row_groups(N, rec.loop_threads(Tn, N), [&](int64_t n0, int64_t n1) {
+    const int64_t M = n1 - n0;
+    for (int64_t t = 0; t < Tn; ++t) {
+      T* Gt = G + t * NR + n0 * R;
+      const T* Hprev = t > 0 ? Y + (t - 1) * NH + n0 * H : (h0k ? h0k + n0 * H : nullptr);
+      const T* Cprev = t > 0 ? C + (t - 1) * NH : (c0k ? c0k : zero.data());
+      rec.forward(M, Hprev, X0 + t * NR + n0 * R, Gt);
+      for (int64_t n = n0; n < n1; ++n)
+        lstm_point_fwd(H, b.data(), G + t * NR + n * R, Cprev + n * H, C + t * NH + n * H, Y + t * NH + n * H);
+    }
+  });
 }
 
 // One layer backward. dY (T, N, H) reaching the outputs (nullptr = zeros); dh_n_k, dc_n_k (N, H) or
@@ -237,28 +263,46 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
                          const Tuning& tu) {
   const int64_t NH = N * H, R = 4 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
-  std::vector<T> dh_next(size_t(NH), T(0)), dc_next(size_t(NH), T(0));  // into h_{t-1}, c_{t-1}
-  std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));                // stands in for absent inputs
-  if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  if (dc_n_k && NH > 0) std::memcpy(dc_next.data(), dc_n_k, sizeof(T) * size_t(NH));
-  // The weight gradients, in blocks of steps as the loop produces them (input and hidden sides share dG).
-  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dG, dG, g.dW_hh, g.dW_ih, dX));
-  // 1. The serial part, in reverse.
-  for (int64_t t = Tn - 1; t >= 0; --t) {
-    const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
-    const T* dy = dY ? dY + t * NH : zero.data();
-    const T* dcx = dcs_k ? dcs_k + t * NH : zero.data();
-    for (int64_t n = 0; n < N; ++n)
-      lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H, dh_next.data() + n * H,
-                     dcx + n * H, dc_next.data() + n * H, dG + t * NR + n * R);
-    pipe.ready(t);
-    std::fill(dh_next.begin(), dh_next.end(), T(0));            // into h_{t-1}
-    rec.backward(N, dG + t * NR, dh_next.data());
-  }
-  pipe.finish();
-  if (NH > 0) {
-    if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-    std::memcpy(dc0_k, dc_next.data(), sizeof(T) * size_t(NH));
+  std::vector<T> zero(dY && dcs_k ? 0 : size_t(NH), T(0));  // stands in for absent inputs
+  const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dG, dG, g.dW_hh, g.dW_ih, dX);
+  // 1. The serial part, in reverse, for the sequences [n0, n1): dhn, dcn (M, H) carry the gradients into
+  // h_{t-1}, c_{t-1}; each_step(t) follows the step's gate gradients.
+  auto serial = [&](int64_t n0, int64_t n1, T* dhn, T* dcn, const auto& each_step) {
+    const int64_t M = n1 - n0, MH = M * H;
+    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
+    else std::fill(dhn, dhn + MH, T(0));
+    if (dc_n_k && MH > 0) std::memcpy(dcn, dc_n_k + n0 * H, sizeof(T) * size_t(MH));
+    else std::fill(dcn, dcn + MH, T(0));
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
+      const T* dy = dY ? dY + t * NH : zero.data();
+      const T* dcx = dcs_k ? dcs_k + t * NH : zero.data();
+      for (int64_t n = n0; n < n1; ++n)
+        lstm_point_bwd(H, Gs + t * NR + n * R, Cs + t * NH + n * H, Cprev + n * H, dy + n * H, dhn + (n - n0) * H,
+                       dcx + n * H, dcn + (n - n0) * H, dG + t * NR + n * R);
+      each_step(t);
+      std::fill(dhn, dhn + MH, T(0));  // into h_{t-1}
+      rec.backward(M, dG + t * NR + n0 * R, dhn);
+    }
+    if (MH > 0) {
+      std::memcpy(dh0_k + n0 * H, dhn, sizeof(T) * size_t(MH));
+      std::memcpy(dc0_k + n0 * H, dcn, sizeof(T) * size_t(MH));
+    }
+  };
+  if (rec.per_thread_steps(N, true)) {
+    // Each step is one thread's work: groups of sequences run the loop side by side, then the threads share
+    // the weight products (wgrad::products: the same sums for any thread count).
+    parallel::row_groups(N, rec.loop_threads(Tn, N, true), [&](int64_t n0, int64_t n1) {
+      std::vector<T> dhn(size_t((n1 - n0) * H)), dcn(size_t((n1 - n0) * H));
+      serial(n0, n1, dhn.data(), dcn.data(), [](int64_t) {});
+    });
+    wgrad::products(job);
+  } else {
+    // The weight gradients in blocks of steps as the loop produces them (input and hidden sides share dG).
+    wgrad::WeightGradPipe<T> pipe(job);
+    std::vector<T> dhn(static_cast<size_t>(NH)), dcn(static_cast<size_t>(NH));
+    serial(0, N, dhn.data(), dcn.data(), [&](int64_t t) { pipe.ready(t); });
+    pipe.finish();
   }
   // 2. The biases (the weight products are in).
   bias_grads(Tn, N, R, w, g, dG, dG, dX);
@@ -284,20 +328,22 @@ void gru_layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Layer
       b[size_t(3 * H + j)] = w.b_hh[2 * H + j];
     }
   }
-  std::vector<T> gh(static_cast<size_t>(NR));       // h_{t-1} W_hh^T of this step (N, 3H)
-  std::vector<T> zero(h0k ? 0 : size_t(NH), T(0));  // h_{-1} when no h0 was given
-  // 2. The recurrence.
-  for (int64_t t = 0; t < Tn; ++t) {
-    T* Gt = G + t * NR;
-    const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0k;
-    step_input(w.W_ih, t, NR, X, Gt);
-    std::fill(gh.begin(), gh.end(), T(0));
-    if (Hprev) rec.forward(N, Hprev, gh.data());
-    if (!Hprev) Hprev = zero.data();
-    for (int64_t n = 0; n < N; ++n)
-      gru_point_fwd(H, b.data(), Gt + n * R, gh.data() + n * R, Hprev + n * H, Ghn + t * NH + n * H,
-                    Y + t * NH + n * H);
-  }
+  std::vector<T> zero(size_t(std::max(NH, NR)), T(0));  // h_{-1} when no h0 was given; the product's start
+  // 2. The recurrence, groups of sequences side by side as in lstm_layer_forward.
+  parallel::row_groups(N, rec.loop_threads(Tn, N), [&](int64_t n0, int64_t n1) {
+    const int64_t M = n1 - n0;
+    std::vector<T> gh(static_cast<size_t>(M * R));  // h_{t-1} W_hh^T of this step (M, 3H)
+    for (int64_t t = 0; t < Tn; ++t) {
+      T* Gt = G + t * NR + n0 * R;
+      const T* Hprev = t > 0 ? Y + (t - 1) * NH + n0 * H : (h0k ? h0k + n0 * H : nullptr);
+      step_input(w.W_ih, t, NR, n0 * R, M * R, X, G);
+      rec.forward(M, Hprev, zero.data(), gh.data());
+      if (!Hprev) Hprev = zero.data();
+      for (int64_t n = 0; n < M; ++n)
+        gru_point_fwd(H, b.data(), Gt + n * R, gh.data() + n * R, Hprev + n * H, Ghn + t * NH + (n0 + n) * H,
+                      Y + t * NH + (n0 + n) * H);
+    }
+  });
 }
 
 // One layer backward. dGi, dGh (T, N, 3H) scratch (input- and hidden-side gate gradients; they differ in
@@ -308,22 +354,36 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
                         T* dGi, T* dGh, T* dX, T* dh0_k, const Tuning& tu) {
   const int64_t NH = N * H, R = 3 * H, NR = N * R;
   const Recurrence<T> rec(tu, N, R, H, w.W_hh);
-  std::vector<T> dh_next(size_t(NH), T(0));  // into h_{t-1}
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
-  if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dGi, dGh, g.dW_hh, g.dW_ih, dX));
-  // 1. The serial part, in reverse.
-  for (int64_t t = Tn - 1; t >= 0; --t) {
-    const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
-    const T* dy = dY ? dY + t * NH : zero.data();
-    for (int64_t n = 0; n < N; ++n)
-      gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H, dh_next.data() + n * H,
-                    dGi + t * NR + n * R, dGh + t * NR + n * R);
-    pipe.ready(t);
-    rec.backward(N, dGh + t * NR, dh_next.data());   // ... and through W_hh
+  const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dGi, dGh, g.dW_hh, g.dW_ih, dX);
+  // 1. The serial part, in reverse, for the sequences [n0, n1) (as in lstm_layer_backward).
+  auto serial = [&](int64_t n0, int64_t n1, T* dhn, const auto& each_step) {
+    const int64_t M = n1 - n0, MH = M * H;
+    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
+    else std::fill(dhn, dhn + MH, T(0));
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
+      const T* dy = dY ? dY + t * NH : zero.data();
+      for (int64_t n = n0; n < n1; ++n)
+        gru_point_bwd(H, Gs + t * NR + n * R, Ghn + t * NH + n * H, Hprev + n * H, dy + n * H, dhn + (n - n0) * H,
+                      dGi + t * NR + n * R, dGh + t * NR + n * R);
+      each_step(t);
+      rec.backward(M, dGh + t * NR + n0 * R, dhn);  // ... and through W_hh
+    }
+    if (MH > 0) std::memcpy(dh0_k + n0 * H, dhn, sizeof(T) * size_t(MH));
+  };
+  if (rec.per_thread_steps(N, true)) {
+    parallel::row_groups(N, rec.loop_threads(Tn, N, true), [&](int64_t n0, int64_t n1) {
+      std::vector<T> dhn(size_t((n1 - n0) * H));
+      serial(n0, n1, dhn.data(), [](int64_t) {});
+    });
+    wgrad::products(job);
+  } else {
+    wgrad::WeightGradPipe<T> pipe(job);
+    std::vector<T> dhn(static_cast<size_t>(NH));
+    serial(0, N, dhn.data(), [&](int64_t t) { pipe.ready(t); });
+    pipe.finish();
   }
-  pipe.finish();
-  if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
   // 2. The biases (the weight products are in).
   bias_grads(Tn, N, R, w, g, dGi, dGh, dX);
 }

@@ -15,6 +15,7 @@
 // itself. After fork() the child starts helpers of its own. Compiled once (parallel.cpp), shared by every
 // kernel build.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -73,6 +74,18 @@ void chunks(int64_t n, int64_t threads, const F& f) {
   wait(t);
   for (const std::exception_ptr& e : ctx.errors)
     if (e) std::rethrow_exception(e);
+}
+
+// f(r0, r1) for the rows [0, n) cut into up to `threads` groups of near-equal size (consecutive, each
+// non-empty), through chunks(): one group per thread, the caller doing those no helper takes. For loops whose
+// rows are independent of each other from start to end (a recurrence's sequences), so the groups need no
+// synchronisation at all; the caller makes each row's result independent of the group it falls in.
+template <typename F>
+void row_groups(int64_t n, int64_t threads, const F& f) {
+  if (n <= 0) return;
+  const int64_t g0 = std::max<int64_t>(1, std::min(threads, n));
+  const int64_t per = (n + g0 - 1) / g0, g = (n + per - 1) / per;
+  chunks(g, g, [&](int64_t c) { f(c * per, std::min(n, (c + 1) * per)); });
 }
 
 }  // namespace parallel

@@ -1,12 +1,14 @@
 // Fused vanilla-RNN forward and backward on the CPU, side by side (docs/design.md section 2).
 // Per layer: one GEMM for the input projection of all T*N rows, then a serial loop doing only the recurrent
 // product fused with bias, constant input and activation; backward mirrors it and batches the weight and
-// input gradients into GEMMs after the loop. Not validated here: the bindings check every argument.
+// input gradients into GEMMs after the loop. When a step is one thread's work, groups of sequences run the
+// serial loops side by side (parallel::row_groups). Not validated here: the bindings check every argument.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/parallel.h"
 #include "cpu/pool.h"
 #include "cpu/rnn_cpu.h"
 #include "cpu/simd.h"
@@ -78,45 +80,62 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
       T v = w.b_ih ? w.b_ih[j] + w.b_hh[j] : T(0);
       bc[size_t(n * H + j)] = c ? v + c[n * H + j] : v;
     }
-  // 2. The recurrence: Y_t = act(P_t + bc + h_{t-1} W_hh^T).
+  // 2. The recurrence: Y_t = act(P_t + bc + h_{t-1} W_hh^T). The sequences are independent, so on the
+  // per-sequence and small-kernel paths groups of them run the whole loop on rnnfast's threads (row_groups:
+  // no synchronisation between steps; each row's arithmetic is the same in any group, so the result does not
+  // depend on the thread count).
   const Path path = choose(tu, N);
-  std::vector<T> acc(static_cast<size_t>(NH));
   if (path == Path::Matvec) {
     // Small batch: one matrix-vector product per sequence, no BLAS call per step.
-    for (int64_t t = 0; t < Tn; ++t) {
-      T* Yt = Y + t * NH;
-      const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      const T* Pt = P(t);
-      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Pt[i] + bc[size_t(i)];
-      if (Hprev)
-        for (int64_t n = 0; n < N; ++n) blas::matvec_dot(w.W_hh, H, H, Hprev + n * H, acc.data() + n * H);
-      activate(a, acc.data(), Yt, NH);
-    }
+    parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
+      const int64_t M = n1 - n0, MH = M * H;
+      std::vector<T> acc(static_cast<size_t>(MH));
+      for (int64_t t = 0; t < Tn; ++t) {
+        T* Yt = Y + t * NH + n0 * H;
+        const T* Hprev = t > 0 ? Y + (t - 1) * NH + n0 * H : (h0 ? h0 + n0 * H : nullptr);
+        const T* Pt = P(t) + n0 * H;
+        const T* bt = bc.data() + n0 * H;
+        for (int64_t i = 0; i < MH; ++i) acc[size_t(i)] = Pt[i] + bt[i];
+        if (Hprev)
+          for (int64_t n = 0; n < M; ++n) blas::matvec_dot(w.W_hh, H, H, Hprev + n * H, acc.data() + n * H);
+        activate(a, acc.data(), Yt, MH);
+      }
+    });
   } else {
     // W_hh^T once per call: the step's product is then a plain (N, H) x (H, H) GEMM, which OpenBLAS runs in
     // its small-matrix kernel without packing either operand at every step (the transposed form packed both)
     pool::Buffer<T> WhhT(size_t(H * H));
     blas::transpose(w.W_hh, H, H, WhhT.get());
-    // In the small-GEMM kernel the whole step is one pass: Y_t = act(P_t + bc + h_{t-1} W_hh^T), the
-    // accumulators starting from P_t + bc and activated in registers (the order of the Matvec path's sums).
-    const bool fused = blas::step_in_small_kernel(N, H, H);
-    for (int64_t t = 0; t < Tn; ++t) {
-      T* Yt = Y + t * NH;
-      const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
-      if (fused) {
-        const T* hp = Hprev ? Hprev : Yt;  // not read when K = 0
-        if (a == Act::Tanh)
-          blas::gemm_small_fused<T>(N, H, Hprev ? H : 0, hp, H, WhhT.get(), H, P(t), H, bc.data(), H, Yt, H,
-                                    [](simd::V<T> v) { return simd::tanh(v); });
-        else
-          blas::gemm_small_fused<T>(N, H, Hprev ? H : 0, hp, H, WhhT.get(), H, P(t), H, bc.data(), H, Yt, H,
-                                    [](simd::V<T> v) { return simd::relu<T>(v); });
-        continue;
+    const T* WT = WhhT.get();
+    if (blas::step_in_small_kernel(N, H, H)) {
+      // In the small-GEMM kernel the whole step is one pass: Y_t = act(P_t + bc + h_{t-1} W_hh^T), the
+      // accumulators starting from P_t + bc and activated in registers (the order of the Matvec path's sums).
+      parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
+        const int64_t M = n1 - n0;
+        const T* bt = bc.data() + n0 * H;
+        for (int64_t t = 0; t < Tn; ++t) {
+          T* Yt = Y + t * NH + n0 * H;
+          const T* Hprev = t > 0 ? Y + (t - 1) * NH + n0 * H : (h0 ? h0 + n0 * H : nullptr);
+          const T* hp = Hprev ? Hprev : Yt;  // not read when K = 0
+          const T* Pt = P(t) + n0 * H;
+          if (a == Act::Tanh)
+            blas::gemm_small_fused<T>(M, H, Hprev ? H : 0, hp, H, WT, H, Pt, H, bt, H, Yt, H,
+                                      [](simd::V<T> v) { return simd::tanh(v); });
+          else
+            blas::gemm_small_fused<T>(M, H, Hprev ? H : 0, hp, H, WT, H, Pt, H, bt, H, Yt, H,
+                                      [](simd::V<T> v) { return simd::relu<T>(v); });
+        }
+      });
+    } else {
+      std::vector<T> acc(static_cast<size_t>(NH));
+      for (int64_t t = 0; t < Tn; ++t) {
+        T* Yt = Y + t * NH;
+        const T* Hprev = t > 0 ? Y + (t - 1) * NH : h0;
+        if (!w.W_ih && NH > 0) std::memcpy(Yt, P(t), sizeof(T) * size_t(NH));
+        if (Hprev) blas::gemm_step<T>(N, H, H, Hprev, H, WT, H, T(1), Yt, H);
+        for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
+        activate(a, acc.data(), Yt, NH);
       }
-      if (!w.W_ih && NH > 0) std::memcpy(Yt, P(t), sizeof(T) * size_t(NH));
-      if (Hprev) blas::gemm_step<T>(N, H, H, Hprev, H, WhhT.get(), H, T(1), Yt, H);
-      for (int64_t i = 0; i < NH; ++i) acc[size_t(i)] = Yt[i] + bc[size_t(i)];
-      activate(a, acc.data(), Yt, NH);
     }
   }
   if (NH == 0) return;
@@ -135,24 +154,40 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   const int64_t NH = N * H;
   // 1. The serial part, in reverse: dz_t = (dy_t + dh_next) * act'(h_t); dh_next = dz_t W_hh.
   const bool small = choose(tu, N) == Path::Matvec;
-  // dh_next (N, H): gradient flowing into h_{t-1} from step t
-  std::vector<T> dh_next(size_t(NH), T(0));
-  if (dh_n_k && NH > 0) std::memcpy(dh_next.data(), dh_n_k, sizeof(T) * size_t(NH));
-  // dW_hh, dW_ih and dX in blocks of steps as the loop produces DZ (wgrad.h: on a helper thread meanwhile)
-  wgrad::WeightGradPipe<T> pipe(wgrad::job(Tn, N, Dk, H, H, w.W_ih, X, h0k, Hs, DZ, DZ, g.dW_hh, g.dW_ih, dX));
-  for (int64_t t = Tn - 1; t >= 0; --t) {
-    T* dz = DZ + t * NH;
-    backprop_act(a, dY ? dY + t * NH : nullptr, dh_next.data(), Hs + t * NH, dz, NH);  // through the activation
-    pipe.ready(t);
-    if (small) {                                                        // into h_{t-1}
-      std::fill(dh_next.begin(), dh_next.end(), T(0));
-      for (int64_t n = 0; n < N; ++n) blas::matvec_rows(dz + n * H, H, w.W_hh, H, dh_next.data() + n * H, H);
-    } else {
-      blas::gemm_step<T>(N, H, H, dz, H, w.W_hh, H, T(0), dh_next.data(), H);
+  const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, H, w.W_ih, X, h0k, Hs, DZ, DZ, g.dW_hh, g.dW_ih, dX);
+  // Rows dz_t[n0:n1] and dh_next (M, H), the gradient flowing into h_{t-1} from step t, of steps Tn-1 .. 0.
+  auto serial = [&](int64_t n0, int64_t n1, T* dhn, const auto& each_step) {
+    const int64_t M = n1 - n0, MH = M * H;
+    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
+    else std::fill(dhn, dhn + MH, T(0));
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      T* dz = DZ + t * NH + n0 * H;
+      backprop_act(a, dY ? dY + t * NH + n0 * H : nullptr, dhn, Hs + t * NH + n0 * H, dz, MH);  // through act
+      each_step(t);
+      if (small) {                                                      // into h_{t-1}
+        std::fill(dhn, dhn + MH, T(0));
+        for (int64_t n = 0; n < M; ++n) blas::matvec_rows(dz + n * H, H, w.W_hh, H, dhn + n * H, H);
+      } else {
+        blas::gemm_step<T>(M, H, H, dz, H, w.W_hh, H, T(0), dhn, H);
+      }
     }
+    if (MH > 0) std::memcpy(dh0_k + n0 * H, dhn, sizeof(T) * size_t(MH));
+  };
+  if (small || blas::step_in_small_kernel(N, H, H)) {
+    // Each step is one thread's work: groups of sequences run the loop side by side, then the threads share
+    // the weight products (wgrad::products; the same sums for any thread count).
+    parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
+      std::vector<T> dhn(size_t((n1 - n0) * H));
+      serial(n0, n1, dhn.data(), [](int64_t) {});
+    });
+    wgrad::products(job);
+  } else {
+    // dW_hh, dW_ih and dX in blocks of steps as the loop produces DZ (wgrad.h: on a helper thread meanwhile)
+    wgrad::WeightGradPipe<T> pipe(job);
+    std::vector<T> dhn(static_cast<size_t>(NH));
+    serial(0, N, dhn.data(), [&](int64_t t) { pipe.ready(t); });
+    pipe.finish();
   }
-  if (NH > 0) std::memcpy(dh0_k, dh_next.data(), sizeof(T) * size_t(NH));
-  pipe.finish();
   // 2. The biases and c (the weight products are in).
   auto into_bias = [&]() {
     if (g.db_ih || dc) {                                                // into the biases and c

@@ -1,12 +1,15 @@
-// The weight-gradient products of one layer's backward (dW_hh, dW_ih and dX), in blocks of time steps that a
-// helper thread computes while the serial loop is still producing the earlier steps' gate gradients: the
-// loop runs on one core (its per-step product is too small to split), so the other core is free. The
-// blocks (about 256 rows each: a function of T and N only) and their order (from the last step down, as the
-// loop produces them) are the same whether the helper or the caller computes a block, so the gradients are
-// bit-for-bit the same for any thread count. After the loop the caller takes over: it waits for the block
-// the helper is working on (never for one the helper has not started) and does the rest itself, so a helper
-// that never gets a core costs nothing. The helper is one of parallel.h's. Used by rnn_cpu.cpp and
-// gated_cpu.cpp.
+// The weight-gradient products of one layer's backward (dW_hh, dW_ih and dX), two ways:
+// - products(): after the serial loop, when that loop ran on every thread (each step one thread's work, so
+//   groups of sequences ran it side by side: parallel::row_groups), in fixed slices of output rows that the
+//   threads claim;
+// - WeightGradPipe: when the loop runs on one core (its per-step product is a BLAS call: past the small
+//   kernel's batch or size), in blocks of time steps that a helper thread computes while the loop is still
+//   producing the earlier steps' gate gradients. After the loop the caller takes over: it waits for the
+//   block the helper is working on (never for one the helper has not started) and does the rest itself, so
+//   a helper that never gets a core costs nothing.
+// The blocks (about 256 rows each: a function of T and N only) and their order (from the last step down) are
+// the same whoever computes them, so the gradients are bit-for-bit the same for any thread count. The helpers
+// are parallel.h's. Used by rnn_cpu.cpp and gated_cpu.cpp.
 #pragma once
 #include <algorithm>
 #include <condition_variable>
@@ -154,6 +157,51 @@ class WeightGradPipe {
   bool takeover_ = false, busy_ = false;
   parallel::Ticket ticket_;
 };
+
+// The same products after the serial loop, when the loop itself ran on every thread (groups of sequences side
+// by side: parallel::row_groups): cut by output rows into fixed pieces that threads claim (slices of kSlice
+// rows of dW_hh and dW_ih, and dX in the pipe's blocks of steps). A slice adds the pipe's blocks of steps in
+// the pipe's order, so each element's sum is the same for any thread count. One thread when a piece's product
+// would itself be threaded by BLAS, or below parallel::kMinWork multiply-adds in all.
+template <typename T>
+void products(const WeightGradJob<T>& j) {
+  constexpr int64_t kSlice = 64;
+  const int64_t N = j.N, R = j.R, H = j.H, Dk = j.Dk, Tn = j.Tn;
+  if (Tn <= 0 || N <= 0 || R <= 0) return;
+  const int64_t B = std::max<int64_t>(1, (WeightGradPipe<T>::kRows + N - 1) / N), nb = (Tn + B - 1) / B;
+  const int64_t ns = (R + kSlice - 1) / kSlice, nw = j.W_ih ? ns : 0, nx = j.W_ih ? nb : 0;
+  const double thr = double(blas::thread_threshold()), rows = double(B * N);
+  const double work = double(Tn * N) * double(R) * double(H + (j.W_ih ? 2 * Dk : 0));
+  int64_t threads = blas::worker_threads();
+  if (work < parallel::kMinWork || double(kSlice) * double(std::max(H, j.W_ih ? Dk : int64_t(0))) * rows >= thr ||
+      (j.W_ih && rows * double(R) * double(Dk) >= thr))
+    threads = 1;
+  auto lo = [&](int64_t b) { return std::max<int64_t>(0, Tn - (b + 1) * B); };
+  auto hi = [&](int64_t b) { return Tn - b * B; };
+  parallel::chunks(ns + nw + nx, threads, [&](int64_t c) {
+    if (c < ns + nw) {  // a slice [r0, r1) of dW_hh (c < ns) or of dW_ih
+      const bool ih = c >= ns;
+      const int64_t r0 = (ih ? c - ns : c) * kSlice, m = std::min(R, r0 + kSlice) - r0;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t l = lo(b), h = hi(b), s1 = std::max<int64_t>(l, 1);
+        if (ih) {
+          blas::gemm<T>(true, false, m, Dk, (h - l) * N, T(1), j.dGi + l * N * R + r0, R, j.X + l * N * Dk, Dk, T(1),
+                        j.dW_ih + r0 * Dk, Dk);
+          continue;
+        }
+        if (h > s1)
+          blas::gemm<T>(true, false, m, H, (h - s1) * N, T(1), j.dGh + s1 * N * R + r0, R, j.Hs + (s1 - 1) * N * H, H,
+                        T(1), j.dW_hh + r0 * H, H);
+        if (l == 0 && j.h0)
+          blas::gemm<T>(true, false, m, H, N, T(1), j.dGh + r0, R, j.h0, H, T(1), j.dW_hh + r0 * H, H);
+      }
+      return;
+    }
+    const int64_t b = c - ns - nw, l = lo(b), h = hi(b);  // dX for the steps of block b
+    blas::gemm<T>(false, false, (h - l) * N, Dk, R, T(1), j.dGi + l * N * R, R, j.W_ih, Dk, T(0), j.dX + l * N * Dk,
+                  Dk);
+  });
+}
 
 }  // namespace RNNFAST_ISA_NS
 }  // namespace wgrad
