@@ -50,7 +50,9 @@ XENT = [(T, N, K, V) for T, N, K, V in [(1, 1, 1, 1), (7, 3, 5, 11), (7, 1, 31, 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("masking", ["none", "bool", "weights", "ignore"])
 @pytest.mark.parametrize("T,N,K,V", XENT, ids=[f"T{t}-N{n}-K{k}-V{v}" for t, n, k, v in XENT])
-def test_linear_xent_matches_reference(T, N, K, V, masking, reduction, dtype):
+def test_linear_xent_matches_reference(T, N, K, V, masking, reduction, dtype, isa):
+    """In every kernel build (on the vector ones the head's three products run in the small-GEMM kernel, the
+    weight gradient with its first operand transposed: every row and column tail of it is among these shapes)."""
     rng = np.random.default_rng(T * 1000 + N * 100 + K + V)
     head = Linear(K, V, dtype=dtype, seed=1)
     h = rng.standard_normal((T, N, K)).astype(dtype)

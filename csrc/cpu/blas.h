@@ -227,7 +227,7 @@ struct NoEpilogue {
 // may be C itself (each block reads its C0 before it writes C).
 // FULL: the last vector is whole (a compile-time choice: with a run-time branch on it inside the k loop GCC
 // kept the accumulators in memory, at half the speed).
-template <typename T, int MR, int NV, bool FULL, typename Ep>
+template <typename T, int MR, int NV, bool FULL, typename Ep, bool TA = false>
 inline void gemm_small_block_t(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
                                const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last,
                                const Ep& ep) {
@@ -251,7 +251,7 @@ inline void gemm_small_block_t(int64_t K, const T* __restrict A, int64_t lda, co
     for (int i = 0; i < NV - 1; ++i) b[i] = simd::load(bk + n * i);
     b[NV - 1] = full ? simd::load(bk + n * (NV - 1)) : tl.load(bk + n * (NV - 1));
     for (int m = 0; m < MR; ++m) {
-      const VT a = simd::splat(A[m * lda + k]);
+      const VT a = simd::splat(TA ? A[k * lda + m] : A[m * lda + k]);
       for (int i = 0; i < NV; ++i) acc[m][i] += a * b[i];
     }
   }
@@ -262,29 +262,29 @@ inline void gemm_small_block_t(int64_t K, const T* __restrict A, int64_t lda, co
   }
 }
 
-template <typename T, int MR, int NV, typename Ep>
+template <typename T, int MR, int NV, typename Ep, bool TA = false>
 inline void gemm_small_block(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0, int64_t ldc0,
                              const T* C1, int64_t ldc1, T* C, int64_t ldc, int last, const Ep& ep) {
   if (last == simd::lanes<T>())
-    gemm_small_block_t<T, MR, NV, true>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
-  else gemm_small_block_t<T, MR, NV, false>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
+    gemm_small_block_t<T, MR, NV, true, Ep, TA>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
+  else gemm_small_block_t<T, MR, NV, false, Ep, TA>(K, A, lda, B, ldb, C0, ldc0, C1, ldc1, C, ldc, last, ep);
 }
 
 // All rows of one column block of NV vectors (the last `last` lanes valid): full MR-row blocks, then one
 // block of the M % MR remaining rows.
-template <typename T, int NV, typename Ep>
+template <typename T, int NV, typename Ep, bool TA = false>
 inline void gemm_small_cols(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0,
                             int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, int last, const Ep& ep) {
   constexpr int MR = kGemmMR;
   int64_t m = 0;
   for (; m + MR <= M; m += MR)
-    gemm_small_block<T, MR, NV>(K, A + m * lda, lda, B, ldb, C0 + m * ldc0, ldc0, C1 ? C1 + m * ldc1 : nullptr, ldc1,
-                                C + m * ldc, ldc, last, ep);
-  const T* a = A + m * lda;
+    gemm_small_block<T, MR, NV, Ep, TA>(K, TA ? A + m : A + m * lda, lda, B, ldb, C0 + m * ldc0, ldc0,
+                                        C1 ? C1 + m * ldc1 : nullptr, ldc1, C + m * ldc, ldc, last, ep);
+  const T* a = TA ? A + m : A + m * lda;
   const T* c0 = C0 + m * ldc0;
   const T* c1 = C1 ? C1 + m * ldc1 : nullptr;
   T* c = C + m * ldc;
-#define RNNFAST_GEMM_TAIL(R) gemm_small_block<T, R, NV>(K, a, lda, B, ldb, c0, ldc0, c1, ldc1, c, ldc, last, ep)
+#define RNNFAST_GEMM_TAIL(R) gemm_small_block<T, R, NV, Ep, TA>(K, a, lda, B, ldb, c0, ldc0, c1, ldc1, c, ldc, last, ep)
   switch (M - m) {
     case 0:
       break;
@@ -319,9 +319,10 @@ inline void gemm_small_cols(int64_t M, int64_t K, const T* A, int64_t lda, const
 }
 
 // C (M, N) = ep(C0 [+ C1] + A (M, K) B (K, N)), row-major with leading dimensions lda >= K, ldb >= N and
-// ldc0, ldc1, ldc >= N; C0 may be C. One thread. Reads and writes nothing outside the M x K, K x N and M x N
-// windows (the column tail is masked); K = 0 is ep(C0 [+ C1]).
-template <typename T, typename Ep>
+// ldc0, ldc1, ldc >= N; C0 may be C, and ldc0 = 0 starts every row from the one row C0 (a bias). TA: A is
+// given transposed, (K, M) with lda >= M (its row k holds column k of A). One thread. Reads and writes
+// nothing outside the M x K, K x N and M x N windows (the column tail is masked); K = 0 is ep(C0 [+ C1]).
+template <typename T, typename Ep, bool TA = false>
 inline void gemm_small_fused(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                              const T* C0, int64_t ldc0, const T* C1, int64_t ldc1, T* C, int64_t ldc, const Ep& ep) {
   constexpr int n = simd::lanes<T>();
@@ -330,20 +331,21 @@ inline void gemm_small_fused(int64_t M, int64_t N, int64_t K, const T* A, int64_
   if (K < 0) K = 0;
   int64_t j = 0;
   for (; j + NV * n <= N; j += NV * n)
-    gemm_small_cols<T, NV>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, C1 ? C1 + j : nullptr, ldc1, C + j, ldc, n, ep);
+    gemm_small_cols<T, NV, Ep, TA>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, C1 ? C1 + j : nullptr, ldc1, C + j, ldc, n,
+                                   ep);
   const int64_t r = N - j;
   if (r == 0) return;
   const int last = int(r - n * ((r - 1) / n));  // 1..n valid lanes in the last vector
   const T* c1 = C1 ? C1 + j : nullptr;
   switch ((r + n - 1) / n) {
     case 1:
-      gemm_small_cols<T, 1>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
+      gemm_small_cols<T, 1, Ep, TA>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
     case 2:
-      gemm_small_cols<T, 2>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
+      gemm_small_cols<T, 2, Ep, TA>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
     default:
-      gemm_small_cols<T, 3>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
+      gemm_small_cols<T, 3, Ep, TA>(M, K, A, lda, B + j, ldb, C0 + j, ldc0, c1, ldc1, C + j, ldc, last, ep);
       break;
   }
 }
@@ -354,6 +356,16 @@ inline void gemm_small_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t l
                           int64_t ldc) {
   if (K > 0) gemm_small_fused<T>(M, N, K, A, lda, B, ldb, C, ldc, nullptr, 0, C, ldc, NoEpilogue{});
 }
+
+// C (M, N) = C0 + A (M, K) B (K, N) (nn), or C0 + A^T B with A given as (K, M) (tn): gemm_small_fused with
+// no epilogue, compiled out of line in small_gemm.cpp with fused multiply-adds for callers built without
+// them (train_ops.cpp). ldc0 = 0 starts every row from the row C0. One thread; any sizes.
+template <typename T>
+void small_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0,
+                   int64_t ldc0, T* C, int64_t ldc);
+template <typename T>
+void small_gemm_tn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, const T* C0,
+                   int64_t ldc0, T* C, int64_t ldc);
 
 // Whether gemm_step runs (M, N, K) in gemm_small_nn (one thread's work at a batch of at most 128 on a vector
 // ISA) rather than BLAS.

@@ -1,7 +1,8 @@
 // Kernels of csrc/cpu/train_ops.h: the fused linear head + softmax cross-entropy, token-row gather and
-// scatter-add, optimizers and clipping over flat buffers. Compiled once per ISA (generic, avx2; chosen in
-// train_dispatch.cpp) with -ffp-contract=off so the optimizers round exactly as NumPy does. Not a place
-// for argument checks: the binding validated every shape, dtype and id before these run.
+// scatter-add, optimizers and clipping over flat buffers. Compiled once per ISA (generic, avx2, avx512;
+// chosen in train_dispatch.cpp) with -ffp-contract=off so the optimizers round exactly as NumPy does (the
+// head's products call the small-GEMM kernel compiled with fused multiply-adds in small_gemm.cpp). Not a
+// place for argument checks: the binding validated every shape, dtype and id before these run.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -102,6 +103,11 @@ double linear_xent(const XentParams<T>& p) {
       (p.dW && double(ng - 1) * double(V * K) * sizeof(T) > kPartBytes))
     ng = 1;
   const int64_t per = (M + ng - 1) / ng;
+  // On a vector ISA, when a group's products are one thread's work, they run in the small-GEMM kernel
+  // (blas.h; each element one sum in order, so any grouping gives the same bits): W^T (K, V) is made once.
+  const bool small = simd::kBytes >= 32 && double(per) * double(V) * double(K) < double(blas::thread_threshold());
+  std::vector<T> WT(small ? size_t(K * V) : 0), zero(small ? size_t(std::max(K, V)) : 0, T(0));
+  if (small) blas::transpose(p.W, V, K, WT.data());
   std::vector<double> loss(size_t(ng), 0.0), dbp(p.db ? size_t(ng * V) : 0, 0.0);
   // the dW parts of groups 1.. (each written whole by its group's GEMM with beta 0: no zeroing pass)
   std::unique_ptr<T[]> dWp(p.dW && ng > 1 ? new T[size_t((ng - 1) * V * K)] : nullptr);
@@ -111,9 +117,13 @@ double linear_xent(const XentParams<T>& p) {
     const T* h = p.h + r0 * K;
     T* logits = p.logits + r0 * V;
     // logits (m, V) = h (m, K) W^T (K, V) + b
-    if (p.b)
-      for (int64_t r = 0; r < m; ++r) std::memcpy(logits + r * V, p.b, size_t(V) * sizeof(T));
-    blas::gemm<T>(false, true, m, V, K, T(1), h, K, p.W, K, p.b ? T(1) : T(0), logits, V);
+    if (small) {
+      blas::small_gemm_nn<T>(m, V, K, h, K, WT.data(), V, p.b ? p.b : zero.data(), 0, logits, V);
+    } else {
+      if (p.b)
+        for (int64_t r = 0; r < m; ++r) std::memcpy(logits + r * V, p.b, size_t(V) * sizeof(T));
+      blas::gemm<T>(false, true, m, V, K, T(1), h, K, p.W, K, p.b ? T(1) : T(0), logits, V);
+    }
     double ls = 0;
     for (int64_t r = 0; r < m; ++r) {
       T* z = logits + r * V;
@@ -134,14 +144,16 @@ double linear_xent(const XentParams<T>& p) {
     const T* dl = logits;
     if (p.dW) {  // into W (or group g's part)
       T* dst = g == 0 ? p.dW : dWp.get() + (g - 1) * V * K;
-      blas::gemm<T>(true, false, V, K, m, T(1), dl, V, h, K, g == 0 ? T(1) : T(0), dst, K);
+      if (small) blas::small_gemm_tn<T>(V, K, m, dl, V, h, K, g == 0 ? p.dW : zero.data(), g == 0 ? K : 0, dst, K);
+      else blas::gemm<T>(true, false, V, K, m, T(1), dl, V, h, K, g == 0 ? T(1) : T(0), dst, K);
     }
     if (p.db) {  // into b
       double* acc = dbp.data() + g * V;
       for (int64_t r = 0; r < m; ++r)
         for (int64_t j = 0; j < V; ++j) acc[j] += double(dl[r * V + j]);
     }
-    if (p.dh) blas::gemm<T>(false, false, m, K, V, T(1), dl, V, p.W, K, T(0), p.dh + r0 * K, K);  // into h
+    if (p.dh && small) blas::small_gemm_nn<T>(m, K, V, dl, V, p.W, K, zero.data(), 0, p.dh + r0 * K, K);  // into h
+    else if (p.dh) blas::gemm<T>(false, false, m, K, V, T(1), dl, V, p.W, K, T(0), p.dh + r0 * K, K);
   };
   parallel::chunks(ng, ng > 1 ? blas::worker_threads() : 1, group);
   double total = 0;
