@@ -133,8 +133,9 @@ Packed<T> pack_t(const T* src, int64_t n_src, int64_t K, int64_t n) {
 // R rows x P panels starting at panel p0.
 constexpr int64_t kPF = 8;  // rows of a panel prefetched ahead
 
+// The accumulators start from init[r] (the row's own out[r] when init is nullptr).
 template <typename T, int R, int P>
-inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out) {
+inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out, const T* const* init) {
   using V = sv::V<T>;
   constexpr int64_t B = PW<T>, W = VW<T>;
   const int64_t K = M.K, ps = K * B;
@@ -144,8 +145,9 @@ inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out)
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      acc[r][p][0] = sv::load(out[r] + (p0 + p) * B);
-      acc[r][p][1] = sv::load(out[r] + (p0 + p) * B + W);
+      const T* i0 = init ? init[r] : out[r];
+      acc[r][p][0] = sv::load(i0 + (p0 + p) * B);
+      acc[r][p][1] = sv::load(i0 + (p0 + p) * B + W);
     }
   for (int64_t k = 0; k < K; ++k) {
 #pragma GCC unroll 16
@@ -171,34 +173,38 @@ inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out)
 }
 
 template <typename T, int P = kP1>
-inline void mm_one(const T* const* v, const Packed<T>& M, int64_t p0, int64_t np, T* const* out) {
+inline void mm_one(const T* const* v, const Packed<T>& M, int64_t p0, int64_t np, T* const* out,
+                   const T* const* init) {
   if constexpr (P > 0) {
-    for (; np >= P; np -= P, p0 += P) mk<T, 1, P>(v, M, p0, out);
-    if (np > 0) mm_one<T, P - 1>(v, M, p0, np, out);
+    for (; np >= P; np -= P, p0 += P) mk<T, 1, P>(v, M, p0, out, init);
+    if (np > 0) mm_one<T, P - 1>(v, M, p0, np, out, init);
   }
 }
 
 // r (1 <= r <= R) rows x pn (1 or kPB) panels from panel p.
 template <typename T, int R = kRB>
-inline void mm_tail(int64_t r, const T* const* v, const Packed<T>& M, int64_t p, int64_t pn, T* const* out) {
+inline void mm_tail(int64_t r, const T* const* v, const Packed<T>& M, int64_t p, int64_t pn, T* const* out,
+                    const T* const* init) {
   if constexpr (R > 1) {
-    if (r < R) return mm_tail<T, R - 1>(r, v, M, p, pn, out);
+    if (r < R) return mm_tail<T, R - 1>(r, v, M, p, pn, out, init);
   }
-  if (pn == kPB) mk<T, R, kPB>(v, M, p, out);
-  else mk<T, R, 1>(v, M, p, out);
+  if (pn == kPB) mk<T, R, kPB>(v, M, p, out, init);
+  else mk<T, R, 1>(v, M, p, out, init);
 }
 
 // Several rows: panel groups outer (a group, K x kPB*PW, stays in L1 while every row block passes over it),
-// blocks of kRB rows inner. One row: every panel in as few passes as the registers allow.
+// blocks of kRB rows inner. One row: every panel in as few passes as the registers allow. Row i's sums start
+// from init[i] when init is given (a row of the token table or a bias: no copy into out first), else from
+// out[i].
 template <typename T>
-void mm_rows(int64_t R, const T* const* v, const Packed<T>& M, T* const* out) {
+void mm_rows(int64_t R, const T* const* v, const Packed<T>& M, T* const* out, const T* const* init = nullptr) {
   const int64_t np = M.n / PW<T>;
-  if (R == 1) return mm_one<T>(v, M, 0, np, out);
+  if (R == 1) return mm_one<T>(v, M, 0, np, out, init);
   for (int64_t p = 0; p < np; p += kPB) {
     const int64_t pn = std::min<int64_t>(kPB, np - p);
     int64_t i = 0;
-    for (; i + kRB <= R; i += kRB) mm_tail<T>(kRB, v + i, M, p, pn, out + i);
-    if (R > i) mm_tail<T>(R - i, v + i, M, p, pn, out + i);
+    for (; i + kRB <= R; i += kRB) mm_tail<T>(kRB, v + i, M, p, pn, out + i, init ? init + i : nullptr);
+    if (R > i) mm_tail<T>(R - i, v + i, M, p, pn, out + i, init ? init + i : nullptr);
   }
 }
 
@@ -357,7 +363,7 @@ std::shared_ptr<const Prepared<T>> get_prepared(const DecodeModel<T>& m) {
 template <typename T>
 struct Scratch {
   std::vector<T> pre, gh, logits;           // (R, GHp), (R, GHp), (R, Vp)
-  std::vector<const T*> vin, vh;
+  std::vector<const T*> vin, vh, ipre, igh, ilog;
   std::vector<T*> opre, ogh, olog;
   Scratch(const Prepared<T>& p, int64_t R)
       : pre(size_t(R * p.GHp)),
@@ -365,6 +371,9 @@ struct Scratch {
         logits(size_t(R * p.Vp)),
         vin(static_cast<size_t>(R)),
         vh(static_cast<size_t>(R)),
+        ipre(static_cast<size_t>(R)),
+        igh(static_cast<size_t>(R)),
+        ilog(static_cast<size_t>(R)),
         opre(static_cast<size_t>(R)),
         ogh(static_cast<size_t>(R)),
         olog(static_cast<size_t>(R)) {}
@@ -402,7 +411,9 @@ inline void act_gru(int64_t H, const T* __restrict gi, const T* __restrict gh, T
 }
 
 // Advance rows idx[0:R) (of Nrows, state h / cs (L, Nrows, H)) by one step fed tokens tok[0:R); leaves their
-// logits in s.logits (R, Vp) unless head is false.
+// logits in s.logits (R, Vp) unless head is false. The products' sums start from the row's constant part
+// (its token's table row, the layer's bias, the head's bias) read in place; only with an extra input c is
+// the table row copied first (to add c).
 template <typename T>
 void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* tok, int64_t Nrows, T* h, T* cs,
           const T* c, Scratch<T>& s, bool head = true) {
@@ -410,28 +421,38 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
   const bool gru = p.cell == DecodeCell::Gru, lstm = p.cell == DecodeCell::Lstm;
   for (int64_t k = 0; k < p.L; ++k) {
     T* hk = h + k * Nrows * H;
+    // The input side: layer 0 a table row (in place unless c is added), above it bias + W_ih h_{k-1}.
+    const bool copy0 = k == 0 && c;
     for (int64_t i = 0; i < R; ++i) {
       T* pre = s.pre.data() + i * GHp;
       const T* src = k == 0 ? p.table.data() + tok[i] * GHp : p.bias[k].data();
-      std::memcpy(pre, src, sizeof(T) * static_cast<size_t>(GHp));
-      if (k == 0 && c) {
+      if (copy0) {
+        std::memcpy(pre, src, sizeof(T) * static_cast<size_t>(GHp));
         const T* ci = c + idx[i] * H;
         for (int64_t j = 0; j < H; ++j) pre[j] += ci[j];
       }
+      s.ipre[i] = copy0 ? pre : src;  // the input side's value (layer 0) or its sums' start (above)
       s.opre[i] = pre;
       if (gru) {
         s.ogh[i] = s.gh.data() + i * GHp;
-        std::memcpy(s.ogh[i], p.bhh[k].data(), sizeof(T) * static_cast<size_t>(GHp));
+        s.igh[i] = p.bhh[k].data();
       }
       s.vh[i] = hk + idx[i] * H;
       if (k > 0) s.vin[i] = h + ((k - 1) * Nrows + idx[i]) * H;
     }
-    if (k > 0) mm_rows<T>(R, s.vin.data(), p.WihT[k], s.opre.data());   // input side
-    mm_rows<T>(R, s.vh.data(), p.WhhT[k], gru ? s.ogh.data() : s.opre.data());  // recurrent
+    if (k > 0) {
+      mm_rows<T>(R, s.vin.data(), p.WihT[k], s.opre.data(), s.ipre.data());  // input side
+      for (int64_t i = 0; i < R; ++i) s.ipre[i] = s.opre[i];
+    }
+    if (gru) {
+      mm_rows<T>(R, s.vh.data(), p.WhhT[k], s.ogh.data(), s.igh.data());  // recurrent, into gh
+    } else {
+      mm_rows<T>(R, s.vh.data(), p.WhhT[k], s.opre.data(), s.ipre.data());  // recurrent, onto the input side
+    }
     for (int64_t i = 0; i < R; ++i) {
       T* hi = hk + idx[i] * H;
       if (lstm) act_lstm(H, s.opre[i], cs + (k * Nrows + idx[i]) * H, hi);
-      else if (gru) act_gru(H, s.opre[i], s.ogh[i], hi);
+      else if (gru) act_gru(H, s.ipre[i], s.ogh[i], hi);
       else act_rnn(p.cell, H, s.opre[i], hi);
     }
   }
@@ -439,10 +460,10 @@ void step(const Prepared<T>& p, int64_t R, const int64_t* idx, const int64_t* to
   const T* top = h + (p.L - 1) * Nrows * H;
   for (int64_t i = 0; i < R; ++i) {
     s.olog[i] = s.logits.data() + i * p.Vp;
-    std::memcpy(s.olog[i], p.bo.data(), sizeof(T) * size_t(p.Vp));
+    s.ilog[i] = p.bo.data();
     s.vh[i] = top + idx[i] * H;
   }
-  mm_rows<T>(R, s.vh.data(), p.WoT, s.olog.data());                   // the head
+  mm_rows<T>(R, s.vh.data(), p.WoT, s.olog.data(), s.ilog.data());  // the head
 }
 
 // The largest of z[0:V) (NaN ignored unless z[0] is NaN), in vector lanes; max is exact, so the lane order
