@@ -452,6 +452,51 @@ def test_same_ids_for_any_thread_count():
     np.testing.assert_array_equal(m.generate(code, 30, method="sample", seed=9), a)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("L,nonlinearity,feed_code", [(1, "tanh", True), (3, "relu", True), (2, "tanh", False)])
+def test_one_stream_on_two_threads_equals_one_thread(L, nonlinearity, feed_code, dtype):
+    """One vanilla stream with products of several panels (H = 80, V = 70) is decoded with a helper thread that
+    takes part of every step's columns (decode.cpp, SplitStream): the ids and the final state equal one
+    thread's bit for bit, for greedy and top-k sampling, with the constant input c or without, an end token
+    that stops the stream early, and a forced prefix; greedy equals the Python loop token for token."""
+    m = _sharpen(OneToMany(5, 80, 70, num_layers=L, cell="rnn", dtype=dtype, seed=4, feed_code=feed_code,
+                           nonlinearity=nonlinearity), 1.5)
+    with _inference(m):
+        h0, c = m._start(_code(1, dtype, seed=3), need_cache=False)
+    prime = np.random.default_rng(6).integers(0, 70, (4, 1))
+    runs = [dict(method="greedy"), dict(method="sample", temperature=0.9, top_k=9, seed=21),
+            dict(method="sample", temperature=1.3, seed=5, prefix=prime)]
+    for kw in runs:
+        res = []
+        for threads in (1, 2):
+            rnnfast.set_num_threads(threads)
+            try:
+                res.append(_decode.sample(m.decoder.rnn, m.head, None, np.array([3]), h0, c, 40, **kw))
+            finally:
+                rnnfast.set_num_threads(2)
+        (a, ha), (b, hb) = res
+        np.testing.assert_array_equal(b, a, err_msg=str(kw))
+        np.testing.assert_array_equal(hb, ha, err_msg=str(kw))
+        end = int(a[17, 0])                          # stops at its first occurrence
+        stop = int(np.flatnonzero(a[:, 0] == end)[0]) + 1
+        ended = []
+        for threads in (1, 2):
+            rnnfast.set_num_threads(threads)
+            try:
+                ended.append(_decode.sample(m.decoder.rnn, m.head, None, np.array([3]), h0, c, 40, end_token=end,
+                                            pad_token=1, **kw))
+            finally:
+                rnnfast.set_num_threads(2)
+        (e1, he1), (e, he) = ended
+        np.testing.assert_array_equal(e, e1)
+        np.testing.assert_array_equal(he, he1)
+        np.testing.assert_array_equal(e[:stop], a[:stop])
+        assert (e[stop:] == 1).all()
+        if kw["method"] == "greedy":
+            np.testing.assert_array_equal(m.generate(_code(1, dtype, seed=3), 40, native=False)[1:],
+                                          m.generate(_code(1, dtype, seed=3), 40, native=True)[1:])
+
+
 # ---- bad input: clear errors, never a crash ----
 
 def test_bad_arguments_public():

@@ -9,12 +9,14 @@
 #include "cpu/decode.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "cpu/blas.h"
@@ -173,8 +175,7 @@ inline void mk(const T* const* v, const Packed<T>& M, int64_t p0, T* const* out,
 }
 
 template <typename T, int P = kP1>
-inline void mm_one(const T* const* v, const Packed<T>& M, int64_t p0, int64_t np, T* const* out,
-                   const T* const* init) {
+inline void mm_one(const T* const* v, const Packed<T>& M, int64_t p0, int64_t np, T* const* out, const T* const* init) {
   if constexpr (P > 0) {
     for (; np >= P; np -= P, p0 += P) mk<T, 1, P>(v, M, p0, out, init);
     if (np > 0) mm_one<T, P - 1>(v, M, p0, np, out, init);
@@ -564,6 +565,153 @@ inline unsigned above_mask(sv::V<double> x, double thr) {
 
 constexpr int64_t kRowBlock = 128;  // rows advanced together (their scratch stays in L2)
 
+// ---- one stream of a vanilla RNN on two threads ----
+// A single sequence's step is a chain of matrix-vector products (28K multiply-adds at H = 128, V = 96: about
+// a microsecond on one core, where a core does one 64-byte multiply-add a cycle at best), too short for the
+// pool's task hand-off but long against a handshake between two spinning cores (about 35 ns one way here).
+// So for the whole call one helper spins beside the caller, and every product of a step is cut by columns:
+// the caller takes the first half of a layer's panels (and the head's first third), the helper the rest. A
+// phase (one layer's product and activation, or the head) is opened by the caller; its second half is claimed
+// once, by the helper or, when the helper has not claimed it by the time the caller's own half is done, by
+// the caller itself (so a helper that never gets a core costs nothing). The caller samples. Each output
+// element is the same sum as in step() (column cuts only), so the tokens are the same as on one thread.
+template <typename T>
+struct SplitStream {
+  const Prepared<T>& p;
+  const T* c;                                  // (H) constant input of layer 0, or nullptr
+  std::vector<std::vector<T>> state[2];        // [parity][L] (H): h before / after the step
+  std::vector<std::vector<T>> pre;             // [L] (GHp) the layers' sums
+  std::vector<T> in0, logits;                  // (GHp) layer 0's input row with c added; (Vp)
+  const T* row0 = nullptr;                     // layer 0's input row of this step (table or in0)
+  int cur = 0;                                 // state[cur] holds h_{t-1}
+  alignas(64) std::atomic<int64_t> open{-1};   // the phase the caller has opened
+  alignas(64) std::atomic<int64_t> claim{-1};  // the last phase whose second half was claimed
+  alignas(64) std::atomic<int64_t> done{-1};   // the last phase whose second half the helper finished
+  std::atomic<bool> stop{false};
+
+  SplitStream(const Prepared<T>& p_, const T* c_, const T* h0) : p(p_), c(c_) {
+    for (int b = 0; b < 2; ++b) state[b].assign(size_t(p.L), std::vector<T>(size_t(p.H)));
+    pre.assign(size_t(p.L), std::vector<T>(size_t(p.GHp)));
+    in0.resize(size_t(p.GHp));
+    logits.resize(size_t(p.Vp));
+    for (int64_t k = 0; k < p.L; ++k) std::copy(h0 + k * p.H, h0 + (k + 1) * p.H, state[0][size_t(k)].begin());
+  }
+
+  // Phase q's half (0: the caller's, 1: the second): layer q % (L + 1), or the head when that is L.
+  void work(int64_t q, int half) {
+    const int64_t j = q % (p.L + 1);
+    const std::vector<std::vector<T>>& old = state[cur];
+    std::vector<std::vector<T>>& nxt = state[1 - cur];
+    if (j == p.L) {  // the head: out of the new top state
+      const int64_t np = p.Vp / PW<T>, s = np - np / 3;
+      const int64_t p0 = half ? s : 0, cnt = half ? np - s : s;
+      if (cnt <= 0) return;
+      const T* v[1] = {nxt[size_t(p.L - 1)].data()};
+      T* o[1] = {logits.data()};
+      const T* i0[1] = {p.bo.data()};
+      mm_one<T>(v, p.WoT, p0, cnt, o, i0);
+      return;
+    }
+    const int64_t np = p.GHp / PW<T>, s = (np + 1) / 2;
+    const int64_t p0 = half ? s : 0, cnt = half ? np - s : s;
+    if (cnt <= 0) return;
+    T* o[1] = {pre[size_t(j)].data()};
+    const T* i0[1] = {j == 0 ? row0 : p.bias[size_t(j)].data()};
+    if (j > 0) {  // the input side, from the layer below's new state
+      const T* vin[1] = {nxt[size_t(j - 1)].data()};
+      mm_one<T>(vin, p.WihT[size_t(j)], p0, cnt, o, i0);
+      i0[0] = o[0];
+    }
+    const T* vh[1] = {old[size_t(j)].data()};
+    mm_one<T>(vh, p.WhhT[size_t(j)], p0, cnt, o, i0);
+    const int64_t u0 = p0 * PW<T>, u1 = std::min(p.H, (p0 + cnt) * PW<T>);
+    if (u1 > u0) act_rnn(p.cell, u1 - u0, pre[size_t(j)].data() + u0, nxt[size_t(j)].data() + u0);
+  }
+
+  // The caller: opens phase q, does its half, then the second half unless the helper has claimed it.
+  void run_phase(int64_t q) {
+    open.store(q, std::memory_order_release);
+    work(q, 0);
+    int64_t e = q - 1;
+    if (claim.compare_exchange_strong(e, q, std::memory_order_acq_rel)) {
+      work(q, 1);
+      return;
+    }
+    for (int64_t k = 0; done.load(std::memory_order_acquire) < q; ++k) {
+      if (k < 4096) parallel::relax();
+      else std::this_thread::yield();  // the helper may need this core
+    }
+  }
+
+  void helper() {
+    int64_t last = -1;
+    while (!stop.load(std::memory_order_acquire)) {
+      const int64_t q = open.load(std::memory_order_acquire);
+      if (q == last) {
+        parallel::relax();
+        continue;
+      }
+      last = q;
+      int64_t e = q - 1;
+      if (claim.compare_exchange_strong(e, q, std::memory_order_acq_rel)) {
+        work(q, 1);
+        done.store(q, std::memory_order_release);
+      }
+    }
+  }
+};
+
+// Whether one stream goes through SplitStream: a vanilla cell, a product of at least two panels per layer and
+// head, enough steps to pay for waking the helper, and more than one thread.
+template <typename T>
+bool split_stream(const Prepared<T>& p, const SampleParams<T>& sp) {
+  const bool rnn = p.cell == DecodeCell::RnnTanh || p.cell == DecodeCell::RnnRelu;
+  return sp.N == 1 && rnn && p.GHp / PW<T> >= 2 && p.Vp / PW<T> >= 2 && sp.steps >= 16 && blas::worker_threads() > 1;
+}
+
+template <typename T>
+void sample_split(const Prepared<T>& p, const SampleParams<T>& sp, int64_t first) {
+  const int64_t V = p.V, L = p.L, GHp = p.GHp;
+  std::vector<T> pbuf(static_cast<size_t>(V)), kbuf(static_cast<size_t>(V));
+  std::vector<double> bsum(static_cast<size_t>(V / 8 + 1));
+  const T inv_temp = T(1.0 / sp.temperature);
+  SplitStream<T> ss(p, sp.c, sp.h);
+  struct Helper {  // started here, stopped and waited for on every way out
+    SplitStream<T>& ss;
+    parallel::Ticket ticket;
+    explicit Helper(SplitStream<T>& s)
+        : ss(s), ticket(parallel::submit(1, [](void* x, int64_t) { static_cast<SplitStream<T>*>(x)->helper(); }, &s)) {}
+    ~Helper() {
+      ss.stop.store(true, std::memory_order_release);
+      parallel::wait(ticket);
+    }
+  } helper(ss);
+  int64_t tok = first, q = 0, t = 0;
+  for (; t < sp.steps; ++t) {
+    const T* row = p.table.data() + tok * GHp;
+    if (ss.c) {
+      std::copy(row, row + GHp, ss.in0.begin());
+      for (int64_t j = 0; j < p.H; ++j) ss.in0[size_t(j)] += ss.c[j];
+      row = ss.in0.data();
+    }
+    ss.row0 = row;
+    for (int64_t j = 0; j <= L; ++j) ss.run_phase(q++);
+    ss.cur = 1 - ss.cur;  // the new state is h_t (the helper reads cur only inside a phase)
+    const T* z = ss.logits.data();
+    tok = sp.greedy ? argmax(z, V)
+                    : sample_one(z, V, inv_temp, sp.top_k, decode_uniform(sp.seed, 0, uint64_t(sp.t0 + t)), pbuf.data(),
+                                 kbuf.data(), bsum.data());
+    sp.ids[t] = tok;
+    if (tok == sp.end_token) {
+      ++t;
+      break;
+    }
+  }
+  for (; t < sp.steps; ++t) sp.ids[t] = sp.pad_token;
+  for (int64_t k = 0; k < L; ++k)
+    std::copy(ss.state[ss.cur][size_t(k)].begin(), ss.state[ss.cur][size_t(k)].end(), sp.h + k * p.H);
+}
+
 }  // namespace
 
 template <typename T>
@@ -586,6 +734,7 @@ void decode_sample_impl(const DecodeModel<T>& m, const SampleParams<T>& sp) {
     }
     std::copy(sp.prefix + t * N, sp.prefix + (t + 1) * N, prev.begin());
   }
+  if (split_stream(p, sp)) return sample_split(p, sp, prev[0]);
   int64_t t = 0;
   for (; t < sp.steps && !active.empty(); ++t) {
     int64_t* out = sp.ids + t * N;

@@ -23,14 +23,6 @@ constexpr int64_t kSpinUs = 100;  // a helper spins this long for the next task 
 
 enum : int { kIdle = 0, kPending = 1, kRunning = 2, kDone = 3, kWithdrawn = 4 };
 
-inline void relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
-
 struct Slot {
   std::atomic<uint64_t> gen{0};
   std::atomic<int> state{kIdle};

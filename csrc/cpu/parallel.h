@@ -19,12 +19,22 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <thread>
 #include <vector>
 
 namespace rnnfast {
 namespace parallel {
 
 using TaskFn = void (*)(void* ctx, int64_t worker);  // worker 1..n on the helpers
+
+// One iteration of a spin-wait: the pause instruction on x86 (a yield elsewhere).
+inline void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
 
 // Below this many multiply-adds a job is not split: handing a task to a parked helper costs 15-40 us on
 // the 2-core VM, a few percent of 4M multiply-adds (about 25 us on one core). Every kernel that splits its
