@@ -466,17 +466,22 @@ def test_one_stream_on_two_threads_equals_one_thread(L, nonlinearity, feed_code,
     prime = np.random.default_rng(6).integers(0, 70, (4, 1))
     runs = [dict(method="greedy"), dict(method="sample", temperature=0.9, top_k=9, seed=21),
             dict(method="sample", temperature=1.3, seed=5, prefix=prime)]
+    from rnnfast import _C
     for kw in runs:
         res = []
-        for threads in (1, 2):
+        for threads, stall in ((1, None), (2, None), (2, 0)):   # stall 0: the helper is dropped at its first wait
             rnnfast.set_num_threads(threads)
+            old = _C._helper_stall_ns(stall) if stall is not None else None
             try:
                 res.append(_decode.sample(m.decoder.rnn, m.head, None, np.array([3]), h0, c, 40, **kw))
             finally:
                 rnnfast.set_num_threads(2)
-        (a, ha), (b, hb) = res
-        np.testing.assert_array_equal(b, a, err_msg=str(kw))
-        np.testing.assert_array_equal(hb, ha, err_msg=str(kw))
+                if old is not None:
+                    _C._helper_stall_ns(old)
+        (a, ha), (b, hb), (d, hd) = res
+        for x, hx in ((b, hb), (d, hd)):
+            np.testing.assert_array_equal(x, a, err_msg=str(kw))
+            np.testing.assert_array_equal(hx, ha, err_msg=str(kw))
         end = int(a[17, 0])                          # stops at its first occurrence
         stop = int(np.flatnonzero(a[:, 0] == end)[0]) + 1
         ended = []

@@ -13,6 +13,7 @@
 
 #include "bindings/validate.h"
 #include "cpu/decode.h"
+#include "cpu/parallel.h"
 #include "cpu/rnn_cpu.h"
 
 namespace py = pybind11;
@@ -354,6 +355,16 @@ void register_decode(py::module_& m) {
         "matches an entry)");
   m.def("decode_cache_stats", &cpu::decode_cache_stats_all,
         "-> (hits, misses, entries) of the decoders' prepared-model cache since the last clear");
+  m.def(
+      "_helper_stall_ns",
+      [](int64_t ns, bool resume) {
+        const int64_t old = parallel::stall_ns().exchange(ns);
+        if (resume) parallel::split_paused_until().store(0);
+        return old;
+      },
+      py::arg("ns"), py::arg("resume") = true,
+      "tests: set the wait (ns) after which a spinning helper counts as having lost its core (0: every wait), "
+      "return the old value; resume=True also ends a pause of the one-stream split");
   m.def("decode_uniform", &cpu::decode_uniform, py::arg("seed"), py::arg("n"), py::arg("t"),
         "the decoder's uniform draw in [0, 1) for sequence n at step t");
 }

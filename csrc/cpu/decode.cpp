@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -628,19 +629,31 @@ struct SplitStream {
     if (u1 > u0) act_rnn(p.cell, u1 - u0, pre[size_t(j)].data() + u0, nxt[size_t(j)].data() + u0);
   }
 
-  // The caller: opens phase q, does its half, then the second half unless the helper has claimed it.
-  void run_phase(int64_t q) {
+  // The caller: opens phase q, does its half, then the second half unless the helper has claimed it. A wait
+  // for the helper of more than parallel::stall_ns() means it lost its core mid-phase (another program is
+  // busy there): the helper is then stopped for the rest of the call (returns false), as it would cost a time
+  // slice again.
+  bool run_phase(int64_t q) {
     open.store(q, std::memory_order_release);
     work(q, 0);
     int64_t e = q - 1;
     if (claim.compare_exchange_strong(e, q, std::memory_order_acq_rel)) {
       work(q, 1);
-      return;
+      return true;
     }
+    const int64_t stall = parallel::stall_ns().load(std::memory_order_relaxed);
+    bool slow = false;
+    std::chrono::steady_clock::time_point t0;
     for (int64_t k = 0; done.load(std::memory_order_acquire) < q; ++k) {
+      if (k == 64) t0 = std::chrono::steady_clock::now();
+      if (!slow && (stall <= 0 || (k > 64 && (k & 255) == 0 &&
+                                   std::chrono::steady_clock::now() - t0 > std::chrono::nanoseconds(stall))))
+        slow = true;
       if (k < 4096) parallel::relax();
       else std::this_thread::yield();  // the helper may need this core
     }
+    if (slow) stop.store(true, std::memory_order_release);
+    return !slow;
   }
 
   void helper() {
@@ -661,12 +674,23 @@ struct SplitStream {
   }
 };
 
+// After a call whose helper lost its core (SplitStream::run_phase), one-stream calls run on one thread for
+// kSplitPauseNs (until parallel::split_paused_until()): on a machine that stays busy only the first call in
+// each pause pays a stall.
+constexpr int64_t kSplitPauseNs = 200000000;
+
+inline int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Whether one stream goes through SplitStream: a vanilla cell, a product of at least two panels per layer and
-// head, enough steps to pay for waking the helper, and more than one thread.
+// head, enough steps to pay for waking the helper, more than one thread, and no recent stall.
 template <typename T>
 bool split_stream(const Prepared<T>& p, const SampleParams<T>& sp) {
   const bool rnn = p.cell == DecodeCell::RnnTanh || p.cell == DecodeCell::RnnRelu;
-  return sp.N == 1 && rnn && p.GHp / PW<T> >= 2 && p.Vp / PW<T> >= 2 && sp.steps >= 16 && blas::worker_threads() > 1;
+  return sp.N == 1 && rnn && p.GHp / PW<T> >= 2 && p.Vp / PW<T> >= 2 && sp.steps >= 16 && blas::worker_threads() > 1 &&
+         steady_ns() >= parallel::split_paused_until().load(std::memory_order_relaxed);
 }
 
 template <typename T>
@@ -695,7 +719,9 @@ void sample_split(const Prepared<T>& p, const SampleParams<T>& sp, int64_t first
       row = ss.in0.data();
     }
     ss.row0 = row;
-    for (int64_t j = 0; j <= L; ++j) ss.run_phase(q++);
+    for (int64_t j = 0; j <= L; ++j)
+      if (!ss.run_phase(q++))
+        parallel::split_paused_until().store(steady_ns() + kSplitPauseNs, std::memory_order_relaxed);
     ss.cur = 1 - ss.cur;  // the new state is h_t (the helper reads cur only inside a phase)
     const T* z = ss.logits.data();
     tok = sp.greedy ? argmax(z, V)

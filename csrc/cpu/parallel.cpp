@@ -90,6 +90,16 @@ Pool* pool() {
 
 }  // namespace
 
+std::atomic<int64_t>& stall_ns() {
+  static std::atomic<int64_t> v{50000};
+  return v;
+}
+
+std::atomic<int64_t>& split_paused_until() {
+  static std::atomic<int64_t> v{0};
+  return v;
+}
+
 Ticket submit(int64_t n, TaskFn fn, void* ctx) {
   if (n <= 0) return {};
   Pool* p = pool();

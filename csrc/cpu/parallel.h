@@ -47,6 +47,12 @@ struct Ticket {
   int64_t helpers = 0;
 };
 
+// Handshakes with a spinning helper (decode.cpp's one-stream split): a wait for the helper longer than
+// stall_ns() means it lost its core mid-piece, and such splits then pause until split_paused_until() (steady
+// clock, ns). One value each for every kernel build. stall_ns() = 0 counts every wait as a stall (tests).
+std::atomic<int64_t>& stall_ns();
+std::atomic<int64_t>& split_paused_until();
+
 // Runs fn(ctx, w) for w = 1..n on helper threads (at most n; fewer when the helpers are busy or cannot be
 // started). fn must not throw.
 Ticket submit(int64_t n, TaskFn fn, void* ctx);
