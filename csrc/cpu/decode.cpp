@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <list>
@@ -571,7 +572,7 @@ constexpr int64_t kRowBlock = 128;  // rows advanced together (their scratch sta
 // a microsecond on one core, where a core does one 64-byte multiply-add a cycle at best), too short for the
 // pool's task hand-off but long against a handshake between two spinning cores (about 35 ns one way here).
 // So for the whole call one helper spins beside the caller, and every product of a step is cut by columns:
-// the caller takes the first half of a layer's panels (and the head's first third), the helper the rest. A
+// the caller takes the first half of a layer's panels (and two thirds of the head's), the helper the rest. A
 // phase (one layer's product and activation, or the head) is opened by the caller; its second half is claimed
 // once, by the helper or, when the helper has not claimed it by the time the caller's own half is done, by
 // the caller itself (so a helper that never gets a core costs nothing). The caller samples. Each output
@@ -580,9 +581,13 @@ template <typename T>
 struct SplitStream {
   const Prepared<T>& p;
   const T* c;                                  // (H) constant input of layer 0, or nullptr
-  std::vector<std::vector<T>> state[2];        // [parity][L] (H): h before / after the step
-  std::vector<std::vector<T>> pre;             // [L] (GHp) the layers' sums
-  std::vector<T> in0, logits;                  // (GHp) layer 0's input row with c added; (Vp)
+  // Every buffer starts on its own 64-byte line in mem (the two threads write neighbouring columns; panels
+  // are whole lines, so neither ever writes a line the other writes).
+  std::vector<T> mem;
+  std::vector<T*> state[2];                    // [parity][L] (H): h before / after the step
+  std::vector<T*> pre;                         // [L] (GHp) the layers' sums
+  T* in0 = nullptr;                            // (GHp) layer 0's input row with c added
+  T* logits = nullptr;                         // (Vp)
   const T* row0 = nullptr;                     // layer 0's input row of this step (table or in0)
   int cur = 0;                                 // state[cur] holds h_{t-1}
   alignas(64) std::atomic<int64_t> open{-1};   // the phase the caller has opened
@@ -591,24 +596,34 @@ struct SplitStream {
   std::atomic<bool> stop{false};
 
   SplitStream(const Prepared<T>& p_, const T* c_, const T* h0) : p(p_), c(c_) {
-    for (int b = 0; b < 2; ++b) state[b].assign(size_t(p.L), std::vector<T>(size_t(p.H)));
-    pre.assign(size_t(p.L), std::vector<T>(size_t(p.GHp)));
-    in0.resize(size_t(p.GHp));
-    logits.resize(size_t(p.Vp));
-    for (int64_t k = 0; k < p.L; ++k) std::copy(h0 + k * p.H, h0 + (k + 1) * p.H, state[0][size_t(k)].begin());
+    const int64_t line = 64 / int64_t(sizeof(T)), Hl = pad_to(p.H, line), Gl = pad_to(p.GHp, line);
+    mem.assign(size_t(2 * p.L * Hl + (p.L + 1) * Gl + pad_to(p.Vp, line) + line), T(0));
+    T* at = mem.data();
+    while (reinterpret_cast<uintptr_t>(at) % 64 != 0) ++at;
+    auto take = [&](int64_t n) {
+      T* r = at;
+      at += n;
+      return r;
+    };
+    for (int b = 0; b < 2; ++b)
+      for (int64_t k = 0; k < p.L; ++k) state[b].push_back(take(Hl));
+    for (int64_t k = 0; k < p.L; ++k) pre.push_back(take(Gl));
+    in0 = take(Gl);
+    logits = take(pad_to(p.Vp, line));
+    for (int64_t k = 0; k < p.L; ++k) std::copy(h0 + k * p.H, h0 + (k + 1) * p.H, state[0][size_t(k)]);
   }
 
   // Phase q's half (0: the caller's, 1: the second): layer q % (L + 1), or the head when that is L.
   void work(int64_t q, int half) {
     const int64_t j = q % (p.L + 1);
-    const std::vector<std::vector<T>>& old = state[cur];
-    std::vector<std::vector<T>>& nxt = state[1 - cur];
+    const std::vector<T*>& old = state[cur];
+    const std::vector<T*>& nxt = state[1 - cur];
     if (j == p.L) {  // the head: out of the new top state
       const int64_t np = p.Vp / PW<T>, s = np - np / 3;
       const int64_t p0 = half ? s : 0, cnt = half ? np - s : s;
       if (cnt <= 0) return;
-      const T* v[1] = {nxt[size_t(p.L - 1)].data()};
-      T* o[1] = {logits.data()};
+      const T* v[1] = {nxt[size_t(p.L - 1)]};
+      T* o[1] = {logits};
       const T* i0[1] = {p.bo.data()};
       mm_one<T>(v, p.WoT, p0, cnt, o, i0);
       return;
@@ -616,17 +631,17 @@ struct SplitStream {
     const int64_t np = p.GHp / PW<T>, s = (np + 1) / 2;
     const int64_t p0 = half ? s : 0, cnt = half ? np - s : s;
     if (cnt <= 0) return;
-    T* o[1] = {pre[size_t(j)].data()};
+    T* o[1] = {pre[size_t(j)]};
     const T* i0[1] = {j == 0 ? row0 : p.bias[size_t(j)].data()};
     if (j > 0) {  // the input side, from the layer below's new state
-      const T* vin[1] = {nxt[size_t(j - 1)].data()};
+      const T* vin[1] = {nxt[size_t(j - 1)]};
       mm_one<T>(vin, p.WihT[size_t(j)], p0, cnt, o, i0);
       i0[0] = o[0];
     }
-    const T* vh[1] = {old[size_t(j)].data()};
+    const T* vh[1] = {old[size_t(j)]};
     mm_one<T>(vh, p.WhhT[size_t(j)], p0, cnt, o, i0);
     const int64_t u0 = p0 * PW<T>, u1 = std::min(p.H, (p0 + cnt) * PW<T>);
-    if (u1 > u0) act_rnn(p.cell, u1 - u0, pre[size_t(j)].data() + u0, nxt[size_t(j)].data() + u0);
+    if (u1 > u0) act_rnn(p.cell, u1 - u0, pre[size_t(j)] + u0, nxt[size_t(j)] + u0);
   }
 
   // The caller: opens phase q, does its half, then the second half unless the helper has claimed it. A wait
@@ -676,8 +691,9 @@ struct SplitStream {
 
 // After a call whose helper lost its core (SplitStream::run_phase), one-stream calls run on one thread for
 // kSplitPauseNs (until parallel::split_paused_until()): on a machine that stays busy only the first call in
-// each pause pays a stall.
-constexpr int64_t kSplitPauseNs = 200000000;
+// each pause pays a stall (measured with a busy program on the other core: 2.6x slower than one thread with
+// no pause, 7% slower with this one).
+constexpr int64_t kSplitPauseNs = 2000000000;
 
 inline int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -714,16 +730,16 @@ void sample_split(const Prepared<T>& p, const SampleParams<T>& sp, int64_t first
   for (; t < sp.steps; ++t) {
     const T* row = p.table.data() + tok * GHp;
     if (ss.c) {
-      std::copy(row, row + GHp, ss.in0.begin());
-      for (int64_t j = 0; j < p.H; ++j) ss.in0[size_t(j)] += ss.c[j];
-      row = ss.in0.data();
+      std::copy(row, row + GHp, ss.in0);
+      for (int64_t j = 0; j < p.H; ++j) ss.in0[j] += ss.c[j];
+      row = ss.in0;
     }
     ss.row0 = row;
     for (int64_t j = 0; j <= L; ++j)
       if (!ss.run_phase(q++))
         parallel::split_paused_until().store(steady_ns() + kSplitPauseNs, std::memory_order_relaxed);
     ss.cur = 1 - ss.cur;  // the new state is h_t (the helper reads cur only inside a phase)
-    const T* z = ss.logits.data();
+    const T* z = ss.logits;
     tok = sp.greedy ? argmax(z, V)
                     : sample_one(z, V, inv_temp, sp.top_k, decode_uniform(sp.seed, 0, uint64_t(sp.t0 + t)), pbuf.data(),
                                  kbuf.data(), bsum.data());
@@ -735,7 +751,7 @@ void sample_split(const Prepared<T>& p, const SampleParams<T>& sp, int64_t first
   }
   for (; t < sp.steps; ++t) sp.ids[t] = sp.pad_token;
   for (int64_t k = 0; k < L; ++k)
-    std::copy(ss.state[ss.cur][size_t(k)].begin(), ss.state[ss.cur][size_t(k)].end(), sp.h + k * p.H);
+    std::copy(ss.state[ss.cur][size_t(k)], ss.state[ss.cur][size_t(k)] + p.H, sp.h + k * p.H);
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ Pool* pool() {
 }  // namespace
 
 std::atomic<int64_t>& stall_ns() {
-  static std::atomic<int64_t> v{50000};
+  static std::atomic<int64_t> v{500000};
   return v;
 }
 

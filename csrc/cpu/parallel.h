@@ -49,7 +49,9 @@ struct Ticket {
 
 // Handshakes with a spinning helper (decode.cpp's one-stream split): a wait for the helper longer than
 // stall_ns() means it lost its core mid-piece, and such splits then pause until split_paused_until() (steady
-// clock, ns). One value each for every kernel build. stall_ns() = 0 counts every wait as a stall (tests).
+// clock, ns). One value each for every kernel build. stall_ns() = 0 counts every wait as a stall (tests); the
+// default, 0.5 ms, is past the VM's own hiccups (a 50 us threshold fired often on a quiet machine) and short
+// against a scheduler time slice (what a busy program on the helper's core costs).
 std::atomic<int64_t>& stall_ns();
 std::atomic<int64_t>& split_paused_until();
 
