@@ -442,8 +442,10 @@ def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell, N
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("T,N,identity", [(24, 13, False), (24, 24, True), (100, 3, False)])
-def test_forward_sequence_groups_same_bits_for_any_thread_count(cell, T, N, identity):
-    """Forward at sizes where groups of sequences run the serial loop side by side on rnnfast's threads
+def test_forward_sequence_groups_same_bits_for_any_thread_count(cell, T, N, identity, isa):
+    """In every kernel build (the weight products after the loop run in the small kernel with a transposed
+    first operand on the vector ones). Forward at sizes where groups of sequences run the serial loop side by
+    side on rnnfast's threads
     (parallel::row_groups: 13 and 24 sequences in the small-kernel path, 3 in the per-sequence path; uneven
     groups; with h0/c0 so every group reads its own rows of them; layer 0 either with W_ih or the identity input
     of a gathered one-hot, which the LSTM's kernel reads in place): outputs, final states and the cache are

@@ -178,6 +178,14 @@ void products(const WeightGradJob<T>& j) {
     threads = 1;
   auto lo = [&](int64_t b) { return std::max<int64_t>(0, Tn - (b + 1) * B); };
   auto hi = [&](int64_t b) { return Tn - b * B; };
+  // C (m, n) += A^T (A given as (k, m), lda) B (k, n): the small kernel on vector ISAs (a piece is one
+  // thread's work; OpenBLAS packed both operands of every slice), else BLAS.
+  auto tn = [](int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* Bm, int64_t ldb, T* C, int64_t ldc) {
+    if (simd::kBytes >= 32)
+      blas::gemm_small_fused<T, blas::NoEpilogue, true>(m, n, k, A, lda, Bm, ldb, C, ldc, nullptr, 0, C, ldc,
+                                                        blas::NoEpilogue{});
+    else blas::gemm<T>(true, false, m, n, k, T(1), A, lda, Bm, ldb, T(1), C, ldc);
+  };
   parallel::chunks(ns + nw + nx, threads, [&](int64_t c) {
     if (c < ns + nw) {  // a slice [r0, r1) of dW_hh (c < ns) or of dW_ih
       const bool ih = c >= ns;
@@ -185,15 +193,11 @@ void products(const WeightGradJob<T>& j) {
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t l = lo(b), h = hi(b), s1 = std::max<int64_t>(l, 1);
         if (ih) {
-          blas::gemm<T>(true, false, m, Dk, (h - l) * N, T(1), j.dGi + l * N * R + r0, R, j.X + l * N * Dk, Dk, T(1),
-                        j.dW_ih + r0 * Dk, Dk);
+          tn(m, Dk, (h - l) * N, j.dGi + l * N * R + r0, R, j.X + l * N * Dk, Dk, j.dW_ih + r0 * Dk, Dk);
           continue;
         }
-        if (h > s1)
-          blas::gemm<T>(true, false, m, H, (h - s1) * N, T(1), j.dGh + s1 * N * R + r0, R, j.Hs + (s1 - 1) * N * H, H,
-                        T(1), j.dW_hh + r0 * H, H);
-        if (l == 0 && j.h0)
-          blas::gemm<T>(true, false, m, H, N, T(1), j.dGh + r0, R, j.h0, H, T(1), j.dW_hh + r0 * H, H);
+        if (h > s1) tn(m, H, (h - s1) * N, j.dGh + s1 * N * R + r0, R, j.Hs + (s1 - 1) * N * H, H, j.dW_hh + r0 * H, H);
+        if (l == 0 && j.h0) tn(m, H, N, j.dGh + r0, R, j.h0, H, j.dW_hh + r0 * H, H);
       }
       return;
     }
