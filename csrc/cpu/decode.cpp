@@ -689,15 +689,25 @@ struct SplitStream {
   }
 };
 
-// After a call whose helper lost its core (SplitStream::run_phase), one-stream calls run on one thread for
-// kSplitPauseNs (until parallel::split_paused_until()): on a machine that stays busy only the first call in
-// each pause pays a stall (measured with a busy program on the other core: 2.6x slower than one thread with
-// no pause, 7% slower with this one).
-constexpr int64_t kSplitPauseNs = 2000000000;
-
 inline int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// After a call whose helper lost its core (SplitStream::run_phase), one-stream calls run on one thread until
+// parallel::split_paused_until(), a pause that backs off: 10 ms after a lone stall (other libraries' threads
+// still spinning after their calls: NumPy's and torch's peers in the benchmark), four times the last pause
+// (up to 2 s) after a stall within 0.5 s of the previous pause's end (a program busy on the other core).
+// Measured with such a program: 2.6x slower than one thread with no pause.
+constexpr int64_t kPauseMinNs = 10000000, kPauseMaxNs = 2000000000, kPauseMemoryNs = 500000000;
+std::atomic<int64_t> g_pause_ns{kPauseMinNs};
+
+void note_stall() {
+  const int64_t now = steady_ns(), resumed = parallel::split_paused_until().load(std::memory_order_relaxed);
+  const int64_t last = g_pause_ns.load(std::memory_order_relaxed);
+  const int64_t pause = now - resumed < kPauseMemoryNs ? std::min(kPauseMaxNs, 4 * last) : kPauseMinNs;
+  g_pause_ns.store(pause, std::memory_order_relaxed);
+  parallel::split_paused_until().store(now + pause, std::memory_order_relaxed);
 }
 
 // Whether one stream goes through SplitStream: a vanilla cell, a product of at least two panels per layer and
@@ -736,8 +746,7 @@ void sample_split(const Prepared<T>& p, const SampleParams<T>& sp, int64_t first
     }
     ss.row0 = row;
     for (int64_t j = 0; j <= L; ++j)
-      if (!ss.run_phase(q++))
-        parallel::split_paused_until().store(steady_ns() + kSplitPauseNs, std::memory_order_relaxed);
+      if (!ss.run_phase(q++)) note_stall();
     ss.cur = 1 - ss.cur;  // the new state is h_t (the helper reads cur only inside a phase)
     const T* z = ss.logits;
     tok = sp.greedy ? argmax(z, V)
