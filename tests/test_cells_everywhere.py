@@ -407,6 +407,26 @@ def test_step_gemm_every_row_and_column_tail(cell, isa):
             assert_f32_close(g32, r64, r32, name=f"output {k}, N={N} H={H}")
 
 
+def _one_and_two_threads_and_reference(cell, x, states, ws, dout, dstates, wref=None):
+    """Forward and backward on the cpu backend with 1 and 2 threads and on the NumPy reference (with wref, the
+    weights the reference takes instead: an explicit identity for a W_ih of None) -> three lists [y, *states,
+    dx, *dstates, every gradient that exists], in the same order."""
+    res = []
+    for be, threads in (("cpu", 1), ("cpu", 2), ("numpy", None)):
+        if threads:
+            rnnfast.set_num_threads(threads)
+        try:
+            w = ws if threads or wref is None else wref
+            y, st, cache = F.forward(cell, x, states, w, need_cache=True, backend=be)
+            grads = [tuple(None if a is None else np.zeros_like(a) for a in t) for t in w]
+            dx, dst, _ = F.backward(cell, dout, dstates, cache, grads, backend=be)
+        finally:
+            rnnfast.set_num_threads(2)
+        grads = [tuple(None if a is None else g for a, g in zip(t, gt)) for t, gt in zip(ws, grads)]
+        res.append([y, *st, dx, *dst] + [a for t in grads for a in t if a is not None])
+    return res
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("N", [24, 130])
 def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell, N):
@@ -424,18 +444,7 @@ def test_weight_gradients_beside_the_loop_same_bits_for_any_thread_count(cell, N
     states = tuple(rng.standard_normal((2, N, H)) for _ in range(2 if cell == "lstm" else 1))
     dout = rng.standard_normal((T, N, H))
     dstates = tuple(rng.standard_normal((2, N, H)) for _ in states)
-    res = {}
-    for be, threads in (("cpu", 1), ("cpu", 2), ("numpy", None)):
-        if threads:
-            rnnfast.set_num_threads(threads)
-        try:
-            _, _, cache = F.forward(cell, x, states, ws, need_cache=True, backend=be)
-            grads = [tuple(np.zeros_like(a) for a in t) for t in ws]
-            dx, dst, _ = F.backward(cell, dout, dstates, cache, grads, backend=be)
-        finally:
-            rnnfast.set_num_threads(2)
-        res[(be, threads)] = [dx, *dst] + [a for t in grads for a in t]
-    for a, b, r in zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)]):
+    for a, b, r in zip(*_one_and_two_threads_and_reference(cell, x, states, ws, dout, dstates)):
         np.testing.assert_array_equal(b, a)
         np.testing.assert_allclose(b, r, **TOL64)
 
@@ -458,28 +467,15 @@ def test_forward_sequence_groups_same_bits_for_any_thread_count(cell, T, N, iden
     x = rng.standard_normal((T, N, D))
     ws = [tuple(0.6 / np.sqrt(H) * rng.standard_normal(s) for s in ((G * H, d), (G * H, H), (G * H,), (G * H,)))
           for d in (D, H)]
-    wref = ws
+    wref = None
     if identity:  # the reference takes the identity as an explicit W_ih (no dW_ih is compared)
         wref = [(np.eye(G * H),) + ws[0][1:], ws[1]]
         ws = [(None,) + ws[0][1:], ws[1]]
     states = tuple(rng.standard_normal((2, N, H)) for _ in range(2 if cell == "lstm" else 1))
     dout = rng.standard_normal((T, N, H))
     dstates = tuple(rng.standard_normal((2, N, H)) for _ in states)
-    res = {}
-    for be, threads in (("cpu", 1), ("cpu", 2), ("numpy", None)):
-        if threads:
-            rnnfast.set_num_threads(threads)
-        try:
-            w = ws if threads else wref
-            y, st, cache = F.forward(cell, x, states, w, need_cache=True, backend=be)
-            grads = [tuple(None if a is None else np.zeros_like(a) for a in t) for t in w]
-            dx, dst, _ = F.backward(cell, dout, dstates, cache, grads, backend=be)
-        finally:
-            rnnfast.set_num_threads(2)
-        if identity:
-            grads[0] = (None,) + grads[0][1:]
-        res[(be, threads)] = [y, *st, dx, *dst] + [a for t in grads for a in t if a is not None]
-    for k, (a, b, r) in enumerate(zip(res[("cpu", 1)], res[("cpu", 2)], res[("numpy", None)])):
+    res = _one_and_two_threads_and_reference(cell, x, states, ws, dout, dstates, wref)
+    for k, (a, b, r) in enumerate(zip(*res)):
         np.testing.assert_array_equal(b, a, err_msg=f"output {k}")
         np.testing.assert_allclose(b, r, **TOL64, err_msg=f"output {k}")
 

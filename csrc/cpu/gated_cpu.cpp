@@ -267,12 +267,10 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
   const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dG, dG, g.dW_hh, g.dW_ih, dX);
   // 1. The serial part, in reverse, for the sequences [n0, n1): dhn, dcn (M, H) carry the gradients into
   // h_{t-1}, c_{t-1}; each_step(t) follows the step's gate gradients.
-  auto serial = [&](int64_t n0, int64_t n1, T* dhn, T* dcn, const auto& each_step) {
+  auto serial = [&](int64_t n0, int64_t n1, const auto& each_step) {
     const int64_t M = n1 - n0, MH = M * H;
-    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
-    else std::fill(dhn, dhn + MH, T(0));
-    if (dc_n_k && MH > 0) std::memcpy(dcn, dc_n_k + n0 * H, sizeof(T) * size_t(MH));
-    else std::fill(dcn, dcn + MH, T(0));
+    std::vector<T> dh = wgrad::start_rows(dh_n_k, n0, M, H), dc = wgrad::start_rows(dc_n_k, n0, M, H);
+    T *dhn = dh.data(), *dcn = dc.data();
     for (int64_t t = Tn - 1; t >= 0; --t) {
       const T* Cprev = t > 0 ? Cs + (t - 1) * NH : c0k;
       const T* dy = dY ? dY + t * NH : zero.data();
@@ -289,21 +287,9 @@ void lstm_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Lay
       std::memcpy(dc0_k + n0 * H, dcn, sizeof(T) * size_t(MH));
     }
   };
-  if (rec.per_thread_steps(N, true)) {
-    // Each step is one thread's work: groups of sequences run the loop side by side, then the threads share
-    // the weight products (wgrad::products: the same sums for any thread count).
-    parallel::row_groups(N, rec.loop_threads(Tn, N, true), [&](int64_t n0, int64_t n1) {
-      std::vector<T> dhn(size_t((n1 - n0) * H)), dcn(size_t((n1 - n0) * H));
-      serial(n0, n1, dhn.data(), dcn.data(), [](int64_t) {});
-    });
-    wgrad::products(job);
-  } else {
-    // The weight gradients in blocks of steps as the loop produces them (input and hidden sides share dG).
-    wgrad::WeightGradPipe<T> pipe(job);
-    std::vector<T> dhn(static_cast<size_t>(NH)), dcn(static_cast<size_t>(NH));
-    serial(0, N, dhn.data(), dcn.data(), [&](int64_t t) { pipe.ready(t); });
-    pipe.finish();
-  }
+  // Groups of sequences side by side when each step is one thread's work (then the threads share the weight
+  // products), else the weight gradients in blocks of steps beside the loop (wgrad::backward_loop).
+  wgrad::backward_loop(job, rec.per_thread_steps(N, true), rec.loop_threads(Tn, N, true), serial);
   // 2. The biases (the weight products are in).
   bias_grads(Tn, N, R, w, g, dG, dG, dX);
 }
@@ -357,10 +343,10 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
   std::vector<T> zero(dY ? 0 : size_t(NH), T(0));
   const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, R, w.W_ih, X, h0k, Hs, dGi, dGh, g.dW_hh, g.dW_ih, dX);
   // 1. The serial part, in reverse, for the sequences [n0, n1) (as in lstm_layer_backward).
-  auto serial = [&](int64_t n0, int64_t n1, T* dhn, const auto& each_step) {
+  auto serial = [&](int64_t n0, int64_t n1, const auto& each_step) {
     const int64_t M = n1 - n0, MH = M * H;
-    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
-    else std::fill(dhn, dhn + MH, T(0));
+    std::vector<T> dh = wgrad::start_rows(dh_n_k, n0, M, H);
+    T* dhn = dh.data();
     for (int64_t t = Tn - 1; t >= 0; --t) {
       const T* Hprev = t > 0 ? Hs + (t - 1) * NH : h0k;
       const T* dy = dY ? dY + t * NH : zero.data();
@@ -372,18 +358,7 @@ void gru_layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, const Laye
     }
     if (MH > 0) std::memcpy(dh0_k + n0 * H, dhn, sizeof(T) * size_t(MH));
   };
-  if (rec.per_thread_steps(N, true)) {
-    parallel::row_groups(N, rec.loop_threads(Tn, N, true), [&](int64_t n0, int64_t n1) {
-      std::vector<T> dhn(size_t((n1 - n0) * H));
-      serial(n0, n1, dhn.data(), [](int64_t) {});
-    });
-    wgrad::products(job);
-  } else {
-    wgrad::WeightGradPipe<T> pipe(job);
-    std::vector<T> dhn(static_cast<size_t>(NH));
-    serial(0, N, dhn.data(), [&](int64_t t) { pipe.ready(t); });
-    pipe.finish();
-  }
+  wgrad::backward_loop(job, rec.per_thread_steps(N, true), rec.loop_threads(Tn, N, true), serial);
   // 2. The biases (the weight products are in).
   bias_grads(Tn, N, R, w, g, dGi, dGh, dX);
 }

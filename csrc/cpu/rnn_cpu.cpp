@@ -156,10 +156,10 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   const bool small = choose(tu, N) == Path::Matvec;
   const wgrad::WeightGradJob<T> job = wgrad::job(Tn, N, Dk, H, H, w.W_ih, X, h0k, Hs, DZ, DZ, g.dW_hh, g.dW_ih, dX);
   // Rows dz_t[n0:n1] and dh_next (M, H), the gradient flowing into h_{t-1} from step t, of steps Tn-1 .. 0.
-  auto serial = [&](int64_t n0, int64_t n1, T* dhn, const auto& each_step) {
+  auto serial = [&](int64_t n0, int64_t n1, const auto& each_step) {
     const int64_t M = n1 - n0, MH = M * H;
-    if (dh_n_k && MH > 0) std::memcpy(dhn, dh_n_k + n0 * H, sizeof(T) * size_t(MH));
-    else std::fill(dhn, dhn + MH, T(0));
+    std::vector<T> dh = wgrad::start_rows(dh_n_k, n0, M, H);
+    T* dhn = dh.data();
     for (int64_t t = Tn - 1; t >= 0; --t) {
       T* dz = DZ + t * NH + n0 * H;
       backprop_act(a, dY ? dY + t * NH + n0 * H : nullptr, dhn, Hs + t * NH + n0 * H, dz, MH);  // through act
@@ -173,21 +173,10 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
     }
     if (MH > 0) std::memcpy(dh0_k + n0 * H, dhn, sizeof(T) * size_t(MH));
   };
-  if (small || blas::step_in_small_kernel(N, H, H)) {
-    // Each step is one thread's work: groups of sequences run the loop side by side, then the threads share
-    // the weight products (wgrad::products; the same sums for any thread count).
-    parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
-      std::vector<T> dhn(size_t((n1 - n0) * H));
-      serial(n0, n1, dhn.data(), [](int64_t) {});
-    });
-    wgrad::products(job);
-  } else {
-    // dW_hh, dW_ih and dX in blocks of steps as the loop produces DZ (wgrad.h: on a helper thread meanwhile)
-    wgrad::WeightGradPipe<T> pipe(job);
-    std::vector<T> dhn(static_cast<size_t>(NH));
-    serial(0, N, dhn.data(), [&](int64_t t) { pipe.ready(t); });
-    pipe.finish();
-  }
+  // Each step one thread's work: groups of sequences side by side, then the threads share the weight products;
+  // otherwise dW_hh, dW_ih and dX in blocks of steps on a helper as the loop produces DZ (wgrad.h).
+  const bool grouped = small || blas::step_in_small_kernel(N, H, H);
+  wgrad::backward_loop(job, grouped, grouped ? blas::loop_threads(Tn, N, H, H) : 1, serial);
   // 2. The biases and c (the weight products are in).
   auto into_bias = [&]() {
     if (g.db_ih || dc) {                                                // into the biases and c

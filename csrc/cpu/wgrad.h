@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 #include "cpu/blas.h"
 #include "cpu/isa_ns.h"
@@ -205,6 +206,30 @@ void products(const WeightGradJob<T>& j) {
     blas::gemm<T>(false, false, (h - l) * N, Dk, R, T(1), j.dGi + l * N * R, R, j.W_ih, Dk, T(0), j.dX + l * N * Dk,
                   Dk);
   });
+}
+
+// The rows [n0, n0 + M) of a (N, H) starting gradient (dh_n, dc_n), or zeros when src is nullptr: the scratch a
+// group of sequences carries through its backward loop.
+template <typename T>
+std::vector<T> start_rows(const T* src, int64_t n0, int64_t M, int64_t H) {
+  if (!src) return std::vector<T>(static_cast<size_t>(M * H), T(0));
+  return std::vector<T>(src + n0 * H, src + (n0 + M) * H);
+}
+
+// A layer's backward: serial(n0, n1, each_step) runs the serial loop for the sequences [n0, n1), from the last
+// step down, calling each_step(t) once step t's gate gradients are written (it keeps its own scratch). With
+// grouped (each step one thread's work), groups of sequences run it side by side on `threads` threads and
+// products() follows; otherwise the caller runs it for all sequences with a WeightGradPipe beside it.
+template <typename T, typename Serial>
+void backward_loop(const WeightGradJob<T>& job, bool grouped, int64_t threads, const Serial& serial) {
+  if (grouped) {
+    parallel::row_groups(job.N, threads, [&](int64_t n0, int64_t n1) { serial(n0, n1, [](int64_t) {}); });
+    products(job);
+  } else {
+    WeightGradPipe<T> pipe(job);
+    serial(0, job.N, [&](int64_t t) { pipe.ready(t); });
+    pipe.finish();
+  }
 }
 
 }  // namespace RNNFAST_ISA_NS
