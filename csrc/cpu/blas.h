@@ -381,6 +381,15 @@ inline int64_t loop_threads(int64_t Tn, int64_t M, int64_t N, int64_t K) {
   return M >= 2 && double(Tn) * double(M) * double(N) * double(K) >= parallel::kMinWork ? worker_threads() : 1;
 }
 
+// Whether a recurrent weight of N x K elements of T is small enough for groups of sequences: every group
+// streams the whole weight through its own core's caches at every step, so a weight past half a 1 MB L2 made
+// the groups slower than one loop with the weight gradients beside it (H = 512, N = 64 backward: 170 against
+// 117 ms with the generic build's one loop).
+template <typename T>
+inline bool fits_groups(int64_t N, int64_t K) {
+  return double(N) * double(K) * sizeof(T) <= double(512 << 10);
+}
+
 // The recurrent product of one time step, C (M, N) = beta C + A (M, K) B (K, N) with beta 0 or 1, all
 // row-major: gemm_small_nn when it is one thread's work (below thread_threshold()) at a batch of at most 128
 // on a vector ISA, else BLAS. Measured on the AVX-512 build, one thread, B warm in L2: 32 x 512 x 128 in

@@ -73,10 +73,11 @@ struct Recurrence {
   }
 
   // Whether each step of a forward (or backward) loop over N sequences is one thread's work (per-sequence
-  // products or the small kernel), so that groups of sequences can run the loop side by side.
+  // products or the small kernel) and W_hh small enough (blas::fits_groups), so that groups of sequences can
+  // run the loop side by side.
   bool per_thread_steps(int64_t N, bool backward) const {
-    return matvec ||
-           (backward ? blas::step_in_small_kernel(N, K, R) : transposed && blas::step_in_small_kernel(N, R, K));
+    return blas::fits_groups<T>(R, K) && (matvec || (backward ? blas::step_in_small_kernel(N, K, R)
+                                                              : transposed && blas::step_in_small_kernel(N, R, K)));
   }
   // The threads for such a loop of Tn steps (1 when its steps are not one thread's work).
   int64_t loop_threads(int64_t Tn, int64_t N, bool backward = false) const {

@@ -85,9 +85,10 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
   // no synchronisation between steps; each row's arithmetic is the same in any group, so the result does not
   // depend on the thread count).
   const Path path = choose(tu, N);
+  const int64_t fthreads = blas::fits_groups<T>(H, H) ? blas::loop_threads(Tn, N, H, H) : 1;
   if (path == Path::Matvec) {
     // Small batch: one matrix-vector product per sequence, no BLAS call per step.
-    parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
+    parallel::row_groups(N, fthreads, [&](int64_t n0, int64_t n1) {
       const int64_t M = n1 - n0, MH = M * H;
       std::vector<T> acc(static_cast<size_t>(MH));
       for (int64_t t = 0; t < Tn; ++t) {
@@ -110,7 +111,7 @@ void layer_forward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const La
     if (blas::step_in_small_kernel(N, H, H)) {
       // In the small-GEMM kernel the whole step is one pass: Y_t = act(P_t + bc + h_{t-1} W_hh^T), the
       // accumulators starting from P_t + bc and activated in registers (the order of the Matvec path's sums).
-      parallel::row_groups(N, blas::loop_threads(Tn, N, H, H), [&](int64_t n0, int64_t n1) {
+      parallel::row_groups(N, fthreads, [&](int64_t n0, int64_t n1) {
         const int64_t M = n1 - n0;
         const T* bt = bc.data() + n0 * H;
         for (int64_t t = 0; t < Tn; ++t) {
@@ -175,7 +176,7 @@ void layer_backward(int64_t Tn, int64_t N, int64_t Dk, int64_t H, Act a, const L
   };
   // Each step one thread's work: groups of sequences side by side, then the threads share the weight products;
   // otherwise dW_hh, dW_ih and dX in blocks of steps on a helper as the loop produces DZ (wgrad.h).
-  const bool grouped = small || blas::step_in_small_kernel(N, H, H);
+  const bool grouped = blas::fits_groups<T>(H, H) && (small || blas::step_in_small_kernel(N, H, H));
   wgrad::backward_loop(job, grouped, grouped ? blas::loop_threads(Tn, N, H, H) : 1, serial);
   // 2. The biases and c (the weight products are in).
   auto into_bias = [&]() {
